@@ -1,0 +1,59 @@
+// Argument checks shared by the C++ kernels of effkernels::separable_map. They guard memory safety
+// for direct torch.ops calls; effkernels/ops.py raises the same errors with the same wording first.
+#pragma once
+#include <ATen/ATen.h>
+
+namespace effkernels {
+
+struct SeparableMapShape {
+  int64_t n, c, h, w, k, oh, ow;
+};
+
+inline at::ScalarType default_out_dtype(const at::Tensor& x, const at::Tensor& rows) {
+  return at::isFloatingType(x.scalar_type()) ? x.scalar_type() : rows.scalar_type();
+}
+
+inline SeparableMapShape check_separable_map(
+    const at::Tensor& x,
+    const at::Tensor& rows,
+    const at::Tensor& cols,
+    const std::optional<at::Tensor>& scale,
+    const std::optional<at::Tensor>& shift) {
+  TORCH_CHECK_VALUE(x.dim() == 4, "x must have shape (N, C, H, W), got ", x.sizes());
+  const auto xt = x.scalar_type();
+  TORCH_CHECK_TYPE(xt == at::kByte || xt == at::kHalf || xt == at::kBFloat16 || xt == at::kFloat ||
+                       xt == at::kDouble,
+                   "x must be uint8, float16, bfloat16, float32 or float64, got ", xt);
+  const auto acc = xt == at::kDouble ? at::kDouble : at::kFloat;
+  TORCH_CHECK_VALUE(rows.dim() == 4, "rows must have shape (1 or N, K, OH, H), got ", rows.sizes());
+  TORCH_CHECK_VALUE(cols.dim() == 4, "cols must have shape (1 or N, K, OW, W), got ", cols.sizes());
+  TORCH_CHECK_TYPE(rows.scalar_type() == acc && cols.scalar_type() == acc,
+                   "rows and cols must be ", acc, " for x of dtype ", xt, ", got ",
+                   rows.scalar_type(), " and ", cols.scalar_type());
+  SeparableMapShape s{x.size(0), x.size(1), x.size(2), x.size(3), rows.size(1), rows.size(2),
+                      cols.size(2)};
+  TORCH_CHECK_VALUE(rows.size(0) == 1 || rows.size(0) == s.n,
+                    "rows must hold 1 or N=", s.n, " operators, got ", rows.size(0));
+  TORCH_CHECK_VALUE(cols.size(0) == 1 || cols.size(0) == s.n,
+                    "cols must hold 1 or N=", s.n, " operators, got ", cols.size(0));
+  TORCH_CHECK_VALUE(s.k >= 1 && cols.size(1) == s.k, "rows and cols must have the same K >= 1, got ",
+                    rows.size(1), " and ", cols.size(1));
+  TORCH_CHECK_VALUE(rows.size(3) == s.h, "rows must have H=", s.h, " columns, got ", rows.size(3));
+  TORCH_CHECK_VALUE(cols.size(3) == s.w, "cols must have W=", s.w, " columns, got ", cols.size(3));
+  for (const auto* affine : {&scale, &shift}) {
+    if (!affine->has_value()) continue;
+    const char* name = affine == &scale ? "scale" : "shift";
+    TORCH_CHECK_VALUE((*affine)->dim() == 1 && (*affine)->size(0) == s.c, name,
+                      " must have shape (C,) = (", s.c, ",), got ", (*affine)->sizes());
+    TORCH_CHECK_TYPE((*affine)->scalar_type() == acc, name, " must be ", acc, ", got ",
+                     (*affine)->scalar_type());
+    TORCH_CHECK_VALUE((*affine)->device() == x.device(), name, " must be on ", x.device(),
+                      " like x, got ", (*affine)->device());
+  }
+  TORCH_CHECK_VALUE(rows.device() == x.device() && cols.device() == x.device(),
+                    "rows and cols must be on ", x.device(), " like x, got ", rows.device(),
+                    " and ", cols.device());
+  return s;
+}
+
+}  // namespace effkernels

@@ -1,0 +1,10 @@
+"""effkernels: fused kernels for curriculum training of vision backbones.
+
+`import effkernels` registers the `torch.ops.effkernels.*` ops (schemas and C++ kernels from
+effkernels._C, fake kernels, autograd and GPU kernels from effkernels.ops).
+"""
+from . import nn
+from .ops import lowfreq_crop, separable_map
+
+__all__ = ["lowfreq_crop", "separable_map", "nn"]
+__version__ = "0.1.0"

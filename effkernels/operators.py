@@ -1,0 +1,95 @@
+"""Operator matrices that turn image-plane transforms into `separable_map` calls.
+
+Every transform here acts on each image axis independently and linearly, so it is a matrix per
+axis: the low-frequency crop (EfficientTrain), antialiased bilinear resizing (exactly what
+`F.interpolate(mode="bilinear", antialias=True)` computes), crop boxes and flips. Composing them is
+a matrix product, which is how a whole GPU augmentation pipeline becomes one kernel launch.
+Matrices are built in float64 and cached per shape and device, since a curriculum reuses a few.
+"""
+import functools
+import math
+
+import torch
+
+_CACHE_SIZE = 64
+
+
+def lowfreq_axis_operator(in_size: int, band: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real and imaginary parts of the (band, in_size) matrix of one axis of the low-frequency crop.
+
+    The crop keeps the frequencies [-(band // 2), (band + 1) // 2 - 1] of the length-in_size DFT and
+    inverts them with a length-band DFT, scaled by band / in_size, so that the 2-D operator is
+    `Re(A_h x A_w^T) = Re(A_h) x Re(A_w)^T - Im(A_h) x Im(A_w)^T`. The imaginary part is zero for odd
+    bands, where the kept frequencies are symmetric.
+    """
+    return _lowfreq_axis_operator(int(in_size), int(band))
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _lowfreq_axis_operator(in_size: int, band: int) -> tuple[torch.Tensor, torch.Tensor]:
+    freqs = torch.arange(-(band // 2), band - band // 2, dtype=torch.int64)
+    out_pos = torch.arange(band, dtype=torch.int64)
+    in_pos = torch.arange(in_size, dtype=torch.int64)
+    # Integer phases reduced modulo the period keep the angles exact before the float64 sin/cos.
+    inverse = _unit_phasors(_turns(out_pos[:, None] * freqs[None, :], band))
+    forward = _unit_phasors(-_turns(freqs[:, None] * in_pos[None, :], in_size))
+    operator = inverse @ forward / in_size
+    return operator.real.contiguous(), operator.imag.contiguous()
+
+
+def _unit_phasors(angles: torch.Tensor) -> torch.Tensor:
+    return torch.polar(torch.ones_like(angles), angles)
+
+
+def _turns(products: torch.Tensor, period: int) -> torch.Tensor:
+    return (products % period).to(torch.float64) * (2 * math.pi / period)
+
+
+def resize_operator(
+    in_size, out_size: int, total_in: int, offset=0, *, device=None
+) -> torch.Tensor:
+    """The (…, out_size, total_in) float64 matrix of antialiased bilinear resizing of a segment.
+
+    Resizes the segment [offset, offset + in_size) of an axis of length total_in to out_size
+    samples, as `F.interpolate(mode="bilinear", antialias=True, align_corners=False)` does: a
+    triangle filter stretched by the downscale factor, clipped to the segment and renormalised.
+    `in_size` and `offset` may be tensors of shape (N,) for per-sample crop boxes.
+    """
+    in_size = torch.as_tensor(in_size, dtype=torch.float64, device=device)
+    offset = torch.as_tensor(offset, dtype=torch.float64, device=device)
+    scale = (in_size / out_size)[..., None, None]
+    inv_scale = torch.where(scale >= 1, 1 / scale, torch.ones_like(scale))
+    centers = scale * (torch.arange(out_size, dtype=torch.float64, device=device)[:, None] + 0.5)
+    source = torch.arange(total_in, dtype=torch.float64, device=device) - offset[..., None, None]
+    weights = (1 - ((source + 0.5 - centers) * inv_scale).abs()).clamp_min(0)
+    weights = weights * ((source >= 0) & (source < in_size[..., None, None]))
+    return weights / weights.sum(-1, keepdim=True)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _lowfreq_resize_axis(in_size: int, band: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    real, imag = _lowfreq_axis_operator(in_size, band)
+    if out_size == band:
+        return real, imag
+    resize = resize_operator(band, out_size, band)
+    return resize @ real, resize @ imag
+
+
+def lowfreq_crop_axes(in_size, size, out_size) -> tuple[torch.Tensor, torch.Tensor]:
+    """float64 (rows, cols) of shape (1, K, out, in): lowfreq crop to `size`, resized to `out_size`.
+
+    K = 2 when both bands are even (the imaginary parts do not vanish), else K = 1.
+    """
+    (h, w), (bh, bw), (oh, ow) = in_size, size, out_size
+    real_h, imag_h = _lowfreq_resize_axis(h, bh, oh)
+    real_w, imag_w = _lowfreq_resize_axis(w, bw, ow)
+    if bh % 2 == 0 and bw % 2 == 0:
+        return torch.stack([real_h, -imag_h])[None], torch.stack([real_w, imag_w])[None]
+    return real_h[None, None], real_w[None, None]
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def lowfreq_crop_operators_cached(in_size, size, out_size, dtype, device):
+    """`lowfreq_crop_axes` converted and kept on `device`; callers must not modify the result."""
+    rows, cols = lowfreq_crop_axes(in_size, size, out_size)
+    return rows.to(device=device, dtype=dtype), cols.to(device=device, dtype=dtype)

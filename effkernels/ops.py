@@ -1,0 +1,266 @@
+"""Public functions of the effkernels ops: argument checks, fake kernels, autograd, backend choice.
+
+The op schemas live in csrc/ops.cpp; the CPU kernels in csrc/cpu; the GPU kernels in
+effkernels/triton (default) and csrc/cuda (`EFFKERNELS_BACKEND=cuda`). The spec of every op is
+effkernels/reference.py.
+"""
+import os
+from collections.abc import Sequence
+
+import torch
+
+from . import _C  # noqa: F401  (loads the schemas and the C++ kernels)
+from . import operators
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+INPUT_DTYPES = (torch.uint8,) + FLOAT_DTYPES
+GPU_BACKENDS = ("triton", "cuda")
+
+
+def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a kernel accumulates in for inputs of `dtype`: float64 stays, all else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# --------------------------------------------------------------------------------------------
+# separable_map: the kernel every image-plane transform runs on
+# --------------------------------------------------------------------------------------------
+
+
+def separable_map(x, rows, cols, scale=None, shift=None, out_dtype=None):
+    """`out[n, c] = (Σ_k rows[n, k] @ x[n, c] @ cols[n, k]ᵀ) * scale[c] + shift[c]`, cast to out_dtype.
+
+    A linear map of every image plane that is separable along its two axes, followed by a
+    per-channel affine: one kernel launch for any chain of crops, resizes, flips, low-pass filters
+    and normalisation (see effkernels.operators). x: (N, C, H, W), uint8 (raw 0..255 values) or
+    floating; rows: (1 or N, K, OH, H); cols: (1 or N, K, OW, W); scale, shift: (C,) or None.
+    rows, cols, scale and shift are float64 for float64 x, else float32. out_dtype defaults to
+    x's dtype, float32 for uint8 x. Differentiable in every tensor argument.
+    """
+    check_separable_map(x, rows, cols, scale, shift, out_dtype)
+    return torch.ops.effkernels.separable_map(x, rows, cols, scale, shift, out_dtype)
+
+
+def check_separable_map(x, rows, cols, scale, shift, out_dtype):
+    """Raise TypeError/ValueError naming the argument when separable_map cannot run on these."""
+    for name, value in (("x", x), ("rows", rows), ("cols", cols)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a Tensor, got {type(value).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
+    if x.dtype not in INPUT_DTYPES:
+        raise TypeError(f"x must be uint8, float16, bfloat16, float32 or float64, got {x.dtype}")
+    acc = accumulate_dtype(x.dtype)
+    n, c, h, w = x.shape
+    for name, ops, size in (("rows", rows, h), ("cols", cols, w)):
+        if ops.dim() != 4:
+            raise ValueError(f"{name} must have shape (1 or N, K, OUT, {size}), got {tuple(ops.shape)}")
+        if ops.dtype != acc:
+            raise TypeError(f"{name} must be {acc} for x of dtype {x.dtype}, got {ops.dtype}")
+        if ops.shape[0] not in (1, n):
+            raise ValueError(f"{name} must hold 1 or N={n} operators, got {ops.shape[0]}")
+        if ops.shape[3] != size:
+            raise ValueError(f"{name} must have {size} columns to match x, got {ops.shape[3]}")
+        if ops.device != x.device:
+            raise ValueError(f"{name} must be on {x.device} like x, got {ops.device}")
+    if rows.shape[1] != cols.shape[1] or rows.shape[1] < 1:
+        raise ValueError(f"rows and cols must have the same K >= 1, got {rows.shape[1]} and {cols.shape[1]}")
+    for name, affine in (("scale", scale), ("shift", shift)):
+        if affine is None:
+            continue
+        if not isinstance(affine, torch.Tensor):
+            raise TypeError(f"{name} must be a Tensor or None, got {type(affine).__name__}")
+        if affine.shape != (c,):
+            raise ValueError(f"{name} must have shape (C,) = ({c},), got {tuple(affine.shape)}")
+        if affine.dtype != acc:
+            raise TypeError(f"{name} must be {acc} for x of dtype {x.dtype}, got {affine.dtype}")
+        if affine.device != x.device:
+            raise ValueError(f"{name} must be on {x.device} like x, got {affine.device}")
+    if out_dtype is not None and out_dtype not in FLOAT_DTYPES:
+        raise TypeError(f"out_dtype must be a floating dtype, got {out_dtype}")
+
+
+def _separable_map_out_dtype(x, rows, out_dtype):
+    if out_dtype is not None:
+        return out_dtype
+    return x.dtype if x.dtype.is_floating_point else rows.dtype
+
+
+@torch.library.register_fake("effkernels::separable_map")
+def _separable_map_fake(x, rows, cols, scale=None, shift=None, out_dtype=None):
+    check_separable_map(x, rows, cols, scale, shift, out_dtype)
+    n, c = x.shape[:2]
+    return x.new_empty((n, c, rows.shape[2], cols.shape[2]), dtype=_separable_map_out_dtype(x, rows, out_dtype))
+
+
+def _separable_map_setup_context(ctx, inputs, output):
+    x, rows, cols, scale, shift, out_dtype = inputs
+    needs_x_data = any(ctx.needs_input_grad[1:4])  # rows, cols, scale grads read x
+    ctx.save_for_backward(x if needs_x_data else None, rows, cols, scale)
+    ctx.x_dtype = x.dtype
+
+
+def _separable_map_backward(ctx, grad):
+    x, rows, cols, scale = ctx.saved_tensors
+    need_x, need_rows, need_cols, need_scale, need_shift = ctx.needs_input_grad[:5]
+    grad_x = grad_rows = grad_cols = grad_scale = grad_shift = None
+    grad = grad.to(rows.dtype) if accumulate_dtype(grad.dtype) != rows.dtype else grad
+    if need_x:
+        # The map is linear in x: its adjoint is the same kernel with transposed operators.
+        grad_x = torch.ops.effkernels.separable_map(
+            grad, rows.transpose(-1, -2), cols.transpose(-1, -2), scale, None, ctx.x_dtype
+        )
+    if need_shift:
+        grad_shift = grad.sum((0, 2, 3), dtype=rows.dtype)
+    if need_scale:
+        unscaled = torch.ops.effkernels.separable_map(x, rows, cols, None, None, rows.dtype)
+        grad_scale = (grad.to(rows.dtype) * unscaled).sum((0, 2, 3))
+    if need_rows or need_cols:
+        n = x.shape[0]
+        x_acc = x.to(rows.dtype)
+        grad_pre = grad.to(rows.dtype)
+        if scale is not None:
+            grad_pre = grad_pre * scale[:, None, None]
+        if need_rows:
+            grad_rows = torch.einsum("ncov,nkvw,nchw->nkoh", grad_pre, cols.expand(n, -1, -1, -1), x_acc)
+            grad_rows = grad_rows.sum(0, keepdim=True) if rows.shape[0] == 1 else grad_rows
+        if need_cols:
+            grad_cols = torch.einsum("ncov,nkoh,nchw->nkvw", grad_pre, rows.expand(n, -1, -1, -1), x_acc)
+            grad_cols = grad_cols.sum(0, keepdim=True) if cols.shape[0] == 1 else grad_cols
+    return grad_x, grad_rows, grad_cols, grad_scale, grad_shift, None
+
+
+torch.library.register_autograd(
+    "effkernels::separable_map", _separable_map_backward, setup_context=_separable_map_setup_context
+)
+
+
+def gpu_backend() -> str:
+    """The GPU kernel family in use: `EFFKERNELS_BACKEND` (triton, the default, or cuda)."""
+    backend = os.environ.get("EFFKERNELS_BACKEND", "triton")
+    if backend not in GPU_BACKENDS:
+        raise ValueError(f"EFFKERNELS_BACKEND must be one of {GPU_BACKENDS}, got {backend!r}")
+    if backend == "cuda" and not hasattr(torch.ops.effkernels, "separable_map_cuda"):
+        raise RuntimeError("EFFKERNELS_BACKEND=cuda but effkernels was built without its CUDA C++ kernels")
+    return backend
+
+
+@torch.library.register_kernel("effkernels::separable_map", "cuda")
+def _separable_map_gpu(x, rows, cols, scale=None, shift=None, out_dtype=None):
+    check_separable_map(x, rows, cols, scale, shift, out_dtype)
+    if gpu_backend() == "cuda":
+        return torch.ops.effkernels.separable_map_cuda(x, rows, cols, scale, shift, out_dtype)
+    from .triton.separable_map import separable_map_triton
+
+    return separable_map_triton(x, rows, cols, scale, shift, out_dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# lowfreq_crop: EfficientTrain's low-frequency crop (+ resize + normalise) as one separable_map
+# --------------------------------------------------------------------------------------------
+
+
+def lowfreq_crop(x, size, out_size=None, *, mean=None, std=None, out_dtype=None):
+    """Keep the centred `size` block of x's spectrum (EfficientTrain), then resize and normalise.
+
+    x: (N, C, H, W), uint8 (scaled to [0, 1] first) or floating, on CPU or CUDA. size: int or
+    (bh, bw), the kept bandwidth, 1 <= bh <= H, 1 <= bw <= W; the result has shape (N, C, bh, bw)
+    and equals `real(ifft2(centred block of fft2(x))) * bh * bw / (H * W)`. out_size: (oh, ow) to
+    resize that with antialiased bilinear interpolation. mean, std: per-channel sequences,
+    `(y - mean) / std` last. out_dtype: float32 for uint8 x, else x's dtype, by default.
+    Linear in x, so differentiable for floating x; one kernel launch on the GPU.
+    """
+    return torch.ops.effkernels.lowfreq_crop(
+        x,
+        pair(size, "size"),
+        None if out_size is None else pair(out_size, "out_size"),
+        _channel_values(mean, "mean"),
+        _channel_values(std, "std"),
+        out_dtype,
+    )
+
+
+def pair(value, name: str) -> list:
+    """`value` as a two-element list of ints: an int is used for both axes."""
+    if isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool):
+        return [value, value]
+    if isinstance(value, Sequence) and len(value) == 2 and all(
+        isinstance(v, (int, torch.SymInt)) and not isinstance(v, bool) for v in value
+    ):
+        return list(value)
+    raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+def _channel_values(values, name: str):
+    if values is None:
+        return None
+    if isinstance(values, torch.Tensor):
+        values = values.tolist()
+    if not isinstance(values, Sequence) or not all(isinstance(v, (int, float)) for v in values):
+        raise TypeError(f"{name} must be a sequence of numbers, one per channel, got {values!r}")
+    return [float(v) for v in values]
+
+
+def check_lowfreq_crop(x, size, out_size, mean, std, out_dtype):
+    """Raise TypeError/ValueError naming the argument when lowfreq_crop cannot run on these."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
+    if x.dtype not in INPUT_DTYPES:
+        raise TypeError(f"x must be uint8, float16, bfloat16, float32 or float64, got {x.dtype}")
+    height, width = x.shape[-2:]
+    bh, bw = size
+    if not (1 <= bh <= height and 1 <= bw <= width):
+        raise ValueError(f"size must lie in [1, input size] = [1, ({height}, {width})], got ({bh}, {bw})")
+    if out_size is not None and not (out_size[0] >= 1 and out_size[1] >= 1):
+        raise ValueError(f"out_size must be positive, got {tuple(out_size)}")
+    channels = x.shape[1]
+    for name, values in (("mean", mean), ("std", std)):
+        if values is not None and len(values) != channels:
+            raise ValueError(f"{name} must have one value per channel (C={channels}), got {len(values)}")
+    if std is not None and any(s == 0 for s in std):
+        raise ValueError(f"std must be non-zero, got {std}")
+    if out_dtype is not None and out_dtype not in FLOAT_DTYPES:
+        raise TypeError(f"out_dtype must be a floating dtype, got {out_dtype}")
+
+
+def normalisation_affine(x, mean, std, dtype):
+    """(scale, shift) tensors that map x's values to `(x / 255 if uint8 - mean) / std`, or None."""
+    input_scale = 1 / 255 if x.dtype == torch.uint8 else 1.0
+    if mean is None and std is None and input_scale == 1.0:
+        return None, None
+    channels = x.shape[1]
+    std = std if std is not None else [1.0] * channels
+    scale = torch.tensor([input_scale / s for s in std], dtype=dtype, device=x.device)
+    shift = None if mean is None else torch.tensor([-m / s for m, s in zip(mean, std)], dtype=dtype, device=x.device)
+    return scale, shift
+
+
+@torch.library.impl("effkernels::lowfreq_crop", "CompositeImplicitAutograd")
+def _lowfreq_crop_composite(x, size, out_size=None, mean=None, std=None, out_dtype=None):
+    check_lowfreq_crop(x, size, out_size, mean, std, out_dtype)
+    acc = accumulate_dtype(x.dtype)
+    rows, cols = torch.ops.effkernels.lowfreq_crop_operators(
+        list(x.shape[-2:]), size, size if out_size is None else out_size, dtype=acc, device=x.device
+    )
+    scale, shift = normalisation_affine(x, mean, std, acc)
+    return torch.ops.effkernels.separable_map(x, rows, cols, scale, shift, out_dtype)
+
+
+@torch.library.impl("effkernels::lowfreq_crop_operators", "CompositeExplicitAutograd")
+def _lowfreq_crop_operators(in_size, size, out_size, *, dtype, device):
+    rows, cols = operators.lowfreq_crop_operators_cached(
+        tuple(in_size), tuple(size), tuple(out_size), dtype, torch.device(device)
+    )
+    # Op outputs must be fresh tensors: a compiled graph may reuse an output's memory.
+    return rows.clone(), cols.clone()
+
+
+@torch.library.register_fake("effkernels::lowfreq_crop_operators")
+def _lowfreq_crop_operators_fake(in_size, size, out_size, *, dtype, device):
+    terms = 2 if size[0] % 2 == 0 and size[1] % 2 == 0 else 1
+    return (
+        torch.empty((1, terms, out_size[0], in_size[0]), dtype=dtype, device=device),
+        torch.empty((1, terms, out_size[1], in_size[1]), dtype=dtype, device=device),
+    )

@@ -1,0 +1,40 @@
+"""The spec of every effkernels op, in plain PyTorch: readable, slow, exact in float64.
+
+Tests compare every kernel with these functions; nothing else in the package calls them.
+"""
+import torch
+import torch.nn.functional as F
+
+
+def lowfreq_crop(x, size, out_size=None, *, mean=None, std=None, out_dtype=None):
+    """EfficientTrain's low-frequency crop, then antialiased bilinear resize and normalisation.
+
+    Computed in float64 via torch.fft: keep the centred (bh, bw) block of the shifted spectrum,
+    invert it at the smaller size, and rescale by bh*bw/(H*W) so the mean intensity is kept.
+    """
+    bh, bw = (size, size) if isinstance(size, int) else size
+    height, width = x.shape[-2:]
+    image = x.double() / 255 if x.dtype == torch.uint8 else x.double()
+    spectrum = torch.fft.fftshift(torch.fft.fft2(image), dim=(-2, -1))
+    top, left = height // 2 - bh // 2, width // 2 - bw // 2
+    block = spectrum[..., top : top + bh, left : left + bw]
+    y = torch.fft.ifft2(torch.fft.ifftshift(block, dim=(-2, -1))).real * (bh * bw) / (height * width)
+    if out_size is not None:
+        y = F.interpolate(y, size=tuple(out_size), mode="bilinear", antialias=True, align_corners=False)
+    if mean is not None:
+        y = y - torch.tensor(mean, dtype=y.dtype, device=y.device)[:, None, None]
+    if std is not None:
+        y = y / torch.tensor(std, dtype=y.dtype, device=y.device)[:, None, None]
+    default_dtype = x.dtype if x.dtype.is_floating_point else torch.float32
+    return y.to(out_dtype or default_dtype)
+
+
+def separable_map(x, rows, cols, scale=None, shift=None, out_dtype=None):
+    """`out[n, c] = (Σ_k rows[n, k] @ x[n, c] @ cols[n, k]ᵀ) * scale[c] + shift[c]`, in float64."""
+    y = torch.einsum("nkoh,nchw,nkvw->ncov", rows.double(), x.double(), cols.double())
+    if scale is not None:
+        y = y * scale.double()[:, None, None]
+    if shift is not None:
+        y = y + shift.double()[:, None, None]
+    default_dtype = x.dtype if x.dtype.is_floating_point else rows.dtype
+    return y.to(out_dtype or default_dtype)

@@ -1,0 +1,1 @@
+"""Triton kernels: the GPU kernels of the effkernels ops, one file per op."""
