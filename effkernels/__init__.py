@@ -4,7 +4,7 @@
 effkernels._C, fake kernels, autograd and GPU kernels from effkernels.ops).
 """
 from . import nn
-from .ops import lowfreq_crop, separable_map
+from .ops import lowfreq_crop, lowfreq_crop_augmented, separable_map
 
-__all__ = ["lowfreq_crop", "separable_map", "nn"]
+__all__ = ["lowfreq_crop", "lowfreq_crop_augmented", "separable_map", "nn"]
 __version__ = "0.1.0"

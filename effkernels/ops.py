@@ -95,14 +95,16 @@ def _separable_map_fake(x, rows, cols, scale=None, shift=None, out_dtype=None):
 
 def _separable_map_setup_context(ctx, inputs, output):
     x, rows, cols, scale, shift, out_dtype = inputs
-    needs_x_data = any(ctx.needs_input_grad[1:4])  # rows, cols, scale grads read x
+    # ctx.needs_input_grad does not line up with optional arguments here; ask the tensors.
+    ctx.needs_grad = [t is not None and t.requires_grad for t in (x, rows, cols, scale, shift)]
+    needs_x_data = any(ctx.needs_grad[1:4])  # rows, cols, scale grads read x
     ctx.save_for_backward(x if needs_x_data else None, rows, cols, scale)
     ctx.x_dtype = x.dtype
 
 
 def _separable_map_backward(ctx, grad):
     x, rows, cols, scale = ctx.saved_tensors
-    need_x, need_rows, need_cols, need_scale, need_shift = ctx.needs_input_grad[:5]
+    need_x, need_rows, need_cols, need_scale, need_shift = ctx.needs_grad
     grad_x = grad_rows = grad_cols = grad_scale = grad_shift = None
     grad = grad.to(rows.dtype) if accumulate_dtype(grad.dtype) != rows.dtype else grad
     if need_x:
@@ -264,3 +266,50 @@ def _lowfreq_crop_operators_fake(in_size, size, out_size, *, dtype, device):
         torch.empty((1, terms, out_size[0], in_size[0]), dtype=dtype, device=device),
         torch.empty((1, terms, out_size[1], in_size[1]), dtype=dtype, device=device),
     )
+
+
+def lowfreq_crop_augmented(x, size, out_size=None, *, boxes=None, flip=None, mean=None, std=None, out_dtype=None):
+    """`lowfreq_crop` after a per-sample crop box and horizontal flip, still one kernel launch.
+
+    Per sample n the pipeline is torchvision's RandomResizedCrop then RandomHorizontalFlip, then
+    the low-frequency crop: the box `boxes[n] = (top, left, height, width)` (input pixels) is
+    resized back to x's (H, W) with antialiased bilinear interpolation, mirrored when `flip[n]`,
+    low-passed to `size` and resized to `out_size`. All of it is folded into per-sample operator
+    matrices. Pass boxes and flip as CPU tensors: their values are checked on the host.
+    """
+    size = pair(size, "size")
+    out_size = size if out_size is None else pair(out_size, "out_size")
+    mean, std = _channel_values(mean, "mean"), _channel_values(std, "std")
+    check_lowfreq_crop(x, size, out_size, mean, std, out_dtype)
+    n, _, height, width = x.shape
+    boxes, flip = _check_boxes_and_flip(boxes, flip, n, height, width)
+    acc = accumulate_dtype(x.dtype)
+    rows, cols = torch.ops.effkernels.lowfreq_crop_operators(
+        [height, width], size, out_size, dtype=acc, device=x.device
+    )
+    boxes = boxes.to(x.device)
+    crop_rows = operators.resize_operator(boxes[:, 2], height, height, boxes[:, 0], device=x.device)
+    crop_cols = operators.resize_operator(boxes[:, 3], width, width, boxes[:, 1], device=x.device)
+    crop_cols = torch.where(flip.to(x.device)[:, None, None], crop_cols.flip(-2), crop_cols)
+    rows = rows @ crop_rows.to(acc)[:, None]
+    cols = cols @ crop_cols.to(acc)[:, None]
+    scale, shift = normalisation_affine(x, mean, std, acc)
+    return torch.ops.effkernels.separable_map(x, rows, cols, scale, shift, out_dtype)
+
+
+def _check_boxes_and_flip(boxes, flip, n, height, width):
+    if boxes is None:
+        boxes = torch.tensor([[0, 0, height, width]]).expand(n, 4)
+    if not isinstance(boxes, torch.Tensor) or boxes.dtype.is_floating_point or boxes.dtype == torch.bool:
+        raise TypeError(f"boxes must be an integer Tensor of (top, left, height, width), got {boxes!r}")
+    if boxes.shape != (n, 4):
+        raise ValueError(f"boxes must have shape (N, 4) = ({n}, 4), got {tuple(boxes.shape)}")
+    top, left, box_h, box_w = boxes.unbind(1)
+    inside = (top >= 0) & (left >= 0) & (box_h >= 1) & (box_w >= 1) & (top + box_h <= height) & (left + box_w <= width)
+    if not bool(inside.all()):
+        raise ValueError(f"boxes must lie inside the ({height}, {width}) image with positive sides, got {boxes[~inside].tolist()}")
+    if flip is None:
+        flip = torch.zeros(n, dtype=torch.bool)
+    if not isinstance(flip, torch.Tensor) or flip.dtype != torch.bool or flip.shape != (n,):
+        raise TypeError(f"flip must be a bool Tensor of shape (N,) = ({n},), got {flip!r}")
+    return boxes, flip

@@ -38,3 +38,17 @@ def separable_map(x, rows, cols, scale=None, shift=None, out_dtype=None):
         y = y + shift.double()[:, None, None]
     default_dtype = x.dtype if x.dtype.is_floating_point else rows.dtype
     return y.to(out_dtype or default_dtype)
+
+
+def lowfreq_crop_augmented(x, size, out_size=None, *, boxes, flip, mean=None, std=None, out_dtype=None):
+    """Per sample: crop the box, resize it back to (H, W), flip if asked, then `lowfreq_crop`."""
+    height, width = x.shape[-2:]
+    image = x.double() / 255 if x.dtype == torch.uint8 else x.double()
+    samples = []
+    for sample, (top, left, box_h, box_w), mirror in zip(image, boxes.tolist(), flip.tolist()):
+        crop = sample[None, :, top : top + box_h, left : left + box_w]
+        crop = F.interpolate(crop, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+        samples.append(crop.flip(-1) if mirror else crop)
+    default_dtype = x.dtype if x.dtype.is_floating_point else torch.float32
+    y = lowfreq_crop(torch.cat(samples), size, out_size, mean=mean, std=std)
+    return y.to(out_dtype or default_dtype)

@@ -1,0 +1,71 @@
+"""Shared fixtures: the backends every op test runs on, and NaN-poisoned fresh memory.
+
+Without a GPU the Triton kernels run on CPU tensors under TRITON_INTERPRET=1, which must be set
+before triton is first imported, hence here at the top.
+"""
+import contextlib
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+import effkernels  # noqa: E402
+
+HAS_CUDA = torch.cuda.is_available()
+HAS_CUDA_CPP = hasattr(torch.ops.effkernels, "separable_map_cuda")
+
+
+@pytest.fixture(autouse=True)
+def poison_fresh_memory():
+    """torch.empty returns NaNs (ints: their max), so an element a kernel forgot to write shows."""
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    yield
+    torch.use_deterministic_algorithms(previous[0])
+    torch.utils.deterministic.fill_uninitialized_memory = previous[1]
+
+
+@contextlib.contextmanager
+def triton_kernel_on_cpu():
+    """Route CPU calls of effkernels::separable_map to the Triton kernel (run by the interpreter)."""
+    from effkernels.triton.separable_map import separable_map_triton
+
+    with torch.library._scoped_library("effkernels", "IMPL") as lib:
+        lib.impl("separable_map", separable_map_triton, "CPU", allow_override=True)
+        yield
+
+
+@pytest.fixture(params=["cpu", "triton", "cuda"])
+def backend(request, monkeypatch):
+    """(device, name): the C++ CPU kernel, the Triton kernel, the CUDA C++ kernel."""
+    name = request.param
+    if name == "cpu":
+        yield "cpu"
+    elif name == "triton" and not HAS_CUDA:
+        with triton_kernel_on_cpu():
+            yield "cpu"
+    else:
+        if not HAS_CUDA:
+            pytest.skip("the CUDA C++ kernels run on a GPU only")
+        if name == "cuda" and not HAS_CUDA_CPP:
+            pytest.skip("effkernels was built without its CUDA C++ kernels")
+        monkeypatch.setenv("EFFKERNELS_BACKEND", name)
+        yield "cuda"
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    expected = expected.double()
+    return ((actual.double() - expected).norm() / expected.norm().clamp_min(1e-30)).item()
+
+
+TOLERANCE = {
+    torch.float64: 1e-12,
+    torch.float32: 1e-5,
+    torch.float16: 3e-3,
+    torch.bfloat16: 1e-2,
+}

@@ -1,0 +1,131 @@
+"""effkernels.lowfreq_crop against the torch.fft spec, on every backend."""
+import pytest
+import torch
+
+import effkernels
+from effkernels import reference
+from conftest import TOLERANCE, relative_error
+
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+CASES = [  # (N, C, H, W, size, out_size)
+    (1, 3, 16, 16, 8, None),  # even band, batch 1
+    (2, 3, 16, 16, 7, None),  # odd band
+    (2, 3, 17, 12, (8, 5), None),  # H != W, mixed parity
+    (3, 1, 15, 20, (15, 20), None),  # band = input size: identity
+    (2, 3, 24, 18, (10, 8), (16, 12)),  # upsample after the crop
+    (2, 3, 32, 30, (20, 14), (9, 11)),  # downsample after the crop (antialiased)
+    (1, 3, 9, 33, (4, 1), (3, 2)),
+]
+
+
+def random_images(n, c, h, w, dtype, device):
+    if dtype == torch.uint8:
+        return torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8, device=device)
+    return torch.rand(n, c, h, w, device=device).to(dtype)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("normalise", [False, True])
+def test_matches_fft_reference(backend, case, dtype, normalise):
+    n, c, h, w, size, out_size = case
+    x = random_images(n, c, h, w, dtype, backend)
+    stats = dict(mean=MEAN[:c], std=STD[:c]) if normalise else {}
+    out = effkernels.lowfreq_crop(x, size, out_size, **stats)
+    expected = reference.lowfreq_crop(x, size, out_size, out_dtype=torch.float64, **stats)
+    assert out.dtype == (dtype if dtype.is_floating_point else torch.float32)
+    assert out.shape == expected.shape
+    assert relative_error(out, expected) < TOLERANCE[out.dtype]
+
+
+def test_identity_band_returns_the_input(backend):
+    x = torch.rand(2, 3, 11, 14, device=backend)
+    torch.testing.assert_close(effkernels.lowfreq_crop(x, (11, 14)), x, atol=1e-5, rtol=0)
+
+
+def test_keeps_mean_intensity(backend):
+    x = torch.rand(2, 3, 20, 20, dtype=torch.float64, device=backend)
+    out = effkernels.lowfreq_crop(x, 6)
+    torch.testing.assert_close(out.mean((2, 3)), x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "sliced"])
+def test_non_contiguous_inputs(backend, layout):
+    x = torch.randint(0, 256, (2, 3, 24, 40), dtype=torch.uint8, device=backend)
+    x = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x[..., 3:21, ::2]
+    out = effkernels.lowfreq_crop(x, (8, 9), (12, 10), mean=MEAN, std=STD)
+    expected = reference.lowfreq_crop(x, (8, 9), (12, 10), mean=MEAN, std=STD)
+    assert relative_error(out, expected) < 1e-5
+
+
+def test_gradient_is_the_adjoint(backend):
+    x = torch.rand(2, 3, 14, 11, device=backend, requires_grad=True)
+    grad_out = torch.randn(2, 3, 10, 7, device=backend)
+    effkernels.lowfreq_crop(x, (6, 4), (10, 7), mean=MEAN, std=STD).backward(grad_out)
+    x64 = x.detach().double().requires_grad_()
+    reference.lowfreq_crop(x64, (6, 4), (10, 7), mean=MEAN, std=STD).backward(grad_out.double())
+    assert relative_error(x.grad, x64.grad) < 1e-5
+
+
+@pytest.mark.parametrize("size, out_size", [((4, 6), None), ((5, 4), (7, 3))])
+def test_gradcheck_float64(size, out_size):
+    x = torch.rand(2, 2, 8, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: effkernels.lowfreq_crop(t, size, out_size, mean=[0.5, 0.2], std=[0.3, 2.0]), (x,))
+
+
+def test_opcheck():
+    x = torch.rand(2, 3, 12, 10, requires_grad=True)
+    torch.library.opcheck(torch.ops.effkernels.lowfreq_crop, (x, [6, 4], [8, 8], MEAN, STD, None))
+    torch.library.opcheck(torch.ops.effkernels.lowfreq_crop_operators, ([12, 10], [6, 4], [8, 8]),
+                          dict(dtype=torch.float32, device=torch.device("cpu")))
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_compile_fullgraph(dynamic):
+    def transform(images, size):
+        return effkernels.lowfreq_crop(images, size, mean=MEAN, std=STD) * 2
+
+    compiled = torch.compile(transform, fullgraph=True, dynamic=dynamic)
+    for shape, size in [((2, 3, 16, 16), 8), ((3, 3, 20, 18), 8), ((2, 3, 16, 16), 7)]:
+        x = torch.randint(0, 256, shape, dtype=torch.uint8)
+        expected = reference.lowfreq_crop(x, size, mean=MEAN, std=STD) * 2
+        assert relative_error(compiled(x, size), expected) < 1e-5
+
+
+def test_autocast_keeps_float32_math():
+    x = torch.rand(2, 3, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = effkernels.lowfreq_crop(x, 8, mean=MEAN, std=STD)
+    assert out.dtype == torch.float32
+    assert relative_error(out, reference.lowfreq_crop(x, 8, mean=MEAN, std=STD)) < 1e-5
+
+
+def test_out_dtype():
+    x = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    out = effkernels.lowfreq_crop(x, 8, out_dtype=torch.bfloat16)
+    assert out.dtype == torch.bfloat16
+    assert relative_error(out, reference.lowfreq_crop(x, 8)) < TOLERANCE[torch.bfloat16]
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda x: effkernels.lowfreq_crop(x[0], 8), ValueError, "x must have shape"),
+        (lambda x: effkernels.lowfreq_crop(x.int(), 8), TypeError, "x must be uint8"),
+        (lambda x: effkernels.lowfreq_crop(x, 0), ValueError, "size must lie in"),
+        (lambda x: effkernels.lowfreq_crop(x, (8, 17)), ValueError, "size must lie in"),
+        (lambda x: effkernels.lowfreq_crop(x, 8.0), TypeError, "size must be an int"),
+        (lambda x: effkernels.lowfreq_crop(x, (8, 8, 8)), TypeError, "size must be an int"),
+        (lambda x: effkernels.lowfreq_crop(x, 8, (0, 4)), ValueError, "out_size must be positive"),
+        (lambda x: effkernels.lowfreq_crop(x, 8, "big"), TypeError, "out_size must be an int"),
+        (lambda x: effkernels.lowfreq_crop(x, 8, mean=[0.5, 0.5]), ValueError, "mean must have one value per channel"),
+        (lambda x: effkernels.lowfreq_crop(x, 8, std=[1.0, 0.0, 1.0]), ValueError, "std must be non-zero"),
+        (lambda x: effkernels.lowfreq_crop(x, 8, std="abc"), TypeError, "std must be a sequence"),
+        (lambda x: effkernels.lowfreq_crop(x, 8, out_dtype=torch.int8), TypeError, "out_dtype must be a floating"),
+        (lambda x: torch.ops.effkernels.lowfreq_crop(x, [20, 4]), ValueError, "size must lie in"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call(torch.rand(2, 3, 16, 16))
