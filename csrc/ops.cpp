@@ -16,6 +16,12 @@ TORCH_LIBRARY(effkernels, m) {
   m.def(
       "separable_map(Tensor x, Tensor rows, Tensor cols, Tensor? scale=None, Tensor? shift=None, "
       "ScalarType? out_dtype=None) -> Tensor");
+#ifdef EFFKERNELS_WITH_CUDA
+  // The CUDA C++ kernel of separable_map, chosen by EFFKERNELS_BACKEND=cuda (see effkernels/ops.py).
+  m.def(
+      "separable_map_cuda(Tensor x, Tensor rows, Tensor cols, Tensor? scale=None, Tensor? shift=None, "
+      "ScalarType? out_dtype=None) -> Tensor");
+#endif
   // EfficientTrain's low-frequency crop, then an antialiased bilinear resize and normalisation.
   m.def(
       "lowfreq_crop(Tensor x, SymInt[2] size, SymInt[2]? out_size=None, float[]? mean=None, "
