@@ -150,7 +150,9 @@ def gpu_backend() -> str:
 @torch.library.register_kernel("effkernels::separable_map", "cuda")
 def _separable_map_gpu(x, rows, cols, scale=None, shift=None, out_dtype=None):
     check_separable_map(x, rows, cols, scale, shift, out_dtype)
-    if gpu_backend() == "cuda":
+    # tl.dot has no float64 path on every Triton release: float64 goes to the CUDA C++ kernel.
+    use_cuda_cpp = x.dtype == torch.float64 and hasattr(torch.ops.effkernels, "separable_map_cuda")
+    if use_cuda_cpp or gpu_backend() == "cuda":
         return torch.ops.effkernels.separable_map_cuda(x, rows, cols, scale, shift, out_dtype)
     from .triton.separable_map import separable_map_triton
 

@@ -64,16 +64,16 @@ def _separable_map_kernel(
     mask_m = offs_m < OH
     mask_n = offs_n < OW
 
-    ACC_DTYPE: tl.constexpr = rows_ptr.dtype.element_ty
+    acc_dtype = rows_ptr.dtype.element_ty
     x_plane = x_ptr + n * x_sn + c.to(tl.int64) * x_sc
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_dtype)
     for k in tl.static_range(K):
         row_ops = rows_ptr + n * r_sn + k * r_sk
         col_ops = cols_ptr + n * c_sn + k * c_sk
         for h0 in range(0, H, BLOCK_H):
             offs_h = h0 + tl.arange(0, BLOCK_H)
             mask_h = offs_h < H
-            band = tl.zeros((BLOCK_H, BLOCK_N), dtype=ACC_DTYPE)
+            band = tl.zeros((BLOCK_H, BLOCK_N), dtype=acc_dtype)
             for w0 in range(0, W, BLOCK_W):
                 offs_w = w0 + tl.arange(0, BLOCK_W)
                 mask_w = offs_w < W
@@ -81,7 +81,7 @@ def _separable_map_kernel(
                     x_plane + offs_h[:, None] * x_sh + offs_w[None, :] * x_sw,
                     mask=mask_h[:, None] & mask_w[None, :],
                     other=0,
-                ).to(ACC_DTYPE)
+                ).to(acc_dtype)
                 col_block = tl.load(
                     col_ops + offs_w[:, None] * c_sw + offs_n[None, :] * c_so,
                     mask=mask_w[:, None] & mask_n[None, :],

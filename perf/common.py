@@ -1,0 +1,97 @@
+"""Timing and reporting shared by the perf/ benchmarks: medians, device names, result files."""
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{_cpu_model()}, {torch.get_num_threads()} threads"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_slug(device: torch.device) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu{torch.get_num_threads()}"
+    return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")
+
+
+def default_out_dir(device: torch.device) -> str:
+    return os.path.join("perf", "results", f"{device_slug(device)}-{datetime.date.today().isoformat()}")
+
+
+def median_ms(fn, device: torch.device, repeats: int, warmup: int = 3) -> float:
+    """Median wall time of fn() in milliseconds; CUDA events on the GPU, perf_counter on the CPU."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end))
+        else:
+            begin = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - begin) * 1e3)
+    return statistics.median(samples)
+
+
+def copy_bandwidth_gbs(device: torch.device, megabytes: int = 256) -> float:
+    """Measured peak copy bandwidth (read + write bytes per second): the roofline's memory roof."""
+    src = torch.empty(megabytes * 2**20, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    ms = median_ms(lambda: dst.copy_(src), device, repeats=10)
+    return 2 * src.numel() / ms / 1e6
+
+
+def write_results(out_dir: str, name: str, meta: dict, rows: list[dict], columns: list[str]) -> str:
+    """Write <name>.json (meta + rows) and <name>.md (a table of `columns`); return the table."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    lines = [
+        f"{name}: {meta['device']}, torch {meta['torch']}, {meta['date']}",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(_format(row.get(col, "")) for col in columns) + " |")
+    table = "\n".join(lines) + "\n"
+    with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
+        f.write(table)
+    return table
+
+
+def run_meta(device: torch.device) -> dict:
+    return {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "date": datetime.date.today().isoformat(),
+        "host": platform.node(),
+    }
+
+
+def _format(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
