@@ -41,15 +41,22 @@ def separable_map(x, rows, cols, scale=None, shift=None, out_dtype=None):
     return torch.ops.effkernels.separable_map(x, rows, cols, scale, shift, out_dtype)
 
 
-def check_separable_map(x, rows, cols, scale, shift, out_dtype):
-    """Raise TypeError/ValueError naming the argument when separable_map cannot run on these."""
-    for name, value in (("x", x), ("rows", rows), ("cols", cols)):
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"{name} must be a Tensor, got {type(value).__name__}")
+def check_image_batch(x):
+    """x must be an (N, C, H, W) tensor of a dtype the image kernels read."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a Tensor, got {type(x).__name__}")
     if x.dim() != 4:
         raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
     if x.dtype not in INPUT_DTYPES:
         raise TypeError(f"x must be uint8, float16, bfloat16, float32 or float64, got {x.dtype}")
+
+
+def check_separable_map(x, rows, cols, scale, shift, out_dtype):
+    """Raise TypeError/ValueError naming the argument when separable_map cannot run on these."""
+    check_image_batch(x)
+    for name, value in (("rows", rows), ("cols", cols)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a Tensor, got {type(value).__name__}")
     acc = accumulate_dtype(x.dtype)
     n, c, h, w = x.shape
     for name, ops, size in (("rows", rows, h), ("cols", cols, w)):
@@ -207,12 +214,7 @@ def _channel_values(values, name: str):
 
 def check_lowfreq_crop(x, size, out_size, mean, std, out_dtype):
     """Raise TypeError/ValueError naming the argument when lowfreq_crop cannot run on these."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
-    if x.dtype not in INPUT_DTYPES:
-        raise TypeError(f"x must be uint8, float16, bfloat16, float32 or float64, got {x.dtype}")
+    check_image_batch(x)
     height, width = x.shape[-2:]
     bh, bw = size
     if not (1 <= bh <= height and 1 <= bw <= width):
