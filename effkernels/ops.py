@@ -161,7 +161,7 @@ def _separable_map_gpu(x, rows, cols, scale=None, shift=None, out_dtype=None):
     use_cuda_cpp = x.dtype == torch.float64 and hasattr(torch.ops.effkernels, "separable_map_cuda")
     if use_cuda_cpp or gpu_backend() == "cuda":
         return torch.ops.effkernels.separable_map_cuda(x, rows, cols, scale, shift, out_dtype)
-    from .triton.separable_map import separable_map_triton
+    from .triton.separable_map import separable_map_triton  # triton is needed on GPU machines only
 
     return separable_map_triton(x, rows, cols, scale, shift, out_dtype)
 
