@@ -1,6 +1,5 @@
 // CPU kernel of effkernels::separable_map: per image plane, two small GEMMs and a fused epilogue.
 #include <ATen/Parallel.h>
-#include <ATen/Dispatch.h>
 #include <torch/library.h>
 
 #include "../separable_map_checks.h"
