@@ -14,19 +14,15 @@ import torch
 _CACHE_SIZE = 64
 
 
+@functools.lru_cache(maxsize=_CACHE_SIZE)
 def lowfreq_axis_operator(in_size: int, band: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Real and imaginary parts of the (band, in_size) matrix of one axis of the low-frequency crop.
 
     The crop keeps the frequencies [-(band // 2), (band + 1) // 2 - 1] of the length-in_size DFT and
     inverts them with a length-band DFT, scaled by band / in_size, so that the 2-D operator is
     `Re(A_h x A_w^T) = Re(A_h) x Re(A_w)^T - Im(A_h) x Im(A_w)^T`. The imaginary part is zero for odd
-    bands, where the kept frequencies are symmetric.
+    bands, where the kept frequencies are symmetric. Cached: callers must not modify the result.
     """
-    return _lowfreq_axis_operator(int(in_size), int(band))
-
-
-@functools.lru_cache(maxsize=_CACHE_SIZE)
-def _lowfreq_axis_operator(in_size: int, band: int) -> tuple[torch.Tensor, torch.Tensor]:
     freqs = torch.arange(-(band // 2), band - band // 2, dtype=torch.int64)
     out_pos = torch.arange(band, dtype=torch.int64)
     in_pos = torch.arange(in_size, dtype=torch.int64)
@@ -68,7 +64,7 @@ def resize_operator(
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _lowfreq_resize_axis(in_size: int, band: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    real, imag = _lowfreq_axis_operator(in_size, band)
+    real, imag = lowfreq_axis_operator(in_size, band)
     if out_size == band:
         return real, imag
     resize = resize_operator(band, out_size, band)
