@@ -30,4 +30,25 @@ TORCH_LIBRARY(effkernels, m) {
   m.def(
       "lowfreq_crop_operators(SymInt[2] in_size, SymInt[2] size, SymInt[2] out_size, *, "
       "ScalarType dtype, Device device) -> (Tensor, Tensor)");
+
+  // LocalFFN (ViT in 24 h): y = fc2(act(dwconv3x3(pre_act(fc1(x))) on the token grid)); prefix tokens
+  // bypass the conv ("mlp") or get zeros ("skip"). x (B, P + H*W, D); dw_weight (hidden, 1, 3, 3).
+  m.def(
+      "local_ffn(Tensor x, SymInt[2] grid_size, Tensor fc1_weight, Tensor? fc1_bias, Tensor dw_weight, "
+      "Tensor? dw_bias, Tensor fc2_weight, Tensor? fc2_bias, *, int num_prefix_tokens=0, str prefix=\"mlp\", "
+      "str? pre_act=None, str act=\"hardswish\") -> Tensor");
+  // The fused middle of local_ffn on token-major h = fc1(x): pre_act, depthwise 3x3 conv + bias on the
+  // grid tokens, act. Its backward returns (grad_h, grad_weight, grad_bias).
+#define EFFKERNELS_DWCONV_ACT_ARGS                                                               \
+  "SymInt[2] grid_size, Tensor weight, Tensor? bias=None, *, int num_prefix_tokens=0, "          \
+  "str prefix=\"mlp\", str? pre_act=None, str act=\"hardswish\")"
+  m.def("dwconv_act(Tensor h, " EFFKERNELS_DWCONV_ACT_ARGS " -> Tensor");
+  m.def("dwconv_act_backward(Tensor grad, Tensor h, " EFFKERNELS_DWCONV_ACT_ARGS " -> (Tensor, Tensor, Tensor)");
+#ifdef EFFKERNELS_WITH_CUDA
+  // The CUDA C++ kernels of dwconv_act, chosen by EFFKERNELS_BACKEND=cuda.
+  m.def("dwconv_act_cuda(Tensor h, " EFFKERNELS_DWCONV_ACT_ARGS " -> Tensor");
+  m.def("dwconv_act_backward_cuda(Tensor grad, Tensor h, " EFFKERNELS_DWCONV_ACT_ARGS
+        " -> (Tensor, Tensor, Tensor)");
+#endif
+#undef EFFKERNELS_DWCONV_ACT_ARGS
 }

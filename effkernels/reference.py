@@ -52,3 +52,39 @@ def lowfreq_crop_augmented(x, size, out_size=None, *, boxes, flip, mean=None, st
     default_dtype = x.dtype if x.dtype.is_floating_point else torch.float32
     y = lowfreq_crop(torch.cat(samples), size, out_size, mean=mean, std=std)
     return y.to(out_dtype or default_dtype)
+
+
+ACTIVATIONS = {
+    None: lambda t: t,
+    "relu": F.relu,
+    "hardswish": F.hardswish,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
+}
+
+
+def dwconv_act(h, grid_size, weight, bias=None, *, num_prefix_tokens=0, prefix="mlp", pre_act=None, act="hardswish"):
+    """LocalFFN's middle on h = fc1(x): pre_act, then the grid tokens go Seq2Im → depthwise 3×3 conv
+    (zero padding 1) + bias → Im2Seq, then act. Prefix tokens skip the conv ("mlp") or become 0 ("skip")."""
+    height, width = grid_size
+    batch, _, hidden = h.shape
+    h = ACTIVATIONS[pre_act](h)
+    prefix_h, grid_h = h[:, :num_prefix_tokens], h[:, num_prefix_tokens:]
+    image = grid_h.transpose(1, 2).reshape(batch, hidden, height, width)
+    image = F.conv2d(image, weight, bias, padding=1, groups=hidden)
+    grid_a = ACTIVATIONS[act](image.flatten(2).transpose(1, 2))
+    prefix_a = torch.zeros_like(prefix_h) if prefix == "skip" else ACTIVATIONS[act](prefix_h)
+    return torch.cat([prefix_a, grid_a], dim=1)
+
+
+def local_ffn(x, grid_size, fc1_weight, fc1_bias, dw_weight, dw_bias, fc2_weight, fc2_bias,
+              *, num_prefix_tokens=0, prefix="mlp", pre_act=None, act="hardswish"):
+    """LocalFFN (ViT in 24 h): Linear → dwconv_act → Linear; prefix="skip" tokens get a zero output."""
+    h = F.linear(x, fc1_weight, fc1_bias)
+    a = dwconv_act(h, grid_size, dw_weight, dw_bias, num_prefix_tokens=num_prefix_tokens, prefix=prefix,
+                   pre_act=pre_act, act=act)
+    y = F.linear(a[:, num_prefix_tokens:], fc2_weight, fc2_bias)
+    prefix_y = F.linear(a[:, :num_prefix_tokens], fc2_weight, fc2_bias)
+    if prefix == "skip":
+        prefix_y = torch.zeros_like(prefix_y)
+    return torch.cat([prefix_y, y], dim=1)

@@ -1,0 +1,202 @@
+"""LocalFFN (ViT in 24 h): the public op, its argument checks, fake kernels, autograd and backend choice.
+
+`local_ffn` = fc1 GEMM → `dwconv_act` (the fused pre-activation, token-grid depthwise 3×3 conv, bias
+and activation) → fc2 GEMM. The GEMMs stay with cuBLAS/MKL; `dwconv_act` has a C++ CPU kernel
+(csrc/cpu), a Triton kernel (effkernels/triton, the GPU default) and a CUDA C++ kernel (csrc/cuda,
+`EFFKERNELS_BACKEND=cuda`). The spec is effkernels.reference.local_ffn.
+"""
+import torch
+import torch.nn.functional as F
+
+from .ops import FLOAT_DTYPES, gpu_backend, pair
+
+ACTIVATIONS = ("hardswish", "gelu", "gelu_tanh", "relu")
+PRE_ACTIVATIONS = (None, "relu", "hardswish")
+PREFIX_MODES = ("mlp", "skip")
+
+
+def local_ffn(
+    x, grid_size, fc1_weight, fc1_bias, dw_weight, dw_bias, fc2_weight, fc2_bias,
+    *, num_prefix_tokens=0, prefix="mlp", pre_act=None, act="hardswish",
+):
+    """LocalFFN on a token sequence: `fc2(act(dwconv3x3(pre_act(fc1(x)))))`, the conv on the token grid.
+
+    x: (B, P + H·W, D), P prefix (class/register) tokens first, then the (H, W) = grid_size grid
+    row-major. fc1_weight (hidden, D), dw_weight (hidden, 1, 3, 3) as nn.Conv2d stores it, fc2_weight
+    (out, hidden); biases may be None. pre_act ∈ {None, "relu", "hardswish"} acts on every token
+    before the conv; act ∈ {"hardswish", "gelu", "gelu_tanh", "relu"} after it. Prefix tokens skip
+    the conv: prefix="mlp" sends them through fc1 → pre_act → act → fc2, prefix="skip" gives them
+    zeros (so a residual block leaves them unchanged, as the published ViT-24h code does).
+    Differentiable in every tensor; under autocast the GEMMs run in the autocast dtype.
+    """
+    return torch.ops.effkernels.local_ffn(
+        x, pair(grid_size, "grid_size"), fc1_weight, fc1_bias, dw_weight, dw_bias, fc2_weight, fc2_bias,
+        num_prefix_tokens=num_prefix_tokens, prefix=prefix, pre_act=pre_act, act=act,
+    )
+
+
+def dwconv_act(h, grid_size, weight, bias=None, *, num_prefix_tokens=0, prefix="mlp", pre_act=None, act="hardswish"):
+    """The fused middle of local_ffn on h = fc1(x), token-major (B, P + H·W, hidden): the grid tokens
+    get `act(dwconv3x3(pre_act(h)) + bias)`, prefix tokens `act(pre_act(h))` ("mlp") or 0 ("skip")."""
+    grid_size = pair(grid_size, "grid_size")
+    check_dwconv_act(h, grid_size, weight, bias, num_prefix_tokens, prefix, pre_act, act)
+    return torch.ops.effkernels.dwconv_act(
+        h, grid_size, weight, bias, num_prefix_tokens=num_prefix_tokens, prefix=prefix, pre_act=pre_act, act=act
+    )
+
+
+def _check_tensor(name, value, shape, like, optional=False, dtype_free=False):
+    """value must be a Tensor of `shape` on like's device and, unless dtype_free, of like's dtype."""
+    if value is None and optional:
+        return
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a Tensor{' or None' if optional else ''}, got {type(value).__name__}")
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(value.shape)}")
+    if not dtype_free and value.dtype != like.dtype:
+        raise TypeError(f"{name} must be {like.dtype} like the input, got {value.dtype}")
+    if value.device != like.device:
+        raise ValueError(f"{name} must be on {like.device} like the input, got {value.device}")
+
+
+def _check_options(grid_size, num_prefix_tokens, prefix, pre_act, act):
+    height, width = grid_size
+    if not (height >= 1 and width >= 1):
+        raise ValueError(f"grid_size must be positive, got ({height}, {width})")
+    if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int) or num_prefix_tokens < 0:
+        raise ValueError(f"num_prefix_tokens must be an int >= 0, got {num_prefix_tokens!r}")
+    if prefix not in PREFIX_MODES:
+        raise ValueError(f"prefix must be 'mlp' or 'skip', got {prefix!r}")
+    if pre_act not in PRE_ACTIVATIONS:
+        raise ValueError(f"pre_act must be one of None, 'relu', 'hardswish', got {pre_act!r}")
+    if act not in ACTIVATIONS:
+        raise ValueError(f"act must be one of 'hardswish', 'gelu', 'gelu_tanh', 'relu', got {act!r}")
+
+
+def _check_tokens(name, x, grid_size, num_prefix_tokens):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a Tensor, got {type(x).__name__}")
+    if x.dim() != 3:
+        raise ValueError(f"{name} must have shape (B, P + H*W, features), got {tuple(x.shape)}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {x.dtype}")
+    expected = num_prefix_tokens + grid_size[0] * grid_size[1]
+    if x.shape[1] != expected:
+        raise ValueError(
+            f"{name} must hold num_prefix_tokens + H*W = {num_prefix_tokens} + {grid_size[0]}*{grid_size[1]} "
+            f"= {expected} tokens, got {x.shape[1]}"
+        )
+
+
+def check_dwconv_act(h, grid_size, weight, bias, num_prefix_tokens, prefix, pre_act, act):
+    """Raise TypeError/ValueError naming the argument when dwconv_act cannot run on these."""
+    _check_options(grid_size, num_prefix_tokens, prefix, pre_act, act)
+    _check_tokens("h", h, grid_size, num_prefix_tokens)
+    hidden = h.shape[2]
+    _check_tensor("weight", weight, (hidden, 1, 3, 3), h)
+    _check_tensor("bias", bias, (hidden,), h, optional=True)
+
+
+def check_local_ffn(x, grid_size, fc1_weight, fc1_bias, dw_weight, dw_bias, fc2_weight, fc2_bias,
+                    num_prefix_tokens, prefix, pre_act, act):
+    """Raise TypeError/ValueError naming the argument when local_ffn cannot run on these."""
+    _check_options(grid_size, num_prefix_tokens, prefix, pre_act, act)
+    _check_tokens("x", x, grid_size, num_prefix_tokens)
+    if not isinstance(fc1_weight, torch.Tensor) or fc1_weight.dim() != 2:
+        raise ValueError(f"fc1_weight must be a (hidden, {x.shape[2]}) Tensor, got {_describe(fc1_weight)}")
+    if not isinstance(fc2_weight, torch.Tensor) or fc2_weight.dim() != 2:
+        raise ValueError(f"fc2_weight must be an (out, {fc1_weight.shape[0]}) Tensor, got {_describe(fc2_weight)}")
+    hidden, out = fc1_weight.shape[0], fc2_weight.shape[0]
+    # Under autocast the weights stay float32 while the GEMMs run in the autocast dtype.
+    mixed = torch.is_autocast_enabled(x.device.type)
+    for name, value, shape, optional in (
+        ("fc1_weight", fc1_weight, (hidden, x.shape[2]), False),
+        ("fc1_bias", fc1_bias, (hidden,), True),
+        ("dw_weight", dw_weight, (hidden, 1, 3, 3), False),
+        ("dw_bias", dw_bias, (hidden,), True),
+        ("fc2_weight", fc2_weight, (out, hidden), False),
+        ("fc2_bias", fc2_bias, (out,), True),
+    ):
+        _check_tensor(name, value, shape, x, optional=optional, dtype_free=mixed)
+
+
+def _describe(value):
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+@torch.library.impl("effkernels::local_ffn", "CompositeImplicitAutograd")
+def _local_ffn_composite(x, grid_size, fc1_weight, fc1_bias, dw_weight, dw_bias, fc2_weight, fc2_bias,
+                         num_prefix_tokens=0, prefix="mlp", pre_act=None, act="hardswish"):
+    check_local_ffn(x, grid_size, fc1_weight, fc1_bias, dw_weight, dw_bias, fc2_weight, fc2_bias,
+                    num_prefix_tokens, prefix, pre_act, act)
+    h = F.linear(x, fc1_weight, fc1_bias)
+    a = torch.ops.effkernels.dwconv_act(
+        h, grid_size, dw_weight.to(h.dtype), None if dw_bias is None else dw_bias.to(h.dtype),
+        num_prefix_tokens=num_prefix_tokens, prefix=prefix, pre_act=pre_act, act=act,
+    )
+    y = F.linear(a, fc2_weight, fc2_bias)
+    if prefix == "skip" and num_prefix_tokens > 0 and fc2_bias is not None:
+        y[:, :num_prefix_tokens] = 0  # a is zero there; only fc2's bias is left to clear
+    return y
+
+
+@torch.library.register_fake("effkernels::dwconv_act")
+def _dwconv_act_fake(h, grid_size, weight, bias=None, *, num_prefix_tokens=0, prefix="mlp", pre_act=None, act="hardswish"):
+    check_dwconv_act(h, grid_size, weight, bias, num_prefix_tokens, prefix, pre_act, act)
+    return torch.empty_like(h, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("effkernels::dwconv_act_backward")
+def _dwconv_act_backward_fake(grad, h, grid_size, weight, bias=None, *, num_prefix_tokens=0, prefix="mlp",
+                              pre_act=None, act="hardswish"):
+    check_dwconv_act(h, grid_size, weight, bias, num_prefix_tokens, prefix, pre_act, act)
+    return (
+        torch.empty_like(h, memory_format=torch.contiguous_format),
+        torch.empty_like(weight, memory_format=torch.contiguous_format),
+        weight.new_empty((weight.shape[0],)),
+    )
+
+
+def _dwconv_act_setup_context(ctx, inputs, keyword_only_inputs, output):
+    h, grid_size, weight, bias = inputs
+    # Only h is kept (the eager chain keeps h, the conv input, its output and more): z is
+    # recomputed in the backward's first pass.
+    ctx.save_for_backward(h, weight, bias)
+    ctx.grid_size = grid_size
+    ctx.options = keyword_only_inputs
+
+
+def _dwconv_act_backward(ctx, grad):
+    h, weight, bias = ctx.saved_tensors
+    grad_h, grad_weight, grad_bias = torch.ops.effkernels.dwconv_act_backward(
+        grad, h, ctx.grid_size, weight, bias, **ctx.options
+    )
+    return grad_h, None, grad_weight, grad_bias if bias is not None else None
+
+
+torch.library.register_autograd(
+    "effkernels::dwconv_act", _dwconv_act_backward, setup_context=_dwconv_act_setup_context
+)
+
+
+@torch.library.register_kernel("effkernels::dwconv_act", "cuda")
+def _dwconv_act_gpu(h, grid_size, weight, bias=None, *, num_prefix_tokens=0, prefix="mlp", pre_act=None, act="hardswish"):
+    check_dwconv_act(h, grid_size, weight, bias, num_prefix_tokens, prefix, pre_act, act)
+    options = dict(num_prefix_tokens=num_prefix_tokens, prefix=prefix, pre_act=pre_act, act=act)
+    if gpu_backend() == "cuda":
+        return torch.ops.effkernels.dwconv_act_cuda(h, grid_size, weight, bias, **options)
+    from .triton.dwconv_act import dwconv_act_triton  # triton is needed on GPU machines only
+
+    return dwconv_act_triton(h, grid_size, weight, bias, **options)
+
+
+@torch.library.register_kernel("effkernels::dwconv_act_backward", "cuda")
+def _dwconv_act_backward_gpu(grad, h, grid_size, weight, bias=None, *, num_prefix_tokens=0, prefix="mlp",
+                             pre_act=None, act="hardswish"):
+    check_dwconv_act(h, grid_size, weight, bias, num_prefix_tokens, prefix, pre_act, act)
+    options = dict(num_prefix_tokens=num_prefix_tokens, prefix=prefix, pre_act=pre_act, act=act)
+    if gpu_backend() == "cuda":
+        return torch.ops.effkernels.dwconv_act_backward_cuda(grad, h, grid_size, weight, bias, **options)
+    from .triton.dwconv_act import dwconv_act_backward_triton
+
+    return dwconv_act_backward_triton(grad, h, grid_size, weight, bias, **options)
