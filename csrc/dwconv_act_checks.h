@@ -1,5 +1,5 @@
 // Argument checks and option parsing shared by the C++ kernels of effkernels::dwconv_act. They
-// guard memory safety for direct torch.ops calls; effkernels/local_ffn.py raises the same errors
+// guard memory safety for direct torch.ops calls; effkernels/local_ffn_ops.py raises the same errors
 // with the same wording first.
 #pragma once
 #include <ATen/ATen.h>

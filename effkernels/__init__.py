@@ -4,7 +4,7 @@
 effkernels._C, fake kernels, autograd and GPU kernels from effkernels.ops).
 """
 from . import nn
-from .local_ffn import dwconv_act, local_ffn
+from .local_ffn_ops import dwconv_act, local_ffn
 from .ops import lowfreq_crop, lowfreq_crop_augmented, separable_map
 
 __all__ = ["dwconv_act", "local_ffn", "lowfreq_crop", "lowfreq_crop_augmented", "separable_map", "nn"]

@@ -32,11 +32,14 @@ def poison_fresh_memory():
 
 @contextlib.contextmanager
 def triton_kernel_on_cpu():
-    """Route CPU calls of effkernels::separable_map to the Triton kernel (run by the interpreter)."""
+    """Route CPU calls of the effkernels ops to their Triton kernels (run by the interpreter)."""
+    from effkernels.triton.dwconv_act import dwconv_act_backward_triton, dwconv_act_triton
     from effkernels.triton.separable_map import separable_map_triton
 
     with torch.library._scoped_library("effkernels", "IMPL") as lib:
         lib.impl("separable_map", separable_map_triton, "CPU", allow_override=True)
+        lib.impl("dwconv_act", dwconv_act_triton, "CPU", allow_override=True)
+        lib.impl("dwconv_act_backward", dwconv_act_backward_triton, "CPU", allow_override=True)
         yield
 
 

@@ -194,7 +194,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dwconv_act_backward_cpu(
         dst[i] = total;
       }
     });
-    grad_weight = sums.narrow(0, 0, 9).t().reshape({s.channels, 1, 3, 3}).to(weight.scalar_type());
+    grad_weight = sums.narrow(0, 0, 9).t().contiguous().reshape({s.channels, 1, 3, 3}).to(weight.scalar_type());
     grad_bias = sums.select(0, 9).to(weight.scalar_type(), /*non_blocking=*/false, /*copy=*/true);
   });
   return {grad_h, grad_weight, grad_bias};

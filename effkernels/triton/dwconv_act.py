@@ -49,8 +49,10 @@ def _activate_grad(z, KIND: tl.constexpr):
 
 @triton.jit
 def _tanh(u):
-    # tanh through exp (every Triton release and the interpreter have it); saturates cleanly.
-    return 1.0 - 2.0 / (tl.exp(2.0 * u) + 1.0)
+    # tanh through exp (every Triton release and the interpreter have it), on -|u| so it cannot overflow.
+    e = tl.exp(-2.0 * tl.abs(u))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(u >= 0, t, -t)
 
 
 @triton.jit
@@ -177,7 +179,7 @@ def _acc_dtype(dtype):
 
 
 def dwconv_act_triton(h, grid_size, weight, bias=None, num_prefix_tokens=0, prefix="mlp", pre_act=None, act="hardswish"):
-    """Forward launch; arguments as effkernels.local_ffn.dwconv_act, already checked."""
+    """Forward launch; arguments as effkernels.local_ffn_ops.dwconv_act, already checked."""
     h = h.contiguous()
     out = torch.empty_like(h)
     if h.numel() == 0:
@@ -214,6 +216,6 @@ def dwconv_act_backward_triton(grad, h, grid_size, weight, bias=None, num_prefix
             h, taps, grad_z, grad_h, *sizes, PRE=pre_act or "none", BLOCK_T=BLOCK_T, BLOCK_C=block_c,
         )
     sums = partials.sum(0)  # a fixed-order reduction: deterministic
-    grad_weight = sums[:9].t().reshape(weight.shape).to(weight.dtype)
+    grad_weight = sums[:9].t().contiguous().reshape(weight.shape).to(weight.dtype)
     grad_bias = sums[9].to(weight.dtype, copy=True)
     return grad_h, grad_weight, grad_bias

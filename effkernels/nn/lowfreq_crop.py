@@ -1,9 +1,9 @@
-"""Modules built on the effkernels ops."""
+"""nn.LowFreqCrop: the low-frequency crop as a batch transform module."""
 import math
 
 import torch
 
-from . import ops
+from .. import ops
 
 
 class LowFreqCrop(torch.nn.Module):

@@ -1,0 +1,5 @@
+"""Drop-in modules built on the effkernels ops."""
+from .local_ffn import LocalFFN
+from .lowfreq_crop import LowFreqCrop
+
+__all__ = ["LocalFFN", "LowFreqCrop"]

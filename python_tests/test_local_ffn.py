@@ -1,0 +1,240 @@
+"""effkernels::local_ffn and its fused middle dwconv_act against the reference, on every backend."""
+import contextlib
+import itertools
+
+import pytest
+import torch
+
+import effkernels
+from effkernels import reference
+from conftest import TOLERANCE, relative_error
+
+LAYOUTS = [  # (batch, prefix tokens, grid, in features, hidden features)
+    (1, 0, (4, 4), 8, 20),
+    (2, 1, (7, 5), 6, 36),
+    (3, 4, (3, 6), 5, 12),
+    (2, 1, (1, 9), 4, 136),  # one grid row; hidden over one Triton channel block
+]
+OPTION_GRID = list(itertools.product([None, "relu", "hardswish"], effkernels.local_ffn_ops.ACTIVATIONS, ["mlp", "skip"]))
+
+
+def random_ffn(batch, prefix_tokens, grid, features, hidden, dtype=torch.float64, device="cpu", biases=True):
+    """(x, weights...) for local_ffn with values spread over every activation's interesting range."""
+    def rand(*shape, scale=1.0):
+        return (torch.randn(*shape, dtype=torch.float64) * scale).to(dtype=dtype, device=device)
+
+    x = rand(batch, prefix_tokens + grid[0] * grid[1], features)
+    weights = [
+        rand(hidden, features, scale=features**-0.5 * 2),
+        rand(hidden) if biases else None,
+        rand(hidden, 1, 3, 3, scale=0.5),
+        rand(hidden) if biases else None,
+        rand(features + 3, hidden, scale=hidden**-0.5),
+        rand(features + 3) if biases else None,
+    ]
+    return x, weights
+
+
+def fwd_and_grads(fn, x, weights, grid, **options):
+    leaves = [t.detach().requires_grad_() if t is not None else None for t in [x, *weights]]
+    out = fn(leaves[0], grid, *leaves[1:], **options)
+    # The same upstream gradient whatever out's dtype and device.
+    grad = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    inputs = [t for t in leaves if t is not None]
+    return out, torch.autograd.grad(out, inputs, grad.to(out.dtype).to(out.device))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("biases", [True, False])
+def test_matches_reference_float64(backend, layout, biases):
+    batch, prefix_tokens, grid, features, hidden = layout
+    x, weights = random_ffn(*layout, device=backend, biases=biases)
+    options = dict(num_prefix_tokens=prefix_tokens, prefix="mlp", pre_act="hardswish", act="hardswish")
+    out, grads = fwd_and_grads(effkernels.local_ffn, x, weights, grid, **options)
+    expected, expected_grads = fwd_and_grads(reference.local_ffn, x, weights, grid, **options)
+    assert relative_error(out, expected) < TOLERANCE[torch.float64]
+    for got, want in zip(grads, expected_grads):
+        assert relative_error(got, want) < TOLERANCE[torch.float64]
+
+
+@pytest.mark.parametrize("pre_act,act,prefix", OPTION_GRID)
+def test_every_activation_and_prefix_mode(backend, pre_act, act, prefix):
+    x, weights = random_ffn(2, 2, (3, 4), 5, 12, device=backend)
+    options = dict(num_prefix_tokens=2, prefix=prefix, pre_act=pre_act, act=act)
+    out, grads = fwd_and_grads(effkernels.local_ffn, x, weights, (3, 4), **options)
+    expected, expected_grads = fwd_and_grads(reference.local_ffn, x, weights, (3, 4), **options)
+    assert relative_error(out, expected) < TOLERANCE[torch.float64]
+    for got, want in zip(grads, expected_grads):
+        assert relative_error(got, want) < 1e-11
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("act", ["gelu", "gelu_tanh"])
+def test_low_precision_against_float64(backend, dtype, act):
+    # Smooth activations only: at h-swish's kinks (±3) a rounding of z flips the derivative by 0.5,
+    # in the eager reference as much as here. The kinks are checked exactly in float64 above.
+    layout = (2, 1, (5, 6), 16, 48)
+    x, weights = random_ffn(*layout, dtype=dtype, device=backend)
+    options = dict(num_prefix_tokens=1, prefix="mlp", pre_act="relu", act=act)
+    out, grads = fwd_and_grads(effkernels.local_ffn, x, weights, (5, 6), **options)
+    as64 = [w.double() if w is not None else None for w in weights]
+    expected, expected_grads = fwd_and_grads(reference.local_ffn, x.double(), as64, (5, 6), **options)
+    assert out.dtype == dtype
+    assert relative_error(out, expected) < TOLERANCE[dtype]
+    for got, want in zip(grads, expected_grads):
+        assert got.dtype == dtype
+        # Gradients chain three rounded GEMMs: allow a few roundings of the dtype.
+        assert relative_error(got, want) < 3 * TOLERANCE[dtype]
+
+
+def test_dwconv_act_alone_matches_reference(backend):
+    h = torch.randn(2, 3 + 20, 24, dtype=torch.float64, device=backend)
+    weight = torch.randn(24, 1, 3, 3, dtype=torch.float64, device=backend)
+    bias = torch.randn(24, dtype=torch.float64, device=backend)
+    options = dict(num_prefix_tokens=3, prefix="mlp", pre_act="relu", act="gelu_tanh")
+    out = effkernels.dwconv_act(h, (4, 5), weight, bias, **options)
+    expected = reference.dwconv_act(h, (4, 5), weight, bias, **options)
+    assert relative_error(out, expected) < TOLERANCE[torch.float64]
+
+
+def test_gradcheck_float64():
+    x, weights = random_ffn(2, 1, (3, 4), 3, 6)
+    leaves = [x.requires_grad_()] + [w.requires_grad_() for w in weights]
+    for options in (
+        dict(num_prefix_tokens=1, prefix="mlp", pre_act="hardswish", act="hardswish"),
+        dict(num_prefix_tokens=1, prefix="skip", pre_act=None, act="gelu"),
+    ):
+        assert torch.autograd.gradcheck(lambda *t: effkernels.local_ffn(t[0], (3, 4), *t[1:], **options), leaves)
+
+
+def test_opcheck():
+    h = torch.randn(2, 1 + 12, 10, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(10, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(10, dtype=torch.float64, requires_grad=True)
+    options = dict(num_prefix_tokens=1, prefix="mlp", pre_act="relu", act="gelu")
+    torch.library.opcheck(torch.ops.effkernels.dwconv_act, (h, [3, 4], weight, bias), options)
+    grad = torch.randn(2, 13, 10, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.effkernels.dwconv_act_backward, (grad, h.detach(), [3, 4], weight.detach(), bias.detach()), options)
+    x, weights = random_ffn(2, 1, (3, 4), 5, 10)
+    torch.library.opcheck(torch.ops.effkernels.local_ffn, (x, [3, 4], *weights), dict(num_prefix_tokens=1, prefix="skip"))
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_compiled_module_fullgraph(dynamic):
+    torch.manual_seed(0)
+    module = effkernels.nn.LocalFFN(8, 24, num_prefix_tokens=1, pre_act="hardswish", prefix="skip")
+    compiled = torch.compile(module, fullgraph=True, dynamic=dynamic)
+    for grid in ((4, 4), (3, 5)):
+        x = torch.randn(2, 1 + grid[0] * grid[1], 8, requires_grad=True)
+        out = compiled(x, grid)
+        out.square().sum().backward()
+        compiled_grads = [x.grad] + [p.grad.clone() for p in module.parameters()]
+        module.zero_grad()
+        x_eager = x.detach().requires_grad_()
+        module(x_eager, grid).square().sum().backward()
+        eager_grads = [x_eager.grad] + [p.grad for p in module.parameters()]
+        module.zero_grad()
+        assert relative_error(out, module(x, grid)) < 1e-6
+        for got, want in zip(compiled_grads, eager_grads):
+            assert relative_error(got, want) < 1e-5
+
+
+def test_autocast_bfloat16_keeps_float32_weights():
+    x, weights = random_ffn(2, 1, (4, 4), 16, 32, dtype=torch.float32)
+    options = dict(num_prefix_tokens=1, prefix="mlp", act="gelu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, grads = fwd_and_grads(effkernels.local_ffn, x, weights, (4, 4), **options)
+    expected = reference.local_ffn(x.double(), (4, 4), *[w.double() for w in weights], **options)
+    assert out.dtype == torch.bfloat16
+    assert all(g.dtype == torch.float32 for g in grads)
+    assert relative_error(out, expected) < TOLERANCE[torch.bfloat16]
+
+
+def test_weight_grads_are_deterministic(backend):
+    x, weights = random_ffn(3, 1, (6, 7), 8, 40, dtype=torch.float32, device=backend)
+    first = fwd_and_grads(effkernels.local_ffn, x, weights, (6, 7), num_prefix_tokens=1)[1]
+    second = fwd_and_grads(effkernels.local_ffn, x, weights, (6, 7), num_prefix_tokens=1)[1]
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+def saved_bytes(fn):
+    """Bytes of the distinct tensors autograd keeps for backward while fn() builds its graph."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("pre_act", [None, "hardswish"])
+def test_keeps_no_more_for_backward_than_eager(pre_act):
+    x, weights = random_ffn(4, 1, (14, 14), 192, 768, dtype=torch.float32)
+    x.requires_grad_()
+    weights = [w.requires_grad_() for w in weights]
+    options = dict(num_prefix_tokens=1, prefix="mlp", pre_act=pre_act, act="hardswish")
+    fused = saved_bytes(lambda: effkernels.local_ffn(x, (14, 14), *weights, **options))
+    eager = saved_bytes(lambda: reference.local_ffn(x, (14, 14), *weights, **options))
+    assert fused <= eager
+
+
+def bad_call(**changes):
+    x, weights = random_ffn(2, 1, (3, 4), 5, 10, dtype=torch.float32)
+    names = ["fc1_weight", "fc1_bias", "dw_weight", "dw_bias", "fc2_weight", "fc2_bias"]
+    args = dict(x=x, grid_size=(3, 4), **dict(zip(names, weights)))
+    options = dict(num_prefix_tokens=1)
+    for key, value in changes.items():
+        (args if key in args else options)[key] = value
+    return lambda: effkernels.local_ffn(*args.values(), **options)
+
+
+@pytest.mark.parametrize(
+    "changes,error,match",
+    [
+        (dict(grid_size=(4, 4)), ValueError, "x must hold num_prefix_tokens"),
+        (dict(num_prefix_tokens=0), ValueError, "x must hold num_prefix_tokens"),
+        (dict(num_prefix_tokens=-1), ValueError, "num_prefix_tokens must be"),
+        (dict(fc1_weight=torch.randn(10, 6)), ValueError, "fc1_weight must have shape"),
+        (dict(dw_weight=torch.randn(10, 3, 3)), ValueError, "dw_weight must have shape"),
+        (dict(dw_bias=torch.randn(9)), ValueError, "dw_bias must have shape"),
+        (dict(fc2_weight=torch.randn(8, 11)), ValueError, "fc2_weight must have shape"),
+        (dict(fc2_bias=torch.randn(8, dtype=torch.float64)), TypeError, "fc2_bias must be torch.float32"),
+        (dict(dw_weight=torch.randn(10, 1, 3, 3, dtype=torch.float16)), TypeError, "dw_weight must be"),
+        (dict(fc1_bias=torch.randn(10, device="meta")), ValueError, "fc1_bias must be on cpu"),
+        (dict(x=torch.randn(2, 13, 5).long()), TypeError, "x must be float16"),
+        (dict(x=torch.randn(26, 5)), ValueError, "x must have shape"),
+        (dict(grid_size=(0, 4)), ValueError, "grid_size must be positive"),
+        (dict(grid_size=(3, 4, 1)), TypeError, "grid_size must be an int or a pair"),
+        (dict(act="silu"), ValueError, "act must be one of"),
+        (dict(pre_act="gelu"), ValueError, "pre_act must be one of"),
+        (dict(prefix="drop"), ValueError, "prefix must be 'mlp' or 'skip'"),
+    ],
+)
+def test_bad_arguments_name_the_argument(changes, error, match):
+    with pytest.raises(error, match=match):
+        bad_call(**changes)()
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(h=torch.randn(2, 12, 4)), "h must hold num_prefix_tokens"),
+        (dict(weight=torch.randn(4, 1, 3, 3)), "weight must have shape"),
+        (dict(act="tanh"), "act must be one of"),
+        (dict(pre_act="gelu"), "pre_act must be one of"),
+        (dict(prefix="none"), "prefix must be 'mlp' or 'skip'"),
+    ],
+)
+def test_cpp_kernels_check_direct_op_calls(kwargs, match):
+    args = dict(h=torch.randn(2, 13, 6), grid_size=[3, 4], weight=torch.randn(6, 1, 3, 3), bias=None)
+    options = dict(num_prefix_tokens=1, prefix="mlp", pre_act=None, act="gelu")
+    for key, value in kwargs.items():
+        (args if key in args else options)[key] = value
+    with pytest.raises(ValueError, match=match):
+        torch.ops.effkernels.dwconv_act.default._op(*args.values(), **options)
+    with pytest.raises(ValueError, match=match):
+        torch.ops.effkernels.dwconv_act_backward.default._op(torch.randn(2, 13, 6), *args.values(), **options)
