@@ -63,9 +63,13 @@ def want_cuda():
 
 def extension():
     sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
-    cxx_flags = ["-O3"]
+    # at::parallel_for runs serially unless the extension itself is compiled with OpenMP.
+    cxx_flags = ["-O3", "-fopenmp"]
+    link_flags = ["-fopenmp"]
     if not want_cuda():
-        return CppExtension("effkernels._C", sources, extra_compile_args={"cxx": cxx_flags})
+        return CppExtension(
+            "effkernels._C", sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags
+        )
     if not torch.cuda.is_available():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
     nvcc_flags = ["-O3", "--use_fast_math", "-lineinfo"]
@@ -77,6 +81,7 @@ def extension():
         include_dirs=pip_cuda_include_dirs(),
         define_macros=[("EFFKERNELS_WITH_CUDA", None)],
         extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+        extra_link_args=link_flags,
     )
 
 
