@@ -1,5 +1,6 @@
 // CPU kernel of effkernels::separable_map: per image plane, two small GEMMs and a fused epilogue.
 #include <ATen/Parallel.h>
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <torch/library.h>
 
 #include "../separable_map_checks.h"
@@ -23,6 +24,8 @@ at::Tensor separable_map_cpu(
   const int64_t planes = shape.n * shape.c;
   // A grain of one plane: each plane is ~H*W*OW*K multiply-adds, plenty to amortise a task.
   at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
+    // OpenMP workers do not inherit the caller's dispatch state: keep their ATen calls below autograd.
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto opts = x.options().dtype(acc_dtype);
     auto plane = at::empty({shape.h, shape.w}, opts);
     auto partial = at::empty({shape.h, shape.ow}, opts);
