@@ -9,6 +9,7 @@ test: build
 
 bench: build
 	$(PYTHON) perf/bench_lowfreq_crop.py --out perf/results/local-$$(date +%Y-%m-%d)
+	$(PYTHON) perf/bench_local_ffn.py --out perf/results/local-$$(date +%Y-%m-%d)
 
 build: $(VENV)/.requirements
 	$(PYTHON) -m pip install -q --no-build-isolation --no-deps -e .

@@ -1,6 +1,6 @@
 """Benchmark the fused LocalFFN against the eager LocalFFN, its torch.compile, and a plain timm Mlp.
 
-All four run forward + backward on the same tokens in the same run:
+All four run forward + backward on the same tokens in the same run, timed round-robin:
 - fused: effkernels.local_ffn (fc1 GEMM → fused dwconv_act kernel → fc2 GEMM);
 - eager: effkernels.reference.local_ffn, the obvious PyTorch (Linear, Seq2Im, conv2d, Im2Seq, Linear);
 - compiled: torch.compile of that eager function;
@@ -79,9 +79,9 @@ def bench_case(model, batch, side, device, dtype, repeats):
         return reference.local_ffn(t, grid, *weights, **OPTIONS)
 
     compiled = torch.compile(eager)
-    times = {name: common.median_ms(fwd_bwd(fn, x, params), device, repeats)
-             for name, fn in (("fused", fused), ("eager", eager), ("compiled", compiled))}
-    times["mlp"] = common.median_ms(fwd_bwd(mlp, x, (x, *mlp.parameters())), device, repeats)
+    steps = {name: fwd_bwd(fn, x, params) for name, fn in (("fused", fused), ("eager", eager), ("compiled", compiled))}
+    steps["mlp"] = fwd_bwd(mlp, x, (x, *mlp.parameters()))
+    times = common.interleaved_median_ms(steps, device, repeats)
     h = torch.randn(batch, 1 + side * side, hidden, **factory)
     dw_weight, dw_bias = ffn.dwconv.weight.detach(), ffn.dwconv.bias.detach()
     kernel_ms = common.median_ms(lambda: effkernels.dwconv_act(h, grid, dw_weight, dw_bias, **OPTIONS), device, repeats)
@@ -107,12 +107,12 @@ def main(argv=None):
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                         help="default: bfloat16 on the GPU, float32 on the CPU")
     parser.add_argument("--sweep", choices=sorted(SWEEPS), default="small")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 50 GPU, 7 CPU)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 50 GPU, 11 CPU)")
     parser.add_argument("--out", default=None, help="results folder (default perf/results/<device>-<date>)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
-    repeats = args.repeats or (50 if device.type == "cuda" else 7)
+    repeats = args.repeats or (50 if device.type == "cuda" else 11)
     bandwidth = common.copy_bandwidth_gbs(device)
     rows = []
     for case in SWEEPS[args.sweep]:

@@ -55,6 +55,17 @@ def median_ms(fn, device: torch.device, repeats: int, warmup: int = 3) -> float:
     return statistics.median(samples)
 
 
+def interleaved_median_ms(fns: dict, device: torch.device, repeats: int, warmup: int = 3) -> dict:
+    """Median ms of each fn, timed round-robin so that a noisy neighbour hits every peer alike."""
+    samples = {name: [] for name in fns}
+    for name, fn in fns.items():
+        median_ms(fn, device, repeats=1, warmup=warmup)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            samples[name].append(median_ms(fn, device, repeats=1, warmup=0))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def copy_bandwidth_gbs(device: torch.device, megabytes: int = 256) -> float:
     """Measured peak copy bandwidth (read + write bytes per second): the roofline's memory roof."""
     src = torch.empty(megabytes * 2**20, dtype=torch.uint8, device=device)

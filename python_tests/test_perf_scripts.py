@@ -1,0 +1,22 @@
+"""The perf/ benchmarks run end to end on a tiny sweep and write well-formed results (not speeds)."""
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "perf"))
+
+
+@pytest.mark.parametrize("script,name", [("bench_lowfreq_crop", "lowfreq_crop"), ("bench_local_ffn", "local_ffn")])
+def test_benchmark_writes_results(tmp_path, script, name):
+    module = __import__(script)
+    module.main(["--sweep", "tiny", "--repeats", "2", "--device", "cpu", "--out", str(tmp_path)])
+    with open(tmp_path / f"{name}.json") as f:
+        results = json.load(f)
+    assert results["meta"]["device"] and results["rows"]
+    for row in results["rows"]:
+        timings = [value for key, value in row.items() if key.endswith(" ms")]
+        assert timings and all(value > 0 for value in timings)
+    table = (tmp_path / f"{name}.md").read_text()
+    assert table.count("\n|") == 2 + len(results["rows"])
