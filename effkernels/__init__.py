@@ -3,9 +3,9 @@
 `import effkernels` registers the `torch.ops.effkernels.*` ops (schemas and C++ kernels from
 effkernels._C, fake kernels, autograd and GPU kernels from effkernels.ops).
 """
-from . import nn
+from . import nn, timm
 from .local_ffn_ops import dwconv_act, local_ffn
 from .ops import lowfreq_crop, lowfreq_crop_augmented, separable_map
 
-__all__ = ["dwconv_act", "local_ffn", "lowfreq_crop", "lowfreq_crop_augmented", "separable_map", "nn"]
+__all__ = ["dwconv_act", "local_ffn", "lowfreq_crop", "lowfreq_crop_augmented", "separable_map", "nn", "timm"]
 __version__ = "0.1.0"

@@ -8,7 +8,10 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "perf"))
 
 
-@pytest.mark.parametrize("script,name", [("bench_lowfreq_crop", "lowfreq_crop"), ("bench_local_ffn", "local_ffn")])
+@pytest.mark.parametrize(
+    "script,name",
+    [("bench_lowfreq_crop", "lowfreq_crop"), ("bench_local_ffn", "local_ffn"), ("bench_timm_fuse", "timm_fuse_pvt_v2_b0")],
+)
 def test_benchmark_writes_results(tmp_path, script, name):
     module = __import__(script)
     module.main(["--sweep", "tiny", "--repeats", "2", "--device", "cpu", "--out", str(tmp_path)])

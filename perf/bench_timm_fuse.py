@@ -1,0 +1,73 @@
+"""What effkernels.timm.fuse buys on a real timm model: forward + backward time before and after.
+
+For pvt_v2_b0 (every block's MlpWithDepthwiseConv becomes the fused LocalFFN): each stage's first
+block alone, on the token grid it sees, and the whole model, timed round-robin in one run.
+"""
+import argparse
+import copy
+import os
+import sys
+
+import timm
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+import effkernels  # noqa: E402
+
+SWEEPS = {"tiny": (2, 64), "small": (16, 224), "full": (128, 224)}  # (batch, image size)
+
+
+def step(module, inputs):
+    def run():
+        module.zero_grad(set_to_none=True)
+        module(*inputs).float().sum().backward()
+    return run
+
+
+def stage_inputs(model, batch, size, device, dtype):
+    """For each stage: (its first block, the tokens and feature size that block receives)."""
+    captured = []
+    hooks = [stage.blocks[0].register_forward_pre_hook(lambda m, args: captured.append(args)) for stage in model.stages]
+    with torch.no_grad():
+        model(torch.randn(batch, 3, size, size, device=device, dtype=dtype))
+    for hook in hooks:
+        hook.remove()
+    return [(stage.blocks[0], (x.detach().requires_grad_(), feat)) for stage, (x, feat) in zip(model.stages, captured)]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--model", default="pvt_v2_b0")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--sweep", choices=sorted(SWEEPS), default="small")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 30 GPU, 7 CPU)")
+    parser.add_argument("--out", default=None, help="results folder (default perf/results/<device>-<date>)")
+    args = parser.parse_args(argv)
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    repeats = args.repeats or (30 if device.type == "cuda" else 7)
+    batch, size = SWEEPS[args.sweep]
+    torch.manual_seed(0)
+    model = timm.create_model(args.model, num_classes=1000).to(device, dtype)
+    fused = effkernels.timm.fuse(copy.deepcopy(model))
+    rows = []
+    for index, ((block, inputs), (fused_block, _)) in enumerate(
+        zip(stage_inputs(model, batch, size, device, dtype), stage_inputs(fused, batch, size, device, dtype))
+    ):
+        times = common.interleaved_median_ms({"timm": step(block, inputs), "fused": step(fused_block, inputs)}, device, repeats)
+        rows.append({"part": f"stage {index} block", "tokens": f"{inputs[1][0]}x{inputs[1][1]}",
+                     **{f"{k} ms": v for k, v in times.items()}, "speed-up": times["timm"] / times["fused"]})
+    images = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
+    times = common.interleaved_median_ms({"timm": step(model, (images,)), "fused": step(fused, (images,))}, device, repeats)
+    rows.append({"part": "whole model", "tokens": f"{size}px", **{f"{k} ms": v for k, v in times.items()},
+                 "speed-up": times["timm"] / times["fused"]})
+    meta = {**common.run_meta(device), "model": args.model, "batch": batch, "image": size, "dtype": args.dtype,
+            "repeats": repeats, "what": "forward + backward"}
+    columns = ["part", "tokens", "timm ms", "fused ms", "speed-up"]
+    print(common.write_results(args.out or common.default_out_dir(device), f"timm_fuse_{args.model}", meta, rows, columns))
+
+
+if __name__ == "__main__":
+    main()
