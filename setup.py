@@ -91,7 +91,7 @@ setup(
     description="Fused Triton/CUDA/C++ kernels for curriculum training of vision backbones",
     packages=find_packages(include=["effkernels", "effkernels.*"]),
     python_requires=">=3.10",
-    install_requires=["torch>=2.6"],
+    install_requires=["torch>=2.6", "timm>=1.0.20"],
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )
