@@ -2,7 +2,10 @@
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: test bench build clean
+.PHONY: train test bench build clean
+
+train: build
+	$(PYTHON) -m effkernels.train --out runs/default
 
 test: build
 	$(PYTHON) -m pytest -q python_tests

@@ -91,7 +91,8 @@ setup(
     description="Fused Triton/CUDA/C++ kernels for curriculum training of vision backbones",
     packages=find_packages(include=["effkernels", "effkernels.*"]),
     python_requires=">=3.10",
-    install_requires=["torch>=2.6", "timm>=1.0.20"],
+    install_requires=["torch>=2.6", "torchvision", "timm>=1.0.20", "tqdm", "matplotlib"],
     ext_modules=[extension()],
+    entry_points={"console_scripts": ["effkernels-train = effkernels.train:main"]},
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

@@ -1,0 +1,453 @@
+"""Train a timm backbone with a curriculum and measure, stage by stage, time against theoretical cost.
+
+    python -m effkernels.train                      # embedded data, a small LocalFFN ViT, CPU or GPU
+    python -m effkernels.train --data /imagenet/train --val-data /imagenet/val \\
+        --model deit_small_localffn_patch16_224 --curriculum efficienttrain_pp --budget 300
+    torchrun --nproc-per-node 8 -m effkernels.train ...   # DDP, the same script
+
+--budget is the total compute in full-size epochs. With --curriculum efficienttrain_pp the budget
+is split into 10 equal compute stages; a stage at lower resolution takes more steps for the same
+share. The theoretical cost of a step is FlopCounterMode's forward + backward FLOPs of the model at
+that size; the measured cost is its wall time (device-synchronised). Inputs are shrunk on the
+device by effkernels.lowfreq_crop (EfficientTrain), or by plain antialiased resizing with
+--resize interpolate. Writes to --out: log.csv (one row per step), stages.md / stages.json (the
+per-stage table), curve.png, checkpoint.pt (every --checkpoint-every steps and at stage ends).
+"""
+import argparse
+import contextlib
+import csv
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+
+import timm
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from timm.data import rand_augment_transform
+from torchvision import transforms
+
+from . import curriculum, data, nn as eff_nn
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+EMBEDDED_MODEL_ARGS = dict(patch_size=8, depth=4, embed_dim=128, num_heads=4, dynamic_img_size=True)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="effkernels-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="ImageFolder root (class sub-folders); default: the embedded dataset")
+    p.add_argument("--val-data", help="ImageFolder root for evaluation (default: embedded val split, or none)")
+    p.add_argument("--model", default=None, help="timm model name (default: a 4-block LocalFFN ViT for the "
+                   "embedded data, deit_small_localffn_patch16_224 otherwise)")
+    p.add_argument("--img-size", type=int, default=None, help="final input size (default 64 embedded, 224 otherwise)")
+    p.add_argument("--curriculum", default="efficienttrain_pp", choices=["efficienttrain_pp", "vit24h", "none", "custom"])
+    p.add_argument("--preset", default="deit_small", help="EfficientTrain++ size preset: " + ", ".join(curriculum.EFFICIENTTRAIN_PP_SIZES))
+    p.add_argument("--stages", help='custom schedule as JSON [[start_fraction, size, magnitude], ...]')
+    p.add_argument("--budget", type=float, default=None, help="total compute in full-size epochs (default 6 embedded, 300)")
+    p.add_argument("--batch-size", type=int, default=64, help="per process")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup", type=float, default=0.05, help="warmup as a fraction of progress")
+    p.add_argument("--resize", default="lowfreq", choices=["lowfreq", "interpolate"])
+    p.add_argument("--magnitude", type=int, default=9, help="RandAugment magnitude for vit24h/none")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on GPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--checkpoint-every", type=int, default=50, help="steps")
+    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    p.add_argument("--out", default="runs/latest")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    embedded = args.data is None
+    args.model = args.model or ("deit_tiny_localffn_patch16_224" if embedded else "deit_small_localffn_patch16_224")
+    args.img_size = args.img_size or (64 if embedded else 224)
+    args.budget = 6.0 if args.budget is None and embedded else (300.0 if args.budget is None else args.budget)
+    if not timm.is_model(args.model):
+        p.error(f"unknown timm model {args.model!r}")
+    if args.budget <= 0:
+        p.error(f"--budget must be > 0, got {args.budget}")
+    if args.batch_size < 1:
+        p.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.data is not None and not _has_images(args.data):
+        p.error(f"--data {args.data} holds no class folders with images")
+    if args.curriculum == "custom" and not args.stages:
+        p.error("--curriculum custom needs --stages")
+    return args, p
+
+
+def _has_images(root):
+    if not os.path.isdir(root):
+        return False
+    return any(files for _, _, files in os.walk(root)) and any(
+        os.path.isdir(os.path.join(root, d)) for d in os.listdir(root))
+
+
+def build_schedule(args, patch):
+    if args.curriculum == "efficienttrain_pp":
+        return curriculum.efficienttrain_pp(args.preset).scaled(args.img_size, patch)
+    if args.curriculum == "vit24h":
+        epochs = max(1, math.ceil(args.budget))
+        return curriculum.vit24h(epochs, final_size=args.img_size, start=patch * max(1, round(32 * args.img_size / 224 / patch)),
+                                 step=patch * max(1, round(32 * args.img_size / 224 / patch)), magnitude=args.magnitude)
+    if args.curriculum == "custom":
+        return curriculum.custom(json.loads(args.stages))
+    return curriculum.custom([(0.0, args.img_size, args.magnitude)])
+
+
+def create_model(args, num_classes):
+    kwargs = dict(num_classes=num_classes)
+    if args.data is None and args.model == "deit_tiny_localffn_patch16_224":
+        kwargs.update(EMBEDDED_MODEL_ARGS, img_size=args.img_size)
+    elif "vit" in args.model or "deit" in args.model:
+        kwargs.update(dynamic_img_size=True, img_size=args.img_size)
+    return timm.create_model(args.model, **kwargs)
+
+
+def patch_size(model):
+    embed = getattr(model, "patch_embed", None)
+    return embed.patch_size[0] if embed is not None and hasattr(embed, "patch_size") else 1
+
+
+def step_flops(model, size, num_classes, device):
+    """Theoretical forward + backward FLOPs of one image at `size` (FlopCounterMode, batch 2 / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(2, 3, size, size, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        F.cross_entropy(model(x), torch.zeros(2, dtype=torch.long, device=device)).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 2
+
+
+def plan_steps(schedule, flops, steps_per_epoch, budget):
+    """Steps per stage: compute schedules share budget × (full-size step cost) by fraction of FLOPs,
+    epoch schedules by fraction of epochs."""
+    full = flops[max(flops)]  # the final (largest) size
+    total_steps_at_full = budget * steps_per_epoch
+    plan = []
+    for stage in schedule.stages:
+        share = stage.end - stage.start
+        if schedule.unit == "compute":
+            plan.append(max(1, round(total_steps_at_full * share * full / flops[stage.size])))
+        else:
+            plan.append(max(1, round(total_steps_at_full * share)))
+    return plan
+
+
+class Trainer:
+    def __init__(self, args):
+        self.args = args
+        self.distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+        if self.distributed:
+            dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+        if args.device == "cuda":
+            local = int(os.environ.get("LOCAL_RANK", 0))
+            torch.cuda.set_device(local)
+            self.device = torch.device("cuda", local)
+        else:
+            self.device = torch.device(args.device)
+        self.amp = args.amp if args.amp is not None else self.device.type == "cuda"
+        torch.manual_seed(args.seed)
+        random.seed(args.seed)
+        self.train_set, self.val_set, num_classes = self._datasets()
+        self.model = create_model(args, num_classes).to(self.device)
+        patch = patch_size(self.model)
+        self.schedule = build_schedule(args, patch)
+        for stage in self.schedule.stages:
+            if stage.size % patch:
+                raise SystemExit(f"effkernels-train: error: size {stage.size} is not a multiple of the patch size {patch}")
+        sizes = sorted({s.size for s in self.schedule.stages} | {args.img_size})
+        self.flops = {size: step_flops(self.model, size, num_classes, self.device) for size in sizes}
+        self.steps_per_epoch = data.batches_per_epoch(len(self.train_set), args.batch_size, self.world)
+        if self.steps_per_epoch < 1:
+            raise SystemExit("effkernels-train: error: fewer images than one batch per process")
+        self.plan = plan_steps(self.schedule, self.flops, self.steps_per_epoch, args.budget)
+        self.total_cost = sum(n * self.flops[s.size] for n, s in zip(self.plan, self.schedule.stages))
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        self.net = self.model
+        if self.distributed:
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if args.compile:
+            self.net = torch.compile(self.net)
+        self.lowfreq = eff_nn.LowFreqCrop(args.img_size, mean=MEAN, std=STD)
+        self.state = dict(step=0, stage=0, stage_step=0, epoch=0, batch=0, cost=0.0)
+        self.stage_time = [0.0] * len(self.plan)
+        if args.resume:
+            self._load()
+
+    # ------------------------------------------------------------------ data
+    def _datasets(self):
+        a = self.args
+        train_tf = transforms.Compose([
+            transforms.RandomResizedCrop(a.img_size, scale=(0.35, 1.0)), transforms.RandomHorizontalFlip(),
+            _RandAugment(), transforms.PILToTensor()])
+        eval_tf = transforms.Compose([transforms.Resize(a.img_size), transforms.CenterCrop(a.img_size), transforms.PILToTensor()])
+        if a.data is None:
+            images, labels = data.make_shapes_and_textures(3000, a.img_size, seed=1234)
+            return (data.TensorImages(images[:2400], labels[:2400], train_tf),
+                    data.TensorImages(images[2400:], labels[2400:], eval_tf), len(data.CLASSES))
+        train = data.image_folder(a.data, train_tf)
+        val = data.image_folder(a.val_data, eval_tf) if a.val_data else None
+        return train, val, len(train.classes)
+
+    def _loader(self, magnitude):
+        a = self.args
+        self.train_set.transform.transforms[2].magnitude = magnitude
+        sampler = data.EpochOrder(len(self.train_set), a.batch_size, seed=a.seed, epoch=self.state["epoch"],
+                                  rank=self.rank, world_size=self.world, start_batch=self.state["batch"])
+        return torch.utils.data.DataLoader(self.train_set, a.batch_size, sampler=sampler, num_workers=a.workers,
+                                           drop_last=True, pin_memory=self.device.type == "cuda")
+
+    def _shrink(self, images, size):
+        """uint8 batch on the device → normalised float input at `size` (the curriculum's transform)."""
+        if self.args.resize == "lowfreq":
+            self.lowfreq.size = size
+            return self.lowfreq(images)
+        x = images.float() / 255
+        if size != x.shape[-1]:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        mean = torch.tensor(MEAN, device=x.device)[:, None, None]
+        return (x - mean) / torch.tensor(STD, device=x.device)[:, None, None]
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def ckpt_path(self):
+        return os.path.join(self.args.out, "checkpoint.pt")
+
+    def _save(self):
+        if self.rank != 0:
+            return
+        payload = dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(), state=self.state,
+                       stage_time=self.stage_time, rng=_rng_state(), args=vars(self.args))
+        torch.save(payload, self.ckpt_path + ".tmp")
+        os.replace(self.ckpt_path + ".tmp", self.ckpt_path)
+
+    def _load(self):
+        if not os.path.exists(self.ckpt_path):
+            raise SystemExit(f"effkernels-train: error: --resume but no checkpoint at {self.ckpt_path}")
+        payload = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.state, self.stage_time = payload["state"], payload["stage_time"]
+        _set_rng_state(payload["rng"])
+
+    # ------------------------------------------------------------------ training
+    def run(self):
+        a = self.args
+        os.makedirs(a.out, exist_ok=True)
+        log_path = os.path.join(a.out, "log.csv")
+        fields = ["step", "stage", "size", "magnitude", "lr", "loss", "step_ms", "images_per_s", "cost_fraction"]
+        if self.rank == 0:
+            _truncate_log(log_path, fields, self.state["step"])
+        log_file = open(log_path, "a", newline="") if self.rank == 0 else None
+        writer = csv.DictWriter(log_file, fields) if log_file else None
+        total_steps = sum(self.plan)
+        bar = _progress(total_steps, self.state["step"], disable=a.quiet or self.rank != 0)
+        self.net.train()
+        while self.state["stage"] < len(self.plan):
+            index = self.state["stage"]
+            stage = self.schedule.stages[index]
+            loader_iter = iter(self._loader(stage.magnitude))
+            while self.state["stage_step"] < self.plan[index]:
+                batch = next(loader_iter, None)
+                if batch is None:  # end of epoch: next epoch's order
+                    self.state.update(epoch=self.state["epoch"] + 1, batch=0)
+                    loader_iter = iter(self._loader(stage.magnitude))
+                    continue
+                row = self._step(batch, stage, index)
+                self.state["batch"] += 1
+                if writer:
+                    writer.writerow(row)
+                    bar.set_postfix_str(f"stage {index} {stage.size}px m{stage.magnitude} {row['images_per_s']:.0f} img/s loss {row['loss']:.3f}")
+                    bar.update(1)
+                if self.state["step"] % a.checkpoint_every == 0:
+                    log_file and log_file.flush()
+                    self._save()
+            self.state.update(stage=index + 1, stage_step=0)
+            log_file and log_file.flush()
+            self._save()
+            if self.rank == 0 and self.val_set is not None:
+                bar.write(f"stage {index} ({stage.size}px) done: top-1 {self.evaluate():.1%} at {a.img_size}px")
+        bar.close()
+        if log_file:
+            log_file.close()
+        if self.rank == 0:
+            accuracy = self.evaluate() if self.val_set is not None else None
+            print(report(self, accuracy))
+        if self.distributed:
+            dist.destroy_process_group()
+
+    def _step(self, batch, stage, index):
+        images, labels = batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True)
+        progress = self.state["cost"] / self.total_cost if self.schedule.unit == "compute" else self._epoch_progress()
+        lr = self.args.lr * curriculum.warmup_cosine(min(progress, 1.0), self.args.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        _sync(self.device)
+        start = time.perf_counter()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            x = self._shrink(images, stage.size)
+            loss = F.cross_entropy(self.net(x), labels, label_smoothing=0.1)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        _sync(self.device)
+        elapsed = time.perf_counter() - start
+        self.stage_time[index] += elapsed
+        self.state["step"] += 1
+        self.state["stage_step"] += 1
+        self.state["cost"] += self.flops[stage.size]
+        return dict(step=self.state["step"], stage=index, size=stage.size, magnitude=stage.magnitude, lr=f"{lr:.6g}",
+                    loss=float(loss), step_ms=f"{elapsed * 1e3:.2f}", images_per_s=len(labels) * self.world / elapsed,
+                    cost_fraction=f"{self.state['cost'] / self.total_cost:.6f}")
+
+    def _epoch_progress(self):
+        done = sum(self.plan[: self.state["stage"]]) + self.state["stage_step"]
+        return done / sum(self.plan)
+
+    @torch.no_grad()
+    def evaluate(self):
+        loader = torch.utils.data.DataLoader(self.val_set, 256, num_workers=self.args.workers)
+        self.model.eval()
+        correct = total = 0
+        for images, labels in loader:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                logits = self.model(self._shrink(images.to(self.device), self.args.img_size))
+            correct += (logits.argmax(1).cpu() == labels).sum().item()
+            total += len(labels)
+        self.model.train()
+        return correct / max(total, 1)
+
+
+class _RandAugment:
+    """timm's RandAugment (`rand-m{m}-mstd0.5-inc1`) whose magnitude the curriculum sets per stage."""
+
+    def __init__(self):
+        self.magnitude, self._ops = 0, {}
+
+    def __call__(self, image):
+        if self.magnitude not in self._ops:
+            # magnitude_max 9.99: at 10 timm's increasing posterize keeps 0 bits, which Pillow 12+ rejects.
+            hparams = {"img_mean": (124, 116, 104), "magnitude_max": 9.99}
+            self._ops[self.magnitude] = rand_augment_transform(f"rand-m{self.magnitude}-mstd0.5-inc1", hparams)
+        return self._ops[self.magnitude](image)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rng_state():
+    return dict(torch=torch.get_rng_state(), python=random.getstate(),
+                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+
+
+def _set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _truncate_log(path, fields, keep_steps):
+    """Start log.csv afresh, or (resuming) keep only the rows up to the checkpoint's step."""
+    rows = []
+    if keep_steps and os.path.exists(path):
+        with open(path) as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_steps]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _progress(total, initial, disable):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, disable=disable, unit="step", file=sys.stdout, dynamic_ncols=True)
+
+
+def report(trainer, accuracy):
+    """The per-stage table (theoretical cost fraction vs measured time fraction), saved and returned."""
+    stages, plan, times = trainer.schedule.stages, trainer.plan, trainer.stage_time
+    costs = [n * trainer.flops[s.size] for n, s in zip(plan, stages)]
+    total_cost, total_time = sum(costs), sum(times)
+    rows = []
+    for i, (stage, steps, cost, spent) in enumerate(zip(stages, plan, costs, times)):
+        rows.append(dict(stage=i, size=stage.size, magnitude=stage.magnitude, steps=steps,
+                         cost_fraction=cost / total_cost, time_fraction=spent / total_time,
+                         ratio=(spent / total_time) / (cost / total_cost), ms_per_step=1e3 * spent / steps))
+    full = trainer.flops[trainer.args.img_size]
+    steps = sum(plan)
+    final_ms = rows[-1]["ms_per_step"] if stages[-1].size == trainer.args.img_size else None
+    summary = dict(
+        model=trainer.args.model, curriculum=trainer.args.curriculum, resize=trainer.args.resize,
+        device=str(trainer.device), processes=trainer.world, steps=steps, top1=accuracy,
+        theoretical_saving=steps * full / total_cost,
+        measured_saving=(steps * final_ms / 1e3 / total_time) if final_ms else None,
+    )
+    lines = ["| stage | size | magnitude | steps | theoretical cost fraction | measured time fraction | ratio | ms/step |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['stage']} | {r['size']} | {r['magnitude']} | {r['steps']} | {r['cost_fraction']:.3f} | "
+                     f"{r['time_fraction']:.3f} | {r['ratio']:.2f} | {r['ms_per_step']:.1f} |")
+    lines.append("")
+    measured = f" and, at the last stage's measured speed, {summary['measured_saving']:.2f}× the time" if final_ms else ""
+    top1 = f" Top-1: {accuracy:.1%}." if accuracy is not None else ""
+    lines.append(f"Same number of steps at {trainer.args.img_size}px would cost {summary['theoretical_saving']:.2f}× the "
+                 f"FLOPs{measured}.{top1}")
+    table = "\n".join(lines)
+    out = trainer.args.out
+    with open(os.path.join(out, "stages.md"), "w") as f:
+        f.write(table + "\n")
+    with open(os.path.join(out, "stages.json"), "w") as f:
+        json.dump(dict(summary=summary, stages=rows), f, indent=1)
+    _plot(rows, os.path.join(out, "curve.png"))
+    return table
+
+
+def _plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cost = [0.0] + list(_cumsum(r["cost_fraction"] for r in rows))
+    spent = [0.0] + list(_cumsum(r["time_fraction"] for r in rows))
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(range(len(cost)), cost, marker="o", label="theoretical cost (FLOPs)")
+    ax.plot(range(len(spent)), spent, marker="s", label="measured time")
+    ax.set_xlabel("stage boundary")
+    ax.set_ylabel("cumulative fraction of the run")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _cumsum(values):
+    total = 0.0
+    for value in values:
+        total += value
+        yield total
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args, _ = parse_args(argv)
+    Trainer(args).run()
+
+
+if __name__ == "__main__":
+    main()
