@@ -11,8 +11,7 @@ test: build
 	$(PYTHON) -m pytest -q python_tests
 
 bench: build
-	$(PYTHON) perf/bench_lowfreq_crop.py --out perf/results/local-$$(date +%Y-%m-%d)
-	$(PYTHON) perf/bench_local_ffn.py --out perf/results/local-$$(date +%Y-%m-%d)
+	$(PYTHON) perf/run_all.py --out perf/results/local-$$(date +%Y-%m-%d)
 
 build: $(VENV)/.requirements
 	$(PYTHON) -m pip install -q --no-build-isolation --no-deps -e .

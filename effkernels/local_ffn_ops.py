@@ -7,6 +7,7 @@ and activation) → fc2 GEMM. The GEMMs stay with cuBLAS/MKL; `dwconv_act` has a
 """
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import register_flop_formula
 
 from .ops import FLOAT_DTYPES, gpu_backend, pair
 
@@ -200,3 +201,15 @@ def _dwconv_act_backward_gpu(grad, h, grid_size, weight, bias=None, *, num_prefi
     from .triton.dwconv_act import dwconv_act_backward_triton
 
     return dwconv_act_backward_triton(grad, h, grid_size, weight, bias, **options)
+
+
+# FlopCounterMode counts what the fused middle computes, so LocalFFN models report their true cost:
+# 9 multiply-adds per grid element forward; backward recomputes the conv and runs its two adjoints.
+@register_flop_formula(torch.ops.effkernels.dwconv_act)
+def _dwconv_act_flops(h_shape, *args, out_shape=None, **kwargs):
+    return 2 * 9 * h_shape[0] * h_shape[1] * h_shape[2]
+
+
+@register_flop_formula(torch.ops.effkernels.dwconv_act_backward)
+def _dwconv_act_backward_flops(grad_shape, *args, out_shape=None, **kwargs):
+    return 3 * 2 * 9 * grad_shape[0] * grad_shape[1] * grad_shape[2]

@@ -126,7 +126,8 @@ def main(argv=None):
     columns = ["model", "batch", "grid", "fused ms", "eager ms", "compiled ms", "mlp ms", "fused / mlp",
                "eager / mlp", "compiled / mlp", "dwconv_act fwd ms", "GB/s", "% roofline",
                "fused memory MB", "eager memory MB"]
-    print(common.write_results(args.out or common.default_out_dir(device), "local_ffn", meta, rows, columns))
+    print(common.write_results(args.out or common.default_out_dir(device), "local_ffn", meta, rows, columns,
+                                       plot=(("model", "grid"), "fused / mlp", "LocalFFN time / plain Mlp time")))
 
 
 if __name__ == "__main__":

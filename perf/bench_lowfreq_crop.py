@@ -89,7 +89,8 @@ def main(argv=None):
     meta = {**common.run_meta(device), "copy GB/s": bandwidth, "sweep": args.sweep, "repeats": repeats}
     columns = ["batch", "input", "band", "output", "effkernels uint8 ms", "effkernels f32 ms", "fft ms",
                "fft+resize ms", "interpolate ms", "speed-up vs fft", "vs interpolate", "GB/s", "% roofline", "TFLOP/s"]
-    print(common.write_results(args.out or common.default_out_dir(device), "lowfreq_crop", meta, rows, columns))
+    print(common.write_results(args.out or common.default_out_dir(device), "lowfreq_crop", meta, rows, columns,
+                                       plot=(("band", "output"), "speed-up vs fft", "speed-up vs torch.fft freq_crop")))
 
 
 if __name__ == "__main__":

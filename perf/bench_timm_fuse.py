@@ -66,7 +66,8 @@ def main(argv=None):
     meta = {**common.run_meta(device), "model": args.model, "batch": batch, "image": size, "dtype": args.dtype,
             "repeats": repeats, "what": "forward + backward"}
     columns = ["part", "tokens", "timm ms", "fused ms", "speed-up"]
-    print(common.write_results(args.out or common.default_out_dir(device), f"timm_fuse_{args.model}", meta, rows, columns))
+    print(common.write_results(args.out or common.default_out_dir(device), f"timm_fuse_{args.model}", meta, rows, columns,
+                                       plot=("part", "speed-up", "speed-up of fuse()")))
 
 
 if __name__ == "__main__":

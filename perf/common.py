@@ -74,8 +74,13 @@ def copy_bandwidth_gbs(device: torch.device, megabytes: int = 256) -> float:
     return 2 * src.numel() / ms / 1e6
 
 
-def write_results(out_dir: str, name: str, meta: dict, rows: list[dict], columns: list[str]) -> str:
-    """Write <name>.json (meta + rows) and <name>.md (a table of `columns`); return the table."""
+def write_results(out_dir: str, name: str, meta: dict, rows: list[dict], columns: list[str], plot=None) -> str:
+    """Write <name>.json (meta + rows) and <name>.md (a table of `columns`); return the table.
+
+    plot: (label column, value column, axis title) adds <name>.png, a bar per row.
+    """
+    if plot is not None:
+        _plot(os.path.join(out_dir, f"{name}.png"), f"{name}: {meta['device']}", rows, *plot)
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
@@ -91,6 +96,25 @@ def write_results(out_dir: str, name: str, meta: dict, rows: list[dict], columns
     with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
         f.write(table)
     return table
+
+
+def _plot(path, title, rows, label_key, value_key, axis_title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    labels = [" ".join(str(row[k]) for k in ([label_key] if isinstance(label_key, str) else label_key)) for row in rows]
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(rows) + 2), 4))
+    ax.bar(range(len(rows)), [row[value_key] for row in rows])
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xticks(range(len(rows)), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel(axis_title)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def run_meta(device: torch.device) -> dict:

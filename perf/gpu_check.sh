@@ -19,8 +19,7 @@ echo "== tests" | tee -a "$out/summary.txt"
 $python -m pytest -q -rs python_tests > "$out/tests.log" 2>&1 || status=1
 tail -3 "$out/tests.log" | tee -a "$out/summary.txt"
 echo "== benchmarks" | tee -a "$out/summary.txt"
-$python perf/bench_lowfreq_crop.py --sweep full --out "$out" >> "$out/summary.txt" 2>&1 || status=1
-$python perf/bench_local_ffn.py --sweep full --out "$out" >> "$out/summary.txt" 2>&1 || status=1
+$python perf/run_all.py --sweep full --out "$out" >> "$out/summary.txt" 2>&1 || status=1
 EFFKERNELS_BACKEND=cuda $python perf/bench_lowfreq_crop.py --sweep small --out "$out/cuda-backend" >> "$out/summary.txt" 2>&1 || status=1
 EFFKERNELS_BACKEND=cuda $python perf/bench_local_ffn.py --sweep small --out "$out/cuda-backend" >> "$out/summary.txt" 2>&1 || status=1
 cat "$out/summary.txt"

@@ -238,3 +238,14 @@ def test_cpp_kernels_check_direct_op_calls(kwargs, match):
         torch.ops.effkernels.dwconv_act.default._op(*args.values(), **options)
     with pytest.raises(ValueError, match=match):
         torch.ops.effkernels.dwconv_act_backward.default._op(torch.randn(2, 13, 6), *args.values(), **options)
+
+
+def test_flop_counter_counts_the_fused_middle():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    h = torch.randn(2, 1 + 12, 10, requires_grad=True)
+    weight = torch.randn(10, 1, 3, 3, requires_grad=True)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        effkernels.dwconv_act(h, (3, 4), weight, num_prefix_tokens=1).sum().backward()
+    assert counter.get_total_flops() == 4 * 2 * 9 * 2 * 13 * 10  # forward + a backward of three conv passes

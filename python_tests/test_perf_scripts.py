@@ -10,7 +10,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "perf"))
 
 @pytest.mark.parametrize(
     "script,name",
-    [("bench_lowfreq_crop", "lowfreq_crop"), ("bench_local_ffn", "local_ffn"), ("bench_timm_fuse", "timm_fuse_pvt_v2_b0")],
+    [
+        ("bench_lowfreq_crop", "lowfreq_crop"),
+        ("bench_local_ffn", "local_ffn"),
+        ("bench_timm_fuse", "timm_fuse_pvt_v2_b0"),
+        ("train_step", "train_step"),
+    ],
 )
 def test_benchmark_writes_results(tmp_path, script, name):
     module = __import__(script)
@@ -21,5 +26,6 @@ def test_benchmark_writes_results(tmp_path, script, name):
     for row in results["rows"]:
         timings = [value for key, value in row.items() if key.endswith(" ms")]
         assert timings and all(value > 0 for value in timings)
+    assert (tmp_path / f"{name}.png").stat().st_size > 1000
     table = (tmp_path / f"{name}.md").read_text()
     assert table.count("\n|") == 2 + len(results["rows"])

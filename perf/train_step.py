@@ -1,0 +1,125 @@
+"""Does a training step's measured time follow its theoretical FLOPs across curriculum sizes?
+
+For each model variant and input size: the median time of one full training step (uint8 batch on
+the device → low-frequency crop to the size → forward → backward → AdamW step), and its
+forward + backward FLOPs (FlopCounterMode). Both are reported relative to the largest size: where
+`time ratio / FLOP ratio` is above 1, a small-size step costs more than theory says.
+
+Variants (same batch, same sizes, timed round-robin):
+- localffn fused: deit_*_localffn with effkernels' fused LocalFFN and lowfreq_crop;
+- localffn eager: the same model with the eager LocalFFN reference and the torch.fft freq_crop;
+- plain: the timm DeiT without locality, with effkernels' lowfreq_crop.
+"""
+import argparse
+import os
+import sys
+from unittest import mock
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+from bench_lowfreq_crop import fft_lowfreq_crop  # noqa: E402
+
+import effkernels  # noqa: E402
+from effkernels import reference  # noqa: E402
+from effkernels.nn import LocalFFN  # noqa: E402
+
+SWEEPS = {  # (model width, batch, sizes)
+    "tiny": ("tiny", 2, (32, 64)),
+    "small": ("tiny", 16, (96, 160, 224)),
+    "full": ("small", 128, (96, 128, 160, 192, 224)),
+}
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def eager_local_ffn(module, x, grid_size=None):
+    num_prefix, grid = module.token_layout(x.shape[1], grid_size)
+    return reference.local_ffn(
+        x, grid, module.fc1.weight, module.fc1.bias, module.dwconv.weight, module.dwconv.bias, module.fc2.weight,
+        module.fc2.bias, num_prefix_tokens=num_prefix, prefix=module.prefix, pre_act=module.pre_act, act=module.act)
+
+
+def fused_transform(images, size):
+    return effkernels.lowfreq_crop(images, size, mean=MEAN, std=STD)
+
+
+def eager_transform(images, size):
+    x = fft_lowfreq_crop(images.float() / 255, size)
+    return (x - torch.tensor(MEAN, device=x.device)[:, None, None]) / torch.tensor(STD, device=x.device)[:, None, None]
+
+
+def training_step(model, optimizer, transform, images, labels, size, amp):
+    def step():
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = F.cross_entropy(model(transform(images, size)), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def model_flops(model, size, device):
+    x = torch.randn(2, 3, size, size, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x).sum().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 2
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sweep", choices=sorted(SWEEPS), default="small")
+    parser.add_argument("--repeats", type=int, default=None, help="timed steps per case (default 20 GPU, 5 CPU)")
+    parser.add_argument("--out", default=None, help="results folder (default perf/results/<device>-<date>)")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    amp = device.type == "cuda"
+    repeats = args.repeats or (20 if device.type == "cuda" else 5)
+    width, batch, sizes = SWEEPS[args.sweep]
+    largest = max(sizes)
+    models = {
+        "localffn": timm.create_model(f"deit_{width}_localffn_patch16_224", img_size=largest, dynamic_img_size=True).to(device),
+        "plain": timm.create_model(f"deit_{width}_patch16_224", img_size=largest, dynamic_img_size=True).to(device),
+    }
+    optimizers = {name: torch.optim.AdamW(model.parameters()) for name, model in models.items()}
+    images = torch.randint(0, 256, (batch, 3, largest, largest), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, 1000, (batch,), device=device)
+    rows = []
+    for size in sizes:
+        steps = {
+            "localffn fused": training_step(models["localffn"], optimizers["localffn"], fused_transform, images, labels, size, amp),
+            "localffn eager": _with_eager_local_ffn(training_step(
+                models["localffn"], optimizers["localffn"], eager_transform, images, labels, size, amp)),
+            "plain": training_step(models["plain"], optimizers["plain"], fused_transform, images, labels, size, amp),
+        }
+        times = common.interleaved_median_ms(steps, device, repeats, warmup=2)
+        flops = {"localffn": model_flops(models["localffn"], size, device), "plain": model_flops(models["plain"], size, device)}
+        for name, ms in times.items():
+            rows.append({"variant": name, "size": size, "step ms": ms, "GFLOP/image": flops[name.split()[0]] / 1e9,
+                         "images/s": batch / ms * 1e3})
+    for row in rows:  # ratios against the same variant at the largest size
+        base = next(r for r in rows if r["variant"] == row["variant"] and r["size"] == largest)
+        row["time ratio"] = row["step ms"] / base["step ms"]
+        row["FLOP ratio"] = row["GFLOP/image"] / base["GFLOP/image"]
+        row["time / FLOP"] = row["time ratio"] / row["FLOP ratio"]
+    meta = {**common.run_meta(device), "model width": width, "batch": batch, "amp bf16": amp, "repeats": repeats}
+    columns = ["variant", "size", "step ms", "images/s", "GFLOP/image", "time ratio", "FLOP ratio", "time / FLOP"]
+    print(common.write_results(args.out or common.default_out_dir(device), "train_step", meta, rows, columns,
+                                       plot=(("variant", "size"), "time / FLOP", "(time ratio) / (FLOP ratio) vs largest size")))
+
+
+def _with_eager_local_ffn(step):
+    def run():
+        with mock.patch.object(LocalFFN, "forward", eager_local_ffn):
+            step()
+    return run
+
+
+if __name__ == "__main__":
+    main()
