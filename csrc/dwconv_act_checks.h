@@ -83,4 +83,12 @@ inline at::Tensor taps_by_channel(const at::Tensor& weight, at::ScalarType acc_d
   return weight.reshape({weight.size(0), 9}).t().to(acc_dtype).contiguous();
 }
 
+// (grad_weight (C, 1, 3, 3), grad_bias (C,)) in weight's dtype from the summed (10, C) tap-major
+// weight grads (taps 0..8) and bias grad.
+inline std::pair<at::Tensor, at::Tensor> weight_and_bias_grads(const at::Tensor& sums, const at::Tensor& weight) {
+  const int64_t channels = sums.size(1);
+  return {sums.narrow(0, 0, 9).t().contiguous().reshape({channels, 1, 3, 3}).to(weight.scalar_type()),
+          sums.select(0, 9).to(weight.scalar_type(), /*non_blocking=*/false, /*copy=*/true)};
+}
+
 }  // namespace effkernels

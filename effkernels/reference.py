@@ -88,3 +88,12 @@ def local_ffn(x, grid_size, fc1_weight, fc1_bias, dw_weight, dw_bias, fc2_weight
     if prefix == "skip":
         prefix_y = torch.zeros_like(prefix_y)
     return torch.cat([prefix_y, y], dim=1)
+
+
+def local_ffn_module(module, x, grid_size=None):
+    """What an effkernels.nn.LocalFFN (no norm, no dropout) computes, from its own weights, by the spec."""
+    num_prefix, grid = module.token_layout(x.shape[1], grid_size)
+    return local_ffn(
+        x, grid, module.fc1.weight, module.fc1.bias, module.dwconv.weight, module.dwconv.bias, module.fc2.weight,
+        module.fc2.bias, num_prefix_tokens=num_prefix, prefix=module.prefix, pre_act=module.pre_act, act=module.act,
+    )

@@ -36,13 +36,6 @@ SWEEPS = {  # (model width, batch, sizes)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def eager_local_ffn(module, x, grid_size=None):
-    num_prefix, grid = module.token_layout(x.shape[1], grid_size)
-    return reference.local_ffn(
-        x, grid, module.fc1.weight, module.fc1.bias, module.dwconv.weight, module.dwconv.bias, module.fc2.weight,
-        module.fc2.bias, num_prefix_tokens=num_prefix, prefix=module.prefix, pre_act=module.pre_act, act=module.act)
-
-
 def fused_transform(images, size):
     return effkernels.lowfreq_crop(images, size, mean=MEAN, std=STD)
 
@@ -116,7 +109,7 @@ def main(argv=None):
 
 def _with_eager_local_ffn(step):
     def run():
-        with mock.patch.object(LocalFFN, "forward", eager_local_ffn):
+        with mock.patch.object(LocalFFN, "forward", reference.local_ffn_module):
             step()
     return run
 

@@ -12,15 +12,6 @@ from effkernels.nn import LocalFFN
 from conftest import relative_error
 
 
-def module_reference(module, x, grid, num_prefix):
-    """The module's output computed by the reference spec from its own weights."""
-    return reference.local_ffn(
-        x, grid, module.fc1.weight, module.fc1.bias, module.dwconv.weight, module.dwconv.bias,
-        module.fc2.weight, module.fc2.bias, num_prefix_tokens=num_prefix, prefix=module.prefix,
-        pre_act=module.pre_act, act=module.act,
-    )
-
-
 def test_timm_block_accepts_it_as_mlp_layer():
     torch.manual_seed(0)
     block = Block(32, 4, mlp_layer=LocalFFN)
@@ -55,7 +46,7 @@ def test_matches_reference_non_square(prefix):
     x = torch.randn(3, 1 + 7 * 5, 12, dtype=torch.float64)
     out = module(x, (7, 5))
     assert out.shape == (3, 36, 10)
-    assert relative_error(out, module_reference(module, x, (7, 5), 1)) < 1e-12
+    assert relative_error(out, reference.local_ffn_module(module, x, (7, 5))) < 1e-12
 
 
 @pytest.mark.parametrize(

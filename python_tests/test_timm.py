@@ -48,15 +48,6 @@ def test_fuse_with_nothing_to_fuse_is_an_error():
     effkernels.timm.fuse(torch.nn.Linear(2, 2), strict=False)
 
 
-def reference_local_ffn(module, x, grid_size=None):
-    """LocalFFN.forward computed by the reference spec (for monkeypatching into a model)."""
-    num_prefix, grid = module.token_layout(x.shape[1], grid_size)
-    return reference.local_ffn(
-        x, grid, module.fc1.weight, module.fc1.bias, module.dwconv.weight, module.dwconv.bias, module.fc2.weight,
-        module.fc2.bias, num_prefix_tokens=num_prefix, prefix=module.prefix, pre_act=module.pre_act, act=module.act,
-    )
-
-
 @pytest.mark.parametrize("layout", ["published", "short"])
 def test_add_locality_converts_deit(layout, monkeypatch):
     torch.manual_seed(0)
@@ -70,7 +61,7 @@ def test_add_locality_converts_deit(layout, monkeypatch):
     x = torch.randn(2, 3, 64, 96)
     out = model(x)
     assert ffn.grid_size == (4, 6)
-    monkeypatch.setattr(LocalFFN, "forward", reference_local_ffn)
+    monkeypatch.setattr(LocalFFN, "forward", reference.local_ffn_module)
     assert relative_error(out, model(x)) < 1e-5
 
 

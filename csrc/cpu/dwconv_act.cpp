@@ -62,8 +62,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dwconv_act_backward_cpu(
   // Sum the per-sample partials in a fixed order, whatever the thread count.
   auto sums = at::zeros({10, s.channels}, taps.options());
   for (int64_t sample = 0; sample < s.batch; ++sample) sums.add_(partials[sample]);
-  auto grad_weight = sums.narrow(0, 0, 9).t().contiguous().reshape({s.channels, 1, 3, 3}).to(weight.scalar_type());
-  auto grad_bias = sums.select(0, 9).to(weight.scalar_type(), /*non_blocking=*/false, /*copy=*/true);
+  auto [grad_weight, grad_bias] = weight_and_bias_grads(sums, weight);
   return {grad_h, grad_weight, grad_bias};
 }
 

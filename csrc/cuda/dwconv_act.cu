@@ -211,9 +211,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dwconv_act_backward_cuda(
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     }
-    const auto sums = partials.sum(0);  // a fixed-order reduction: deterministic
-    grad_weight = sums.narrow(0, 0, 9).t().contiguous().reshape({s.channels, 1, 3, 3}).to(weight.scalar_type());
-    grad_bias = sums.select(0, 9).to(weight.scalar_type(), /*non_blocking=*/false, /*copy=*/true);
+    std::tie(grad_weight, grad_bias) = weight_and_bias_grads(partials.sum(0), weight);  // fixed-order sum
   });
   return {grad_h, grad_weight, grad_bias};
 }
