@@ -1,7 +1,8 @@
 """effkernels: fused kernels for curriculum training of vision backbones.
 
 `import effkernels` registers the `torch.ops.effkernels.*` ops (schemas and C++ kernels from
-effkernels._C, fake kernels, autograd and GPU kernels from effkernels.ops).
+effkernels._C; fake kernels, autograd and GPU kernels from effkernels.ops and
+effkernels.local_ffn_ops) and the LocalFFN timm models (effkernels.timm).
 """
 from . import nn, timm
 from .local_ffn_ops import dwconv_act, local_ffn
