@@ -187,9 +187,10 @@ class Trainer:
     # ------------------------------------------------------------------ data
     def _datasets(self):
         a = self.args
+        self.rand_augment = _RandAugment()
         train_tf = transforms.Compose([
             transforms.RandomResizedCrop(a.img_size, scale=(0.35, 1.0)), transforms.RandomHorizontalFlip(),
-            _RandAugment(), transforms.PILToTensor()])
+            self.rand_augment, transforms.PILToTensor()])
         eval_tf = transforms.Compose([transforms.Resize(a.img_size), transforms.CenterCrop(a.img_size), transforms.PILToTensor()])
         if a.data is None:
             images, labels = data.make_shapes_and_textures(3000, a.img_size, seed=1234)
@@ -201,7 +202,7 @@ class Trainer:
 
     def _loader(self, magnitude):
         a = self.args
-        self.train_set.transform.transforms[2].magnitude = magnitude
+        self.rand_augment.magnitude = magnitude
         sampler = data.EpochOrder(len(self.train_set), a.batch_size, seed=a.seed, epoch=self.state["epoch"],
                                   rank=self.rank, world_size=self.world, start_batch=self.state["batch"])
         return torch.utils.data.DataLoader(self.train_set, a.batch_size, sampler=sampler, num_workers=a.workers,

@@ -57,14 +57,18 @@ def _tanh(u):
 
 @triton.jit
 def _tile(TOTAL, N, P, W, C, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
-    """This program's tokens and channels, their masks, and each token's grid row/column."""
+    """This program's tokens and channels, their element offsets and masks, and each token's grid
+    row/column."""
     tokens = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     chans = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     in_tile = tokens < TOTAL
     mask_c = chans < C
     cell = tokens % N - P
     is_grid = in_tile & (cell >= 0)
-    return tokens.to(tl.int64), chans, in_tile, mask_c, is_grid, cell // W, cell % W
+    tokens = tokens.to(tl.int64)
+    offsets = tokens[:, None] * C + chans[None, :]
+    mask = in_tile[:, None] & mask_c[None, :]
+    return tokens, chans, offsets, mask, mask_c, is_grid, cell // W, cell % W
 
 
 @triton.jit
@@ -96,10 +100,8 @@ def _dwconv_act_kernel(
     HAS_BIAS: tl.constexpr, SKIP_PREFIX: tl.constexpr, PRE: tl.constexpr, ACT: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    tokens, chans, in_tile, mask_c, is_grid, y, x = _tile(TOTAL, N, P, W, C, BLOCK_T, BLOCK_C)
+    tokens, chans, offsets, mask, mask_c, is_grid, y, x = _tile(TOTAL, N, P, W, C, BLOCK_T, BLOCK_C)
     acc_dtype = taps_ptr.dtype.element_ty
-    offsets = tokens[:, None] * C + chans[None, :]
-    mask = in_tile[:, None] & mask_c[None, :]
     z = _conv(h_ptr, taps_ptr, bias_ptr, tokens, chans, is_grid, mask_c, y, x, H, W, C,
               HAS_BIAS, PRE, BLOCK_T, BLOCK_C)
     if SKIP_PREFIX:
@@ -117,10 +119,8 @@ def _dwconv_act_grad_z_kernel(
     HAS_BIAS: tl.constexpr, SKIP_PREFIX: tl.constexpr, PRE: tl.constexpr, ACT: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    tokens, chans, in_tile, mask_c, is_grid, y, x = _tile(TOTAL, N, P, W, C, BLOCK_T, BLOCK_C)
+    tokens, chans, offsets, mask, mask_c, is_grid, y, x = _tile(TOTAL, N, P, W, C, BLOCK_T, BLOCK_C)
     acc_dtype = taps_ptr.dtype.element_ty
-    offsets = tokens[:, None] * C + chans[None, :]
-    mask = in_tile[:, None] & mask_c[None, :]
     g = tl.load(grad_ptr + offsets, mask=mask, other=0).to(acc_dtype)
     z = _conv(h_ptr, taps_ptr, bias_ptr, tokens, chans, is_grid, mask_c, y, x, H, W, C,
               HAS_BIAS, PRE, BLOCK_T, BLOCK_C)
@@ -146,10 +146,8 @@ def _dwconv_act_grad_h_kernel(
     h_ptr, taps_ptr, grad_z_ptr, grad_h_ptr, TOTAL, N, P, H, W, C,
     PRE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    tokens, chans, in_tile, mask_c, is_grid, y, x = _tile(TOTAL, N, P, W, C, BLOCK_T, BLOCK_C)
+    tokens, chans, offsets, mask, mask_c, is_grid, y, x = _tile(TOTAL, N, P, W, C, BLOCK_T, BLOCK_C)
     acc_dtype = taps_ptr.dtype.element_ty
-    offsets = tokens[:, None] * C + chans[None, :]
-    mask = in_tile[:, None] & mask_c[None, :]
     # Token (y, x) receives tap k from the token it fed, (y - dy, x - dx).
     grad_p = tl.zeros((BLOCK_T, BLOCK_C), dtype=acc_dtype)
     for k in tl.static_range(9):
