@@ -1,5 +1,5 @@
 """Data for the training script: the embedded procedural dataset, ImageFolder that skips bad files,
-and a resumable, rank-sharded epoch order.
+and a resumable, rank-sharded epoch order whose samples carry their own augmentation seed.
 
 The embedded set ("shapes and textures"): each image holds one shape (disc, square, triangle, ring)
 filled with one of two fine textures (stripes or checks, 2-3 px period) on a noisy background, with
@@ -7,9 +7,12 @@ random colours, position, scale and texture phase. The class is (shape, texture)
 apart needs the low frequencies, telling textures apart needs the high ones, so a low-to-high
 frequency curriculum has something to show. Deterministic for a given seed, made in a second.
 """
+import contextlib
 import logging
 import math
+import random
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -99,19 +102,55 @@ def image_folder(root: str, transform=None):
 
 
 class EpochOrder(torch.utils.data.Sampler):
-    """This rank's indices of epoch `epoch` (a seeded shuffle, the same on every rank), from batch
-    `start_batch` on: a resumed run continues the interrupted epoch with the same data order."""
+    """This rank's (index, augmentation seed) pairs of epoch `epoch` (a seeded shuffle, the same on
+    every rank), from batch `start_batch` on: a resumed run continues the interrupted epoch with the
+    same data order and, through SeededSamples, the same augmentation."""
 
     def __init__(self, length, batch_size, *, seed, epoch, rank=0, world_size=1, start_batch=0):
-        order = torch.randperm(length, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        generator = torch.Generator().manual_seed(seed * 100003 + epoch)
+        order = torch.randperm(length, generator=generator)
+        sample_seeds = torch.randint(2**62, (length,), generator=generator)
         per_rank = length // world_size // batch_size * batch_size  # every rank gets whole, equal batches
-        self.indices = order[rank::world_size][:per_rank][start_batch * batch_size:].tolist()
+        mine = slice(rank, rank + world_size * per_rank, world_size)
+        first = start_batch * batch_size
+        self.items = list(zip(order[mine].tolist(), sample_seeds[mine].tolist()))[first:]
 
     def __iter__(self):
-        return iter(self.indices)
+        return iter(self.items)
 
     def __len__(self):
-        return len(self.indices)
+        return len(self.items)
+
+
+class SeededSamples(torch.utils.data.Dataset):
+    """`dataset` indexed by EpochOrder's (index, seed) pairs: each sample's random transforms (torch,
+    `random` and numpy, which timm's RandAugment uses) draw from its own seed, so the augmentation
+    is fixed by the run's seed alone, whatever the number of loader workers and across resumes."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        index, seed = item
+        with _global_rngs_seeded(seed):
+            return self.dataset[index]
+
+
+@contextlib.contextmanager
+def _global_rngs_seeded(seed: int):
+    saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        torch.set_rng_state(saved[2])
 
 
 def batches_per_epoch(length: int, batch_size: int, world_size: int) -> int:

@@ -7,7 +7,8 @@ All four run forward + backward on the same tokens in the same run, timed round-
 - mlp: timm's Mlp (fc1 → GELU → fc2) of the same widths: what locality costs is `fused / mlp`.
 The LocalFFN layout is the ViT-24h one: h-swish before and after the 3×3 depthwise conv, class token
 skipping the FFN. Also reported: the dwconv_act kernel alone (forward), its GB/s and % of the copy
-roofline (h read once, a written once), and the memory each LocalFFN needs for backward (CPU: the
+roofline (h read once, a written once), the fused fwd+bwd TFLOP/s (FlopCounterMode FLOPs: the
+GEMMs and the 3×3 taps), and the memory each LocalFFN needs for backward (CPU: the
 tensors autograd saves; GPU: the peak allocated during forward + backward).
 """
 import argparse
@@ -16,6 +17,7 @@ import sys
 
 import torch
 from timm.layers import Mlp
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -38,6 +40,13 @@ def fwd_bwd(fn, x, params):
             p.grad = None
         fn(x).sum().backward()
     return step
+
+
+def fwd_bwd_flops(fn, x):
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn(x).sum().backward()
+    return counter.get_total_flops()
 
 
 def memory_mb(fn, x):
@@ -94,6 +103,7 @@ def bench_case(model, batch, side, device, dtype, repeats):
         "eager / mlp": times["eager"] / times["mlp"],
         "compiled / mlp": times["compiled"] / times["mlp"],
         "speed-up vs eager": times["eager"] / times["fused"],
+        "fused TFLOP/s": fwd_bwd_flops(fused, x) / times["fused"] / 1e9,
         "dwconv_act fwd ms": kernel_ms,
         "dwconv_act bytes": 2 * h.numel() * h.element_size(),
         "fused memory MB": memory_mb(fused, x),
@@ -124,7 +134,7 @@ def main(argv=None):
             "dtype": str(dtype), "layout": OPTIONS, "backend": os.environ.get("EFFKERNELS_BACKEND", "triton"),
             "memory": "tensors saved for backward" if device.type == "cpu" else "peak allocated during fwd+bwd"}
     columns = ["model", "batch", "grid", "fused ms", "eager ms", "compiled ms", "mlp ms", "fused / mlp",
-               "eager / mlp", "compiled / mlp", "dwconv_act fwd ms", "GB/s", "% roofline",
+               "eager / mlp", "compiled / mlp", "fused TFLOP/s", "dwconv_act fwd ms", "GB/s", "% roofline",
                "fused memory MB", "eager memory MB"]
     print(common.write_results(args.out or common.default_out_dir(device), "local_ffn", meta, rows, columns,
                                        plot=(("model", "grid"), "fused / mlp", "LocalFFN time / plain Mlp time")))

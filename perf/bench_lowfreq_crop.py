@@ -3,8 +3,10 @@
 Peers, measured in the same run on the same batch:
 - fft: EfficientTrain's freq_crop in torch.fft (fft2, shift, crop the centred block, ifft2, real);
 - fft+resize: that, then F.interpolate(antialias=True) to the output size, when one is asked for;
-- interpolate: plain F.interpolate(mode="bilinear", antialias=True) to the output size, the
-  "just resize" baseline a frequency curriculum replaces.
+- resize peers, the "just resize" baselines a frequency curriculum replaces, to the output size:
+  F.interpolate(mode="bilinear", antialias=True); torchvision.transforms.v2.functional.resize
+  (antialiased, what torchvision pipelines call on device tensors); and kornia's resize
+  (Gaussian-blur antialiasing), when kornia is installed.
 Peers get float32 input already in [0, 1]; effkernels is timed on uint8 (what a loader yields;
 conversion, normalisation and cast fused) and on float32. Roofline: bytes that must move (input
 read once, output written once) over the measured copy bandwidth of the device.
@@ -15,12 +17,19 @@ import sys
 
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.v2.functional as torchvision_functional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 import effkernels  # noqa: E402
 
+try:
+    import kornia.geometry.transform as kornia_transform
+except ImportError:  # an optional peer
+    kornia_transform = None
+
+RESIZE_PEERS = ("interpolate", "torchvision resize", "kornia resize")
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 SWEEPS = {  # (batch, input size, band, output size or None)
     "tiny": [(2, 32, 16, None), (2, 32, 12, 16)],
@@ -49,7 +58,12 @@ def bench_case(batch, size, band, out_size, device, repeats):
         "fft": common.median_ms(lambda: fft_lowfreq_crop(floats, band), device, repeats),
         "interpolate": common.median_ms(
             lambda: F.interpolate(floats, size=out, mode="bilinear", antialias=True), device, repeats),
+        "torchvision resize": common.median_ms(
+            lambda: torchvision_functional.resize(floats, list(out), antialias=True), device, repeats),
     }
+    if kornia_transform is not None:
+        times["kornia resize"] = common.median_ms(
+            lambda: kornia_transform.resize(floats, out, antialias=True), device, repeats)
     if out_size is not None:
         times["fft+resize"] = common.median_ms(
             lambda: F.interpolate(fft_lowfreq_crop(floats, band), size=out, mode="bilinear", antialias=True),
@@ -64,7 +78,7 @@ def bench_case(batch, size, band, out_size, device, repeats):
         "output": out[0],
         **{f"{name} ms": ms for name, ms in times.items()},
         "speed-up vs fft": fft_peer / times["effkernels f32"],
-        "vs interpolate": times["interpolate"] / times["effkernels f32"],
+        "vs best resize": min(times[name] for name in RESIZE_PEERS if name in times) / times["effkernels f32"],
         "uint8 bytes": images.numel() + batch * 3 * out[0] * out[1] * 4,
         "TFLOP/s": flops / times["effkernels uint8"] / 1e9,
     }
@@ -88,7 +102,8 @@ def main(argv=None):
         rows.append(row)
     meta = {**common.run_meta(device), "copy GB/s": bandwidth, "sweep": args.sweep, "repeats": repeats}
     columns = ["batch", "input", "band", "output", "effkernels uint8 ms", "effkernels f32 ms", "fft ms",
-               "fft+resize ms", "interpolate ms", "speed-up vs fft", "vs interpolate", "GB/s", "% roofline", "TFLOP/s"]
+               "fft+resize ms", *(f"{name} ms" for name in RESIZE_PEERS), "speed-up vs fft", "vs best resize",
+               "GB/s", "% roofline", "TFLOP/s"]
     print(common.write_results(args.out or common.default_out_dir(device), "lowfreq_crop", meta, rows, columns,
                                        plot=(("band", "output"), "speed-up vs fft", "speed-up vs torch.fft freq_crop")))
 

@@ -1,16 +1,23 @@
 """Does a training step's measured time follow its theoretical FLOPs across curriculum sizes?
 
 For each model variant and input size: the median time of one full training step (uint8 batch on
-the device → low-frequency crop to the size → forward → backward → AdamW step), and its
+the device → low-frequency crop to the size → forward → backward → fused AdamW step), and its
 forward + backward FLOPs (FlopCounterMode). Both are reported relative to the largest size: where
 `time ratio / FLOP ratio` is above 1, a small-size step costs more than theory says.
+
+The step's parts are also timed alone, to say why: the transform reads the full-size batch at
+every size, the optimizer step costs the same at every size, and `fwd+bwd / FLOP` is the model
+alone (on the GPU, kernel-launch overhead shows up there at small sizes; --compile adds a variant
+under torch.compile, with CUDA graphs on the GPU, to remove it).
 
 Variants (same batch, same sizes, timed round-robin):
 - localffn fused: deit_*_localffn with effkernels' fused LocalFFN and lowfreq_crop;
 - localffn eager: the same model with the eager LocalFFN reference and the torch.fft freq_crop;
-- plain: the timm DeiT without locality, with effkernels' lowfreq_crop.
+- plain: the timm DeiT without locality, with effkernels' lowfreq_crop;
+- localffn compiled (--compile): localffn fused under torch.compile (mode reduce-overhead on GPU).
 """
 import argparse
+import contextlib
 import os
 import sys
 from unittest import mock
@@ -45,14 +52,38 @@ def eager_transform(images, size):
     return (x - torch.tensor(MEAN, device=x.device)[:, None, None]) / torch.tensor(STD, device=x.device)[:, None, None]
 
 
-def training_step(model, optimizer, transform, images, labels, size, amp):
-    def step():
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = F.cross_entropy(model(transform(images, size)), labels)
-        optimizer.zero_grad(set_to_none=True)
+class Variant:
+    """A model, its optimizer and its curriculum transform; callables for a whole step and its parts."""
+
+    def __init__(self, model, optimizer, transform, amp, context=contextlib.nullcontext):
+        self.model, self.optimizer, self.transform, self.amp, self.context = model, optimizer, transform, amp, context
+
+    def forward_backward(self, x, labels):
+        with self.context(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            loss = F.cross_entropy(self.model(x), labels)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-    return step
+
+    def timed_parts(self, images, labels, size):
+        def step():
+            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                x = self.transform(images, size)
+            self.forward_backward(x, labels)
+            self.optimizer.step()
+
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            x = self.transform(images, size)
+        return {
+            "step": step,
+            "transform": lambda: self.transform(images, size),
+            "fwd+bwd": lambda: self.forward_backward(x, labels),
+            "optimizer": self.optimizer.step,
+        }
+
+
+def adamw(model):
+    """AdamW as the training script runs it: the fused kernel (one launch per step, not per tensor)."""
+    return torch.optim.AdamW(model.parameters(), fused=True)
 
 
 def model_flops(model, size, device):
@@ -69,6 +100,7 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sweep", choices=sorted(SWEEPS), default="small")
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per case (default 20 GPU, 5 CPU)")
+    parser.add_argument("--compile", action="store_true", help="add the torch.compile variant (slow to compile on CPU)")
     parser.add_argument("--out", default=None, help="results folder (default perf/results/<device>-<date>)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -80,38 +112,44 @@ def main(argv=None):
         "localffn": timm.create_model(f"deit_{width}_localffn_patch16_224", img_size=largest, dynamic_img_size=True).to(device),
         "plain": timm.create_model(f"deit_{width}_patch16_224", img_size=largest, dynamic_img_size=True).to(device),
     }
-    optimizers = {name: torch.optim.AdamW(model.parameters()) for name, model in models.items()}
+    optimizers = {name: adamw(model) for name, model in models.items()}
+    variants = {
+        "localffn fused": Variant(models["localffn"], optimizers["localffn"], fused_transform, amp),
+        "localffn eager": Variant(models["localffn"], optimizers["localffn"], eager_transform, amp, _eager_local_ffn),
+        "plain": Variant(models["plain"], optimizers["plain"], fused_transform, amp),
+    }
+    if args.compile:
+        mode = "reduce-overhead" if device.type == "cuda" else "default"
+        compiled = torch.compile(models["localffn"], mode=mode, dynamic=False)
+        variants["localffn compiled"] = Variant(compiled, optimizers["localffn"], fused_transform, amp)
     images = torch.randint(0, 256, (batch, 3, largest, largest), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 1000, (batch,), device=device)
     rows = []
     for size in sizes:
-        steps = {
-            "localffn fused": training_step(models["localffn"], optimizers["localffn"], fused_transform, images, labels, size, amp),
-            "localffn eager": _with_eager_local_ffn(training_step(
-                models["localffn"], optimizers["localffn"], eager_transform, images, labels, size, amp)),
-            "plain": training_step(models["plain"], optimizers["plain"], fused_transform, images, labels, size, amp),
-        }
-        times = common.interleaved_median_ms(steps, device, repeats, warmup=2)
-        flops = {"localffn": model_flops(models["localffn"], size, device), "plain": model_flops(models["plain"], size, device)}
-        for name, ms in times.items():
-            rows.append({"variant": name, "size": size, "step ms": ms, "GFLOP/image": flops[name.split()[0]] / 1e9,
-                         "images/s": batch / ms * 1e3})
+        parts = {(name, part): fn for name, variant in variants.items()
+                 for part, fn in variant.timed_parts(images, labels, size).items()}
+        times = common.interleaved_median_ms(parts, device, repeats, warmup=2)
+        flops = {name: model_flops(model, size, device) for name, model in models.items()}
+        for name in variants:
+            row = {"variant": name, "size": size, "GFLOP/image": flops[name.split()[0]] / 1e9,
+                   **{f"{part} ms": ms for (variant, part), ms in times.items() if variant == name}}
+            rows.append({**row, "images/s": batch / row["step ms"] * 1e3})
     for row in rows:  # ratios against the same variant at the largest size
         base = next(r for r in rows if r["variant"] == row["variant"] and r["size"] == largest)
-        row["time ratio"] = row["step ms"] / base["step ms"]
         row["FLOP ratio"] = row["GFLOP/image"] / base["GFLOP/image"]
+        row["time ratio"] = row["step ms"] / base["step ms"]
         row["time / FLOP"] = row["time ratio"] / row["FLOP ratio"]
-    meta = {**common.run_meta(device), "model width": width, "batch": batch, "amp bf16": amp, "repeats": repeats}
-    columns = ["variant", "size", "step ms", "images/s", "GFLOP/image", "time ratio", "FLOP ratio", "time / FLOP"]
+        row["fwd+bwd / FLOP"] = row["fwd+bwd ms"] / base["fwd+bwd ms"] / row["FLOP ratio"]
+    meta = {**common.run_meta(device), "model width": width, "batch": batch, "amp bf16": amp, "repeats": repeats,
+            "optimizer": "AdamW fused"}
+    columns = ["variant", "size", "step ms", "transform ms", "fwd+bwd ms", "optimizer ms", "images/s", "GFLOP/image",
+               "time ratio", "FLOP ratio", "time / FLOP", "fwd+bwd / FLOP"]
     print(common.write_results(args.out or common.default_out_dir(device), "train_step", meta, rows, columns,
                                        plot=(("variant", "size"), "time / FLOP", "(time ratio) / (FLOP ratio) vs largest size")))
 
 
-def _with_eager_local_ffn(step):
-    def run():
-        with mock.patch.object(LocalFFN, "forward", reference.local_ffn_module):
-            step()
-    return run
+def _eager_local_ffn():
+    return mock.patch.object(LocalFFN, "forward", reference.local_ffn_module)
 
 
 if __name__ == "__main__":

@@ -9,17 +9,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "perf"))
 
 
 @pytest.mark.parametrize(
-    "script,name",
+    "script,name,extra",
     [
-        ("bench_lowfreq_crop", "lowfreq_crop"),
-        ("bench_local_ffn", "local_ffn"),
-        ("bench_timm_fuse", "timm_fuse_pvt_v2_b0"),
-        ("train_step", "train_step"),
+        ("bench_lowfreq_crop", "lowfreq_crop", []),
+        ("bench_local_ffn", "local_ffn", []),
+        ("bench_timm_fuse", "timm_fuse_pvt_v2_b0", []),
+        ("train_step", "train_step", ["--compile"]),
     ],
 )
-def test_benchmark_writes_results(tmp_path, script, name):
+def test_benchmark_writes_results(tmp_path, script, name, extra):
     module = __import__(script)
-    module.main(["--sweep", "tiny", "--repeats", "2", "--device", "cpu", "--out", str(tmp_path)])
+    module.main(["--sweep", "tiny", "--repeats", "2", "--device", "cpu", "--out", str(tmp_path), *extra])
     with open(tmp_path / f"{name}.json") as f:
         results = json.load(f)
     assert results["meta"]["device"] and results["rows"]

@@ -1,18 +1,21 @@
-"""The training script end to end on the embedded data: a short run, DDP on gloo, kill and resume."""
+"""The training script end to end on the embedded data: a short run, DDP on gloo, kill and resume,
+torch.compile, and the same augmented data whatever the number of loader workers."""
 import csv
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+import torch
 
 from effkernels import train
 
 SHORT = ["--budget", "0.25", "--batch-size", "32", "--workers", "0", "--quiet", "--checkpoint-every", "4"]
-TRACE = ("step", "stage", "size", "magnitude", "lr", "cost_fraction")
+TRACE = ("step", "stage", "size", "magnitude", "lr", "cost_fraction", "loss")
 
 
 def run(args, **kwargs):
@@ -21,14 +24,26 @@ def run(args, **kwargs):
                           text=True, timeout=600, **kwargs)
 
 
-def trace(out):
+def trace(out, keys=TRACE):
     with open(os.path.join(out, "log.csv")) as f:
-        return [tuple(row[key] for key in TRACE) for row in csv.DictReader(f)]
+        return [tuple(row[key] for key in keys) for row in csv.DictReader(f)]
 
 
-def test_short_run_writes_log_table_and_plot(tmp_path):
-    result = run([*SHORT, "--out", str(tmp_path)])
+def losses(out):
+    return [float(loss) for (loss,) in trace(out, ("loss",))]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """One uninterrupted short run, the reference the other runs are compared with."""
+    out = tmp_path_factory.mktemp("straight")
+    result = run([*SHORT, "--out", str(out)])
     assert result.returncode == 0, result.stderr[-2000:]
+    return out, result
+
+
+def test_short_run_writes_log_table_and_plot(straight_run):
+    tmp_path, result = straight_run
     summary = json.loads((tmp_path / "stages.json").read_text())
     stages = summary["stages"]
     assert [s["size"] for s in stages] == [24, 24, 48, 48, 48, 48, 56, 56, 64, 64]
@@ -51,9 +66,8 @@ def test_two_process_ddp_on_gloo(tmp_path):
     assert summary["processes"] == 2 and summary["steps"] == len(trace(tmp_path))
 
 
-def test_killed_run_resumes_on_the_same_schedule(tmp_path):
-    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    assert run([*SHORT, "--out", str(straight)]).returncode == 0
+def test_killed_run_resumes_on_the_same_schedule_and_data(tmp_path, straight_run):
+    straight, interrupted = straight_run[0], tmp_path / "interrupted"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     process = subprocess.Popen([sys.executable, "-m", "effkernels.train", *SHORT, "--out", str(interrupted)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -68,7 +82,22 @@ def test_killed_run_resumes_on_the_same_schedule(tmp_path):
     assert 10 <= killed_at < len(trace(straight))
     result = run([*SHORT, "--out", str(interrupted), "--resume"])
     assert result.returncode == 0, result.stderr[-2000:]
-    assert trace(interrupted) == trace(straight)
+    assert trace(interrupted) == trace(straight)  # losses included: same data, augmentation and updates
+
+
+def test_loader_workers_do_not_change_the_data(tmp_path, straight_run):
+    result = run([*SHORT, "--workers", "2", "--out", str(tmp_path)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert trace(tmp_path) == trace(straight_run[0])
+
+
+def test_compiled_run_follows_the_eager_run(tmp_path, straight_run):
+    result = run([*SHORT, "--compile", "--out", str(tmp_path)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    keys = TRACE[:-1]
+    assert trace(tmp_path, keys) == trace(straight_run[0], keys)
+    assert losses(tmp_path) == pytest.approx(losses(straight_run[0]), rel=1e-4)
+    assert "warm-up" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -89,3 +118,25 @@ def test_bad_arguments_stop_before_work(args, message, capsys):
 def test_size_not_a_multiple_of_the_patch_is_refused(tmp_path):
     result = run([*SHORT, "--curriculum", "custom", "--stages", "[[0, 30, 1]]", "--out", str(tmp_path)])
     assert result.returncode != 0 and "not a multiple of the patch size 8" in result.stderr
+
+
+def test_epoch_order_shards_resumes_and_seeds_each_sample():
+    from effkernels import data
+
+    ranks = [data.EpochOrder(103, 8, seed=3, epoch=1, rank=r, world_size=2).items for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 48
+    assert not {i for i, _ in ranks[0]} & {i for i, _ in ranks[1]}
+    assert data.EpochOrder(103, 8, seed=3, epoch=1, rank=1, world_size=2, start_batch=2).items == ranks[1][16:]
+    assert data.EpochOrder(103, 8, seed=3, epoch=2).items != data.EpochOrder(103, 8, seed=3, epoch=1).items
+    seeds = [seed for rank in ranks for _, seed in rank]
+    assert len(set(seeds)) == len(seeds)
+
+    def noisy(_):
+        return torch.rand(2), random.random()
+
+    samples = data.SeededSamples(data.TensorImages(torch.zeros(4, 3, 2, 2, dtype=torch.uint8), torch.zeros(4), noisy))
+    before = torch.get_rng_state()
+    first, again, other = samples[(0, 7)], samples[(3, 7)], samples[(0, 8)]
+    assert torch.equal(first[0][0], again[0][0]) and first[0][1] == again[0][1]
+    assert not torch.equal(first[0][0], other[0][0])
+    assert torch.equal(torch.get_rng_state(), before)
