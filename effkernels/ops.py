@@ -4,10 +4,12 @@ The op schemas live in csrc/ops.cpp; the CPU kernels in csrc/cpu; the GPU kernel
 effkernels/triton (default) and csrc/cuda (`EFFKERNELS_BACKEND=cuda`). The spec of every op is
 effkernels/reference.py.
 """
+import functools
 import os
 from collections.abc import Sequence
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 from . import _C  # noqa: F401  (loads the schemas and the C++ kernels)
 from . import operators
@@ -232,15 +234,32 @@ def check_lowfreq_crop(x, size, out_size, mean, std, out_dtype):
 
 
 def normalisation_affine(x, mean, std, dtype):
-    """(scale, shift) tensors that map x's values to `(x / 255 if uint8 - mean) / std`, or None."""
+    """(scale, shift) tensors that map x's values to `(x / 255 if uint8 - mean) / std`, or None.
+
+    In eager mode they are cached per device: no host-to-device copy per call, which would cost a
+    launch on every small step and cannot be captured in a CUDA graph. While traced (torch.compile,
+    FlopCounterMode, ...) they are made afresh, so no traced tensor is ever cached.
+    """
     input_scale = 1 / 255 if x.dtype == torch.uint8 else 1.0
     if mean is None and std is None and input_scale == 1.0:
         return None, None
-    channels = x.shape[1]
-    std = std if std is not None else [1.0] * channels
-    scale = torch.tensor([input_scale / s for s in std], dtype=dtype, device=x.device)
-    shift = None if mean is None else torch.tensor([-m / s for m, s in zip(mean, std)], dtype=dtype, device=x.device)
+    std = tuple(std) if std is not None else (1.0,) * x.shape[1]
+    mean = None if mean is None else tuple(mean)
+    traced = torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0 or is_fake(x)
+    make = _affine_tensors if traced else _affine_tensors_cached
+    return make(input_scale, mean, std, dtype, x.device)
+
+
+def _affine_tensors(input_scale, mean, std, dtype, device):
+    scale = torch.tensor([input_scale / s for s in std], dtype=dtype, device=device)
+    shift = None if mean is None else torch.tensor([-m / s for m, s in zip(mean, std)], dtype=dtype, device=device)
     return scale, shift
+
+
+@functools.lru_cache(maxsize=64)
+def _affine_tensors_cached(input_scale, mean, std, dtype, device):
+    with torch.inference_mode(False):  # a first call under inference_mode must not cache inference tensors
+        return _affine_tensors(input_scale, mean, std, dtype, device)
 
 
 @torch.library.impl("effkernels::lowfreq_crop", "CompositeImplicitAutograd")

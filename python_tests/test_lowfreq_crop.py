@@ -93,6 +93,18 @@ def test_compile_fullgraph(dynamic):
         assert relative_error(compiled(x, size), expected) < 1e-5
 
 
+def test_normalisation_constants_are_cached_per_device_and_safe_for_autograd():
+    mean, std = (0.11, 0.22, 0.33), (0.44, 0.55, 0.66)  # values no other test uses: a fresh cache entry
+    x = torch.rand(2, 3, 12, 12, dtype=torch.float64, requires_grad=True)
+    with torch.inference_mode():  # the first call, the one that fills the cache
+        effkernels.lowfreq_crop(x.detach(), 6, mean=mean, std=std)
+    first = effkernels.ops.normalisation_affine(x, mean, std, torch.float64)
+    assert all(a is b for a, b in zip(first, effkernels.ops.normalisation_affine(x, mean, std, torch.float64)))
+    out = effkernels.lowfreq_crop(x, 6, mean=mean, std=std)
+    out.sum().backward()  # saves the cached scale for backward: it must not be an inference tensor
+    assert relative_error(out, reference.lowfreq_crop(x, 6, mean=mean, std=std)) < 1e-12
+
+
 def test_autocast_keeps_float32_math():
     x = torch.rand(2, 3, 16, 16)
     with torch.autocast("cpu", dtype=torch.bfloat16):

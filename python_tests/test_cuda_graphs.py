@@ -1,0 +1,62 @@
+"""The GPU ops inside CUDA graphs, as torch.compile's reduce-overhead mode and
+torch.cuda.make_graphed_callables run them: captured once, replayed on new data, equal to eager.
+
+This is what removes the kernel-launch overhead of the small early-curriculum steps; a host
+round trip or an allocation the capture cannot see would fail here. GPU only.
+"""
+import pytest
+import torch
+
+import effkernels
+from conftest import HAS_CUDA, HAS_CUDA_CPP
+
+pytestmark = pytest.mark.skipif(not HAS_CUDA, reason="CUDA graphs need a GPU")
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@pytest.fixture(params=["triton", "cuda"])
+def gpu_backend(request, monkeypatch):
+    if request.param == "cuda" and not HAS_CUDA_CPP:
+        pytest.skip("effkernels was built without its CUDA C++ kernels")
+    monkeypatch.setenv("EFFKERNELS_BACKEND", request.param)
+
+
+def test_lowfreq_crop_replays_on_new_images(gpu_backend):
+    images = torch.randint(0, 256, (4, 3, 64, 48), dtype=torch.uint8, device="cuda")
+
+    def transform():
+        return effkernels.lowfreq_crop(images, (24, 18), 32, mean=MEAN, std=STD)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the capture: kernel compilation, operator caches
+        for _ in range(2):
+            transform()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = transform()
+    for _ in range(2):
+        images.copy_(torch.randint_like(images, 0, 256))
+        graph.replay()
+        torch.testing.assert_close(captured, transform(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("prefix", ["mlp", "skip"])
+def test_local_ffn_forward_and_backward_replay(gpu_backend, prefix):
+    ffn = effkernels.nn.LocalFFN(32, 72, act_layer="hardswish", pre_act="hardswish", prefix=prefix,
+                                 num_prefix_tokens=1, grid_size=(5, 6)).cuda()
+    sample = torch.randn(3, 1 + 5 * 6, 32, device="cuda", requires_grad=True)
+    graphed = torch.cuda.make_graphed_callables(ffn, (sample,))
+    for _ in range(2):
+        x = torch.randn_like(sample, requires_grad=True)
+        grad_out = torch.randn(3, 1 + 5 * 6, 32, device="cuda")
+        results = []
+        for module in (graphed, ffn):
+            ffn.zero_grad(set_to_none=True)
+            x.grad = None
+            out = module(x)
+            out.backward(grad_out)
+            results.append((out.detach().clone(), x.grad.clone(), *(p.grad.clone() for p in ffn.parameters())))
+        for replayed, eager in zip(*results):
+            torch.testing.assert_close(replayed, eager)
