@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -107,6 +108,7 @@ def test_compiled_run_follows_the_eager_run(tmp_path, straight_run):
         (["--budget", "0"], "--budget must be > 0"),
         (["--data", "/nonexistent"], "holds no class folders"),
         (["--curriculum", "custom"], "needs --stages"),
+        (["--workers", "-1"], "--workers must be >= 0"),
     ],
 )
 def test_bad_arguments_stop_before_work(args, message, capsys):
@@ -140,3 +142,11 @@ def test_epoch_order_shards_resumes_and_seeds_each_sample():
     assert torch.equal(first[0][0], again[0][0]) and first[0][1] == again[0][1]
     assert not torch.equal(first[0][0], other[0][0])
     assert torch.equal(torch.get_rng_state(), before)
+
+    def draws(_):  # the three generators transforms use must not replay one stream
+        return (set(torch.randint(0, 2**31, (8,)).tolist()), set(np.random.randint(0, 2**31, 8).tolist()),
+                {random.getrandbits(31) for _ in range(8)})
+
+    streams, _ = data.SeededSamples(data.TensorImages(torch.zeros(1, 3, 2, 2, dtype=torch.uint8), torch.zeros(1),
+                                                      draws))[(0, 2**40 + 5)]
+    assert not (streams[0] & streams[1] or streams[0] & streams[2] or streams[1] & streams[2])
