@@ -29,7 +29,7 @@ WIDTHS = {"deit_tiny": 192, "deit_small": 384, "deit_base": 768}
 SWEEPS = {  # (model, batch, grid side)
     "tiny": [("deit_tiny", 2, 4)],
     "small": [("deit_tiny", 64, side) for side in (6, 10, 14)] + [("deit_small", 32, side) for side in (6, 10, 14)],
-    "full": [(model, 256, side) for model in WIDTHS for side in (6, 10, 14)],
+    "full": [(model, 256, side) for model in WIDTHS for side in (6, 8, 10, 12, 14)],  # 96 ... 224 px
 }
 OPTIONS = dict(num_prefix_tokens=1, prefix="skip", pre_act="hardswish", act="hardswish")
 

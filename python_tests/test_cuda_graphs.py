@@ -4,6 +4,8 @@ torch.cuda.make_graphed_callables run them: captured once, replayed on new data,
 This is what removes the kernel-launch overhead of the small early-curriculum steps; a host
 round trip or an allocation the capture cannot see would fail here. GPU only.
 """
+import copy
+
 import pytest
 import torch
 
@@ -46,17 +48,20 @@ def test_lowfreq_crop_replays_on_new_images(gpu_backend):
 def test_local_ffn_forward_and_backward_replay(gpu_backend, prefix):
     ffn = effkernels.nn.LocalFFN(32, 72, act_layer="hardswish", pre_act="hardswish", prefix=prefix,
                                  num_prefix_tokens=1, grid_size=(5, 6)).cuda()
+    eager = copy.deepcopy(ffn)  # make_graphed_callables replaces ffn's own forward
     sample = torch.randn(3, 1 + 5 * 6, 32, device="cuda", requires_grad=True)
     graphed = torch.cuda.make_graphed_callables(ffn, (sample,))
     for _ in range(2):
-        x = torch.randn_like(sample, requires_grad=True)
-        grad_out = torch.randn(3, 1 + 5 * 6, 32, device="cuda")
+        x = torch.randn_like(sample)
+        grad_out = torch.randn_like(sample)
         results = []
-        for module in (graphed, ffn):
-            ffn.zero_grad(set_to_none=True)
-            x.grad = None
-            out = module(x)
+        for module in (graphed, eager):
+            module.zero_grad(set_to_none=True)
+            inputs = x.clone().requires_grad_()
+            out = module(inputs)
             out.backward(grad_out)
-            results.append((out.detach().clone(), x.grad.clone(), *(p.grad.clone() for p in ffn.parameters())))
-        for replayed, eager in zip(*results):
-            torch.testing.assert_close(replayed, eager)
+            # A graph's outputs are its static buffers, overwritten by the next replay: copy them.
+            results.append([t.detach().clone() for t in (out, inputs.grad, *(p.grad for p in module.parameters()))])
+        assert len(results[0]) == len(results[1]) == 8
+        for replayed, expected in zip(*results):
+            torch.testing.assert_close(replayed, expected)
