@@ -1,20 +1,32 @@
 # One-command entry points; each sets up what it needs (a venv in .venv, the compiled extension).
+# The extension is rebuilt only when a source changed (setup.py keeps ninja's objects in build/).
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
+BUILT := $(VENV)/.effkernels-built
+SOURCES := setup.py $(shell find csrc -type f)
 
-.PHONY: train test bench build clean
+.PHONY: train test bench build check-cxx17 clean
 
-train: build
+train: $(BUILT)
 	$(PYTHON) -m effkernels.train --out runs/default
 
-test: build
+test: $(BUILT)
 	$(PYTHON) -m pytest -q python_tests
 
-bench: build
+bench: $(BUILT)
 	$(PYTHON) perf/run_all.py --out perf/results/local-$$(date +%Y-%m-%d)
 
-build: $(VENV)/.requirements
+# Every C++/CUDA source compiled as C++17 against torch 2.13's headers (torch < 2.14 builds as C++17).
+check-cxx17: $(VENV)/.requirements
+	PYTHON=$(PYTHON) .ci/check_cxx17
+
+build:
+	rm -f $(BUILT)
+	$(MAKE) $(BUILT)
+
+$(BUILT): $(VENV)/.requirements $(SOURCES)
 	$(PYTHON) -m pip install -q --no-build-isolation --no-deps -e .
+	touch $@
 
 $(VENV)/.requirements: requirements.txt
 	python3 -m venv $(VENV)

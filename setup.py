@@ -1,7 +1,8 @@
 """Build effkernels._C: C++ CPU kernels always, CUDA C++ kernels when a toolkit and a CUDA torch exist.
 
 Environment switches:
-  EFFKERNELS_CUDA=0/1        force the CUDA C++ kernels off / on (default: on when possible)
+  EFFKERNELS_CUDA=0/1        never / always build the CUDA C++ kernels (default: when a GPU is visible
+                             and a toolkit and a CUDA torch exist; a machine with no GPU cannot run them)
   TORCH_CUDA_ARCH_LIST       GPU targets; defaults to "8.0;9.0" when no GPU is visible
   EFFKERNELS_PTXAS_VERBOSE=1 print ptxas register/spill reports while compiling
 """
@@ -50,6 +51,8 @@ from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtensio
 
 def want_cuda():
     flag = os.environ.get("EFFKERNELS_CUDA")
+    if flag not in (None, "", "0", "1"):
+        raise RuntimeError(f"EFFKERNELS_CUDA must be 0 or 1, got {flag!r}")
     possible = CUDA_HOME is not None and torch.version.cuda is not None
     if flag == "0":
         return False
@@ -58,7 +61,21 @@ def want_cuda():
             "EFFKERNELS_CUDA=1 but no CUDA toolkit was found (set CUDA_HOME) "
             f"or torch {torch.__version__} is not a CUDA build"
         )
-    return possible
+    # Without a GPU the CUDA C++ kernels cannot run: compiling them only costs minutes.
+    return possible and (flag == "1" or torch.cuda.is_available())
+
+
+class IncrementalBuildExtension(BuildExtension):
+    """torch's ninja build in a persistent folder, so that an unchanged source is never recompiled.
+
+    `pip install -e .` builds in a fresh temporary folder each time, which recompiles everything;
+    ninja in build/<python>-<torch>/ recompiles only what changed (or whose command changed).
+    """
+
+    def finalize_options(self):
+        super().finalize_options()
+        tag = f"{sys.implementation.cache_tag}-torch{torch.__version__}"
+        self.build_temp = os.path.join(os.path.dirname(os.path.abspath(__file__)), "build", tag)
 
 
 def extension():
@@ -94,5 +111,5 @@ setup(
     install_requires=["torch>=2.6", "torchvision", "timm>=1.0.20", "tqdm", "matplotlib"],
     ext_modules=[extension()],
     entry_points={"console_scripts": ["effkernels-train = effkernels.train:main"]},
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": IncrementalBuildExtension.with_options(use_ninja=True)},
 )

@@ -18,7 +18,11 @@ inline SeparableMapShape check_separable_map(
     const at::Tensor& rows,
     const at::Tensor& cols,
     const std::optional<at::Tensor>& scale,
-    const std::optional<at::Tensor>& shift) {
+    const std::optional<at::Tensor>& shift,
+    std::optional<at::ScalarType> out_dtype) {
+  const auto od = out_dtype.value_or(at::kFloat);
+  TORCH_CHECK_TYPE(od == at::kHalf || od == at::kBFloat16 || od == at::kFloat || od == at::kDouble,
+                   "out_dtype must be a floating dtype (float16, bfloat16, float32 or float64), got ", od);
   TORCH_CHECK_VALUE(x.dim() == 4, "x must have shape (N, C, H, W), got ", x.sizes());
   const auto xt = x.scalar_type();
   TORCH_CHECK_TYPE(xt == at::kByte || xt == at::kHalf || xt == at::kBFloat16 || xt == at::kFloat ||

@@ -98,6 +98,18 @@ def check_dwconv_act(h, grid_size, weight, bias, num_prefix_tokens, prefix, pre_
     _check_tensor("bias", bias, (hidden,), h, optional=True)
 
 
+def check_dwconv_act_grad(grad, h):
+    """The backward's upstream gradient must match h in shape, dtype and device."""
+    if not isinstance(grad, torch.Tensor):
+        raise TypeError(f"grad must be a Tensor, got {type(grad).__name__}")
+    if grad.shape != h.shape:
+        raise ValueError(f"grad must have h's shape {tuple(h.shape)}, got {tuple(grad.shape)}")
+    if grad.dtype != h.dtype:
+        raise TypeError(f"grad must be {h.dtype} like h, got {grad.dtype}")
+    if grad.device != h.device:
+        raise ValueError(f"grad must be on {h.device} like h, got {grad.device}")
+
+
 def check_local_ffn(x, grid_size, fc1_weight, fc1_bias, dw_weight, dw_bias, fc2_weight, fc2_bias,
                     num_prefix_tokens, prefix, pre_act, act):
     """Raise TypeError/ValueError naming the argument when local_ffn cannot run on these."""
@@ -151,6 +163,7 @@ def _dwconv_act_fake(h, grid_size, weight, bias=None, *, num_prefix_tokens=0, pr
 def _dwconv_act_backward_fake(grad, h, grid_size, weight, bias=None, *, num_prefix_tokens=0, prefix="mlp",
                               pre_act=None, act="hardswish"):
     check_dwconv_act(h, grid_size, weight, bias, num_prefix_tokens, prefix, pre_act, act)
+    check_dwconv_act_grad(grad, h)
     return (
         torch.empty_like(h, memory_format=torch.contiguous_format),
         torch.empty_like(weight, memory_format=torch.contiguous_format),
@@ -195,6 +208,7 @@ def _dwconv_act_gpu(h, grid_size, weight, bias=None, *, num_prefix_tokens=0, pre
 def _dwconv_act_backward_gpu(grad, h, grid_size, weight, bias=None, *, num_prefix_tokens=0, prefix="mlp",
                              pre_act=None, act="hardswish"):
     check_dwconv_act(h, grid_size, weight, bias, num_prefix_tokens, prefix, pre_act, act)
+    check_dwconv_act_grad(grad, h)
     options = dict(num_prefix_tokens=num_prefix_tokens, prefix=prefix, pre_act=pre_act, act=act)
     if gpu_backend() == "cuda":
         return torch.ops.effkernels.dwconv_act_backward_cuda(grad, h, grid_size, weight, bias, **options)

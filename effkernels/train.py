@@ -158,6 +158,21 @@ def plan_steps(schedule, flops, steps_per_epoch, budget):
     return plan
 
 
+def budget_too_small(schedule, plan, flops, budget):
+    """One line saying that the budget is too small, when rounding the stages to whole steps moves
+    any stage's share of the run (of compute, or of epochs for an epoch schedule) by over 10 %;
+    else None."""
+    weights = [steps * (flops[stage.size] if schedule.unit == "compute" else 1)
+               for steps, stage in zip(plan, schedule.stages)]
+    got = [w / sum(weights) for w in weights]
+    wanted = [stage.end - stage.start for stage in schedule.stages]
+    gap, worst = max((abs(g - w) / w, i) for i, (g, w) in enumerate(zip(got, wanted)))
+    if gap <= 0.10:
+        return None
+    return (f"effkernels-train: --budget {budget:g} is too small for the stages to get their shares of "
+            f"{schedule.unit} within 10 %: stage {worst} gets {got[worst]:.3f} instead of {wanted[worst]:.3f}")
+
+
 class Trainer:
     def __init__(self, args):
         self.args = args
@@ -189,6 +204,9 @@ class Trainer:
             raise SystemExit("effkernels-train: error: fewer images than one batch per process")
         self.plan = plan_steps(self.schedule, self.flops, self.steps_per_epoch, args.budget)
         self.total_cost = sum(n * self.flops[s.size] for n, s in zip(self.plan, self.schedule.stages))
+        too_small = budget_too_small(self.schedule, self.plan, self.flops, args.budget)
+        if too_small and self.rank == 0:
+            print(too_small, file=sys.stderr)
         # The fused AdamW is one kernel per step: a per-tensor optimizer's fixed cost would weigh most on
         # the cheap small-size steps and pull the measured speed-up below the FLOP saving.
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
@@ -341,7 +359,7 @@ class Trainer:
         self.state["stage_step"] += 1
         self.state["cost"] += self.flops[stage.size]
         return dict(step=self.state["step"], stage=index, size=stage.size, magnitude=stage.magnitude, lr=f"{lr:.6g}",
-                    loss=float(loss), step_ms=f"{elapsed * 1e3:.2f}", images_per_s=len(labels) * self.world / elapsed,
+                    loss=loss.detach().item(), step_ms=f"{elapsed * 1e3:.2f}", images_per_s=len(labels) * self.world / elapsed,
                     cost_fraction=f"{self.state['cost'] / self.total_cost:.6f}")
 
     def _epoch_progress(self):

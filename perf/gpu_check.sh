@@ -2,29 +2,66 @@
 # The one-call GPU check: build the extension here, run the whole test suite on CUDA (every GPU
 # backend: Triton, CUDA C++), run the benchmarks, and leave logs and results in one folder.
 # Usage: bash perf/gpu_check.sh [results-folder]   (default perf/results/<device>-<date>)
-# Each phase has a time limit (seconds: TEST_LIMIT, BENCH_LIMIT) so that one call stays under 10
-# minutes and a slow phase still leaves the others' results.
+#
+# It fits one 10-minute call: every phase runs under its own time limit (seconds, overridable as
+# BUILD_LIMIT, TEST_LIMIT, BENCH_LIMIT, TRAIN_LIMIT; 480 s in all) and appends its outcome to
+# summary.txt the moment it ends (ok, failed, or over its limit), so a slow phase never costs the
+# results of the others. The summary carries pytest's failure lines and its slowest tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python}
 out=${1:-perf/results/$($python -c "import torch, sys; sys.path.insert(0, 'perf'); import common; print(common.default_out_dir(torch.device('cuda')).split('/')[-1])")}
 mkdir -p "$out"
+summary="$out/summary.txt"
+: > "$summary"
 status=0
+
+# phase NAME LIMIT LOG COMMAND...: run COMMAND under LIMIT seconds with its output in LOG, then
+# append "NAME: ok|failed (exit N)|over its LIMIT s limit, in S s" to the summary.
+phase() {
+  local name=$1 limit=$2 log=$3
+  shift 3
+  local start=$SECONDS rc verdict
+  timeout --signal=INT --kill-after=15 "$limit" "$@" > "$log" 2>&1
+  rc=$?
+  case $rc in
+    0) verdict="ok" ;;
+    124 | 137) verdict="OVER ITS ${limit} s LIMIT (stopped)"; status=1 ;;
+    *) verdict="failed (exit $rc)"; status=1 ;;
+  esac
+  echo "== $name: $verdict, in $((SECONDS - start)) s (log: $(basename "$log"))" | tee -a "$summary"
+  return $rc
+}
+
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
+$python -c "import torch, triton; print('torch', torch.__version__, '| triton', triton.__version__, '|', torch.cuda.get_device_name())" | tee -a "$summary"
+
 # Build for this GPU only: half the nvcc time of the default sm_80 + sm_90.
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$($python -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")}
-echo "== build" | tee "$out/summary.txt"
-if ! $python -m pip install --no-build-isolation --no-deps -v -e . > "$out/build.log" 2>&1; then
-  tail -40 "$out/build.log"
+if ! phase build "${BUILD_LIMIT:-120}" "$out/build.log" $python -m pip install --no-build-isolation --no-deps -v -e .; then
+  tail -40 "$out/build.log" | tee -a "$summary"
   exit 1
 fi
-$python -c "import torch, effkernels; print('cuda kernels:', hasattr(torch.ops.effkernels, 'separable_map_cuda'))" | tee -a "$out/summary.txt"
-echo "== tests" | tee -a "$out/summary.txt"
-timeout "${TEST_LIMIT:-270}" $python -m pytest -q -rs python_tests > "$out/tests.log" 2>&1 || status=1
-tail -3 "$out/tests.log" | tee -a "$out/summary.txt"
-echo "== benchmarks" | tee -a "$out/summary.txt"
-timeout "${BENCH_LIMIT:-200}" $python perf/run_all.py --sweep full --compile --out "$out" >> "$out/summary.txt" 2>&1 || status=1
-EFFKERNELS_BACKEND=cuda $python perf/bench_lowfreq_crop.py --sweep small --out "$out/cuda-backend" >> "$out/summary.txt" 2>&1 || status=1
-EFFKERNELS_BACKEND=cuda $python perf/bench_local_ffn.py --sweep small --out "$out/cuda-backend" >> "$out/summary.txt" 2>&1 || status=1
-cat "$out/summary.txt"
+$python -c "import torch, effkernels; print('CUDA C++ kernels built:', hasattr(torch.ops.effkernels, 'separable_map_cuda'))" | tee -a "$summary"
+
+# Tests: in parallel processes when pytest-xdist is there (the GPU image has it).
+workers=()
+$python -c "import xdist" 2> /dev/null && workers=(-n 8)
+phase tests "${TEST_LIMIT:-150}" "$out/tests.log" $python -m pytest -q -rfE --durations=10 "${workers[@]}" python_tests
+{
+  grep -E "^(FAILED|ERROR) " "$out/tests.log"
+  grep -E "(passed|failed|error).* in [0-9.]+s" "$out/tests.log" | tail -1
+  sed -n '/slowest .*durations/,/^$/p' "$out/tests.log" | head -12
+  grep -E "Fatal Python error|Segmentation fault" -A 12 "$out/tests.log" | head -30
+} | tee -a "$summary"
+
+phase "benchmark lowfreq_crop" "${BENCH_LIMIT:-45}" "$out/bench_lowfreq_crop.log" $python perf/bench_lowfreq_crop.py --sweep full --out "$out"
+tail -25 "$out/bench_lowfreq_crop.log" >> "$summary"
+phase "benchmark local_ffn" "${BENCH_LIMIT:-60}" "$out/bench_local_ffn.log" $python perf/bench_local_ffn.py --sweep full --out "$out"
+tail -25 "$out/bench_local_ffn.log" >> "$summary"
+phase "benchmark timm fuse" "${BENCH_LIMIT:-30}" "$out/bench_timm_fuse.log" $python perf/bench_timm_fuse.py --sweep small --out "$out"
+tail -12 "$out/bench_timm_fuse.log" >> "$summary"
+phase "train step vs FLOPs" "${TRAIN_LIMIT:-75}" "$out/train_step.log" $python perf/train_step.py --sweep full --compile --out "$out"
+tail -20 "$out/train_step.log" >> "$summary"
+echo "== done: $([ $status = 0 ] && echo 'every phase ok' || echo 'some phase failed or ran over, see above')" | tee -a "$summary"
 exit $status

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from effkernels import train
+from effkernels import curriculum, train
 
 SHORT = ["--budget", "0.25", "--batch-size", "32", "--workers", "0", "--quiet", "--checkpoint-every", "4"]
 TRACE = ("step", "stage", "size", "magnitude", "lr", "cost_fraction", "loss")
@@ -55,6 +55,28 @@ def test_short_run_writes_log_table_and_plot(straight_run):
     assert 0 <= summary["summary"]["top1"] <= 1
     assert (tmp_path / "curve.png").stat().st_size > 1000
     assert "| stage | size |" in result.stdout
+    assert "Warning" not in result.stderr, result.stderr
+
+
+def test_too_small_budget_is_said_in_one_line(tmp_path):
+    result = run(["--budget", "0.05", "--batch-size", "32", "--workers", "0", "--quiet", "--out", str(tmp_path)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    said = [line for line in result.stderr.splitlines() if "too small" in line]
+    assert len(said) == 1 and "--budget 0.05" in said[0], result.stderr
+
+
+@pytest.mark.parametrize("unit", ["compute", "epochs"])
+def test_budget_too_small_compares_rounded_shares_with_the_schedule(unit):
+    schedule = curriculum.custom([(0.0, 32, 0), (0.5, 64, 0)], unit=unit)
+    flops = {32: 1.0, 64: 4.0}
+    # compute: 8 steps at 32 px cost 8, 2 at 64 px cost 8 -> shares 0.5 / 0.5; epochs: 5 + 5 steps.
+    balanced = [8, 2] if unit == "compute" else [5, 5]
+    assert train.budget_too_small(schedule, balanced, flops, 1.0) is None
+    line = train.budget_too_small(schedule, [1, 1], flops, 0.01)
+    if unit == "compute":  # 1 + 4: shares 0.2 / 0.8
+        assert line.endswith("stage 1 gets 0.800 instead of 0.500") and "--budget 0.01" in line
+    else:  # 1 + 1 epochs' steps: the shares are right
+        assert line is None
 
 
 def test_two_process_ddp_on_gloo(tmp_path):

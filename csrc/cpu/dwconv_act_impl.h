@@ -56,7 +56,7 @@ inline Vec<acc_t> load_lanes(const scalar_t* p, int64_t lanes) {
 
 template <typename scalar_t, typename V>
 inline void store_lanes(scalar_t* p, const V& v, int64_t lanes) {
-  if constexpr (std::is_same_v<scalar_t, std::remove_cvref_t<decltype(v[0])>>) {
+  if constexpr (std::is_same_v<scalar_t, std::decay_t<decltype(v[0])>>) {
     if (lanes == kLanes) return store(p, v);
   }
   for (int64_t j = 0; j < lanes; ++j) p[j] = static_cast<scalar_t>(v[j]);

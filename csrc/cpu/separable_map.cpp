@@ -15,7 +15,7 @@ at::Tensor separable_map_cpu(
     const std::optional<at::Tensor>& scale,
     const std::optional<at::Tensor>& shift,
     std::optional<at::ScalarType> out_dtype) {
-  const auto shape = check_separable_map(x, rows, cols, scale, shift);
+  const auto shape = check_separable_map(x, rows, cols, scale, shift, out_dtype);
   const auto acc_dtype = rows.scalar_type();
   auto out = at::empty({shape.n, shape.c, shape.oh, shape.ow},
                        x.options().dtype(out_dtype.value_or(default_out_dtype(x, rows))));

@@ -99,7 +99,7 @@ at::Tensor separable_map_cuda(
     const std::optional<at::Tensor>& scale,
     const std::optional<at::Tensor>& shift,
     std::optional<at::ScalarType> out_dtype) {
-  const auto s = check_separable_map(x, rows, cols, scale, shift);
+  const auto s = check_separable_map(x, rows, cols, scale, shift, out_dtype);
   const c10::cuda::CUDAGuard guard(x.device());
   auto out = at::empty({s.n, s.c, s.oh, s.ow}, x.options().dtype(out_dtype.value_or(default_out_dtype(x, rows))));
   if (out.numel() == 0) return out;
