@@ -1,12 +1,17 @@
 """Shared fixtures: the backends every op test runs on, and NaN-poisoned fresh memory.
 
 Without a GPU the Triton kernels run on CPU tensors under TRITON_INTERPRET=1, which must be set
-before triton is first imported, hence here at the top.
+before triton is first imported, hence here at the top. torch.compile gets a fresh cache folder per
+session: Inductor's graph cache does not key on the effkernels ops' code, so a graph compiled by
+another checkout (or before an op's fake kernel changed) would otherwise be reused.
 """
 import contextlib
 import os
+import tempfile
 
-import torch
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="effkernels-inductor-"))
+
+import torch  # noqa: E402
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
