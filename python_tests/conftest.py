@@ -7,9 +7,12 @@ another checkout (or before an op's fake kernel changed) would otherwise be reus
 """
 import contextlib
 import os
+import shutil
 import tempfile
 
-os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="effkernels-inductor-"))
+FRESH_INDUCTOR_CACHE = None if "TORCHINDUCTOR_CACHE_DIR" in os.environ else tempfile.mkdtemp(prefix="effkernels-inductor-")
+if FRESH_INDUCTOR_CACHE:
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = FRESH_INDUCTOR_CACHE
 
 import torch  # noqa: E402
 
@@ -22,6 +25,11 @@ import effkernels  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_CUDA_CPP = hasattr(torch.ops.effkernels, "separable_map_cuda")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if FRESH_INDUCTOR_CACHE:
+        shutil.rmtree(FRESH_INDUCTOR_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,9 @@ import torch
 
 from effkernels import curriculum, train
 
-SHORT = ["--budget", "0.25", "--batch-size", "32", "--workers", "0", "--quiet", "--checkpoint-every", "4"]
+# The script's logic (schedule, resume, workers, DDP, compile) is the same on every device: it is
+# tested on the CPU everywhere, and a GPU machine adds one short run on its GPU.
+SHORT = ["--budget", "0.25", "--batch-size", "32", "--workers", "0", "--quiet", "--checkpoint-every", "4", "--device", "cpu"]
 TRACE = ("step", "stage", "size", "magnitude", "lr", "cost_fraction", "loss")
 
 
@@ -58,8 +60,17 @@ def test_short_run_writes_log_table_and_plot(straight_run):
     assert "Warning" not in result.stderr, result.stderr
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="a GPU-only run")
+def test_short_run_on_the_gpu(tmp_path):
+    result = run([*SHORT[:-2], "--device", "cuda", "--compile", "reduce-overhead", "--out", str(tmp_path)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((tmp_path / "stages.json").read_text())["summary"]
+    assert summary["device"].startswith("cuda") and summary["steps"] == len(trace(tmp_path))
+    assert "Warning" not in result.stderr, result.stderr
+
+
 def test_too_small_budget_is_said_in_one_line(tmp_path):
-    result = run(["--budget", "0.05", "--batch-size", "32", "--workers", "0", "--quiet", "--out", str(tmp_path)])
+    result = run([*SHORT, "--budget", "0.05", "--out", str(tmp_path)])
     assert result.returncode == 0, result.stderr[-2000:]
     said = [line for line in result.stderr.splitlines() if "too small" in line]
     assert len(said) == 1 and "--budget 0.05" in said[0], result.stderr
@@ -82,7 +93,7 @@ def test_budget_too_small_compares_rounded_shares_with_the_schedule(unit):
 def test_two_process_ddp_on_gloo(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
-               "-m", "effkernels.train", *SHORT, "--out", str(tmp_path), "--device", "cpu"]
+               "-m", "effkernels.train", *SHORT, "--out", str(tmp_path)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "stages.json").read_text())["summary"]
