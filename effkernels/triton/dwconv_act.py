@@ -82,13 +82,19 @@ def _activate_grad(z, KIND: tl.constexpr):
 
 
 @triton.jit
-def _row(ptr, row_base, row_ok, cols, chans, mask_c, W, C, S: tl.constexpr, ACC: tl.constexpr):
-    """The strip of one grid row at column shift S, (BLOCK_W, BLOCK_C) in ACC; 0 outside the grid.
-    row_base is the element offset of the row's first token (int64); row_ok says the row exists."""
+def _row(ptr, row_base, row_ok, cols, chans, mask_c, W, C, S: tl.constexpr):
+    """The strip of one grid row at column shift S, (BLOCK_W, BLOCK_C) in the tensor's dtype; 0 outside
+    the grid. row_base is the element offset of the row's first token (int64); row_ok: the row exists."""
     shifted = cols + S
     valid = (shifted >= 0) & (shifted < W) & row_ok
     offsets = row_base + shifted[:, None] * C + chans[None, :]
-    return tl.load(ptr + offsets, mask=valid[:, None] & mask_c[None, :], other=0).to(ACC)
+    return tl.load(ptr + offsets, mask=valid[:, None] & mask_c[None, :], other=0)
+
+
+@triton.jit
+def _pre(raw, PRE: tl.constexpr, ACC: tl.constexpr):
+    """pre_act of loaded h values, in the accumulation dtype (pre_act(0) = 0 keeps the zero padding)."""
+    return _activate(raw.to(ACC), PRE)
 
 
 @triton.jit
@@ -147,15 +153,22 @@ def _dwconv_act_fwd_kernel(
     up_l = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
     up_m = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
     up_r = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
-    mid_l = _activate(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, -1, ACC), PRE)
-    mid_m = _activate(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 0, ACC), PRE)
-    mid_r = _activate(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 1, ACC), PRE)
+    mid_l = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, -1), PRE, ACC)
+    mid_m = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 0), PRE, ACC)
+    mid_r = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 1), PRE, ACC)
+    # Row r+1 as loaded (raw dtype), fetched one iteration ahead so its latency overlaps row r-1's math.
+    next_l = _row(h_ptr, grid_base + row_stride, 1 < H, cols, chans, mask_c, W, C, -1)
+    next_m = _row(h_ptr, grid_base + row_stride, 1 < H, cols, chans, mask_c, W, C, 0)
+    next_r = _row(h_ptr, grid_base + row_stride, 1 < H, cols, chans, mask_c, W, C, 1)
     for r in range(0, H):
-        below = grid_base + (r + 1) * row_stride
-        down_ok = r + 1 < H
-        down_l = _activate(_row(h_ptr, below, down_ok, cols, chans, mask_c, W, C, -1, ACC), PRE)
-        down_m = _activate(_row(h_ptr, below, down_ok, cols, chans, mask_c, W, C, 0, ACC), PRE)
-        down_r = _activate(_row(h_ptr, below, down_ok, cols, chans, mask_c, W, C, 1, ACC), PRE)
+        down_l = _pre(next_l, PRE, ACC)
+        down_m = _pre(next_m, PRE, ACC)
+        down_r = _pre(next_r, PRE, ACC)
+        ahead = grid_base + (r + 2) * row_stride
+        ahead_ok = r + 2 < H
+        next_l = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, -1)
+        next_m = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 0)
+        next_r = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 1)
         z = bias[None, :] + _taps3(up_l, up_m, up_r, w0, w1, w2)
         z += _taps3(mid_l, mid_m, mid_r, w3, w4, w5)
         z += _taps3(down_l, down_m, down_r, w6, w7, w8)
@@ -227,23 +240,44 @@ def _dwconv_act_bwd_kernel(
         u_0 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
         u_p1 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
         u_p2 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
-        c_m2 = _activate(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, -2, ACC), PRE)
-        c_m1 = _activate(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, -1, ACC), PRE)
-        c_0 = _activate(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 0, ACC), PRE)
-        c_p1 = _activate(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 1, ACC), PRE)
-        c_p2 = _activate(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 2, ACC), PRE)
-        # grad_h rows r-1 and r, partly summed (each row gets grad_z of rows r-2 .. r... as they come).
+        c_m2 = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, -2), PRE, ACC)
+        c_m1 = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, -1), PRE, ACC)
+        c_0 = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 0), PRE, ACC)
+        c_p1 = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 1), PRE, ACC)
+        c_p2 = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 2), PRE, ACC)
+        # h of row r+1 and grad of row r as loaded, fetched one iteration ahead (latency overlap).
+        below = grid_base + row_stride
+        hn_m2 = _row(h_ptr, below, 1 < H, cols, chans, mask_c, W, C, -2)
+        hn_m1 = _row(h_ptr, below, 1 < H, cols, chans, mask_c, W, C, -1)
+        hn_0 = _row(h_ptr, below, 1 < H, cols, chans, mask_c, W, C, 0)
+        hn_p1 = _row(h_ptr, below, 1 < H, cols, chans, mask_c, W, C, 1)
+        hn_p2 = _row(h_ptr, below, 1 < H, cols, chans, mask_c, W, C, 2)
+        gn_l = _row(grad_ptr, grid_base, True, cols, chans, mask_c, W, C, -1)
+        gn_m = _row(grad_ptr, grid_base, True, cols, chans, mask_c, W, C, 0)
+        gn_r = _row(grad_ptr, grid_base, True, cols, chans, mask_c, W, C, 1)
+        # grad_h of rows r-1 and r, partly summed: a row is complete once grad_z of the row below it is in.
         gh_up = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
         gh_mid = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
         for r in range(0, H):
             row = grid_base + r * row_stride
-            below = row + row_stride
-            down_ok = r + 1 < H
-            d_m2 = _activate(_row(h_ptr, below, down_ok, cols, chans, mask_c, W, C, -2, ACC), PRE)
-            d_m1 = _activate(_row(h_ptr, below, down_ok, cols, chans, mask_c, W, C, -1, ACC), PRE)
-            d_0 = _activate(_row(h_ptr, below, down_ok, cols, chans, mask_c, W, C, 0, ACC), PRE)
-            d_p1 = _activate(_row(h_ptr, below, down_ok, cols, chans, mask_c, W, C, 1, ACC), PRE)
-            d_p2 = _activate(_row(h_ptr, below, down_ok, cols, chans, mask_c, W, C, 2, ACC), PRE)
+            d_m2 = _pre(hn_m2, PRE, ACC)
+            d_m1 = _pre(hn_m1, PRE, ACC)
+            d_0 = _pre(hn_0, PRE, ACC)
+            d_p1 = _pre(hn_p1, PRE, ACC)
+            d_p2 = _pre(hn_p2, PRE, ACC)
+            g_l = gn_l.to(ACC)
+            g_m = gn_m.to(ACC)
+            g_r = gn_r.to(ACC)
+            ahead = row + 2 * row_stride
+            ahead_ok = r + 2 < H
+            hn_m2 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, -2)
+            hn_m1 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, -1)
+            hn_0 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 0)
+            hn_p1 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 1)
+            hn_p2 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 2)
+            gn_l = _row(grad_ptr, row + row_stride, r + 1 < H, cols, chans, mask_c, W, C, -1)
+            gn_m = _row(grad_ptr, row + row_stride, r + 1 < H, cols, chans, mask_c, W, C, 0)
+            gn_r = _row(grad_ptr, row + row_stride, r + 1 < H, cols, chans, mask_c, W, C, 1)
             # z of row r at column shifts -1, 0, +1, recomputed; then grad_z there (0 outside the grid,
             # where grad loads as 0).
             z_l = bias[None, :] + _taps3(u_m2, u_m1, u_0, w0, w1, w2)
@@ -255,9 +289,9 @@ def _dwconv_act_bwd_kernel(
             z_r = bias[None, :] + _taps3(u_0, u_p1, u_p2, w0, w1, w2)
             z_r += _taps3(c_0, c_p1, c_p2, w3, w4, w5)
             z_r += _taps3(d_0, d_p1, d_p2, w6, w7, w8)
-            gz_l = _row(grad_ptr, row, True, cols, chans, mask_c, W, C, -1, ACC) * _activate_grad(z_l, ACT)
-            gz_m = _row(grad_ptr, row, True, cols, chans, mask_c, W, C, 0, ACC) * _activate_grad(z_m, ACT)
-            gz_r = _row(grad_ptr, row, True, cols, chans, mask_c, W, C, 1, ACC) * _activate_grad(z_r, ACT)
+            gz_l = g_l * _activate_grad(z_l, ACT)
+            gz_m = g_m * _activate_grad(z_m, ACT)
+            gz_r = g_r * _activate_grad(z_r, ACT)
 
             acc0 += gz_m * u_m1
             acc1 += gz_m * u_0
