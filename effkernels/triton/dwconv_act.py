@@ -32,8 +32,8 @@ import triton
 import triton.language as tl
 
 MAX_BLOCK_W = 32  # grid columns per program: wider grids are split into strips (with halo)
-FWD_TILE = 1024  # elements (columns × channels) per forward program: 8 per thread with 4 warps
-BWD_TILE = 512  # elements per backward program: ~34 live tiles of 4 values per thread
+FWD_TILE = 512  # elements (columns × channels) per forward program: 4 per thread with 4 warps
+BWD_TILE = 256  # elements per backward program: 2 per thread (~35 live tiles)
 MAX_BLOCK_C = 128
 MIN_BLOCK_C = 16
 NUM_WARPS = 4
@@ -149,33 +149,38 @@ def _dwconv_act_fwd_kernel(
     else:
         bias = tl.zeros((BLOCK_C,), dtype=ACC)
 
-    # pre_act(h) of the rows above (row -1: zero padding) and at the output row, at column shifts -1, 0, +1.
-    up_l = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
-    up_m = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
-    up_r = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
-    mid_l = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, -1), PRE, ACC)
-    mid_m = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 0), PRE, ACC)
-    mid_r = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 1), PRE, ACC)
-    # Row r+1 as loaded (raw dtype), fetched one iteration ahead so its latency overlaps row r-1's math.
-    next_l = _row(h_ptr, grid_base + row_stride, 1 < H, cols, chans, mask_c, W, C, -1)
-    next_m = _row(h_ptr, grid_base + row_stride, 1 < H, cols, chans, mask_c, W, C, 0)
-    next_r = _row(h_ptr, grid_base + row_stride, 1 < H, cols, chans, mask_c, W, C, 1)
-    for r in range(0, H):
-        down_l = _pre(next_l, PRE, ACC)
-        down_m = _pre(next_m, PRE, ACC)
-        down_r = _pre(next_r, PRE, ACC)
-        ahead = grid_base + (r + 2) * row_stride
-        ahead_ok = r + 2 < H
-        next_l = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, -1)
-        next_m = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 0)
-        next_r = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 1)
-        z = bias[None, :] + _taps3(up_l, up_m, up_r, w0, w1, w2)
-        z += _taps3(mid_l, mid_m, mid_r, w3, w4, w5)
-        z += _taps3(down_l, down_m, down_r, w6, w7, w8)
-        offsets = grid_base + r * row_stride + cols[:, None] * C + chans[None, :]
-        tl.store(out_ptr + offsets, _activate(z, ACT).to(out_ptr.dtype.element_ty), mask=out_mask)
-        up_l, up_m, up_r = mid_l, mid_m, mid_r
-        mid_l, mid_m, mid_r = down_l, down_m, down_r
+    # Rows enter one at a time (row e = -1 .. H-1 beyond the prefetch); an entering row adds its kernel
+    # row to the partial sums of the three outputs it touches: z of row e-1 is then complete. Only two
+    # partial-sum tiles and the prefetched rows stay live, so registers leave room for more programs.
+    z_above = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)  # z of row e-1 (row -1 is never written)
+    z_row = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC) + bias[None, :]  # z of row e
+    # Rows e, e+1 and e+2 as loaded (raw dtype, few registers), fetched three rows ahead so that enough
+    # bytes are in flight per SM to cover the DRAM latency.
+    a_l = _row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, -1)
+    a_m = _row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 0)
+    a_r = _row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 1)
+    b_l = _row(h_ptr, grid_base + row_stride, 1 < H, cols, chans, mask_c, W, C, -1)
+    b_m = _row(h_ptr, grid_base + row_stride, 1 < H, cols, chans, mask_c, W, C, 0)
+    b_r = _row(h_ptr, grid_base + row_stride, 1 < H, cols, chans, mask_c, W, C, 1)
+    c_l = _row(h_ptr, grid_base + 2 * row_stride, 2 < H, cols, chans, mask_c, W, C, -1)
+    c_m = _row(h_ptr, grid_base + 2 * row_stride, 2 < H, cols, chans, mask_c, W, C, 0)
+    c_r = _row(h_ptr, grid_base + 2 * row_stride, 2 < H, cols, chans, mask_c, W, C, 1)
+    for e in range(0, H + 1):
+        p_l = _pre(a_l, PRE, ACC)
+        p_m = _pre(a_m, PRE, ACC)
+        p_r = _pre(a_r, PRE, ACC)
+        a_l, a_m, a_r = b_l, b_m, b_r
+        b_l, b_m, b_r = c_l, c_m, c_r
+        ahead = grid_base + (e + 3) * row_stride
+        ahead_ok = e + 3 < H
+        c_l = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, -1)
+        c_m = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 0)
+        c_r = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 1)
+        z_done = z_above + _taps3(p_l, p_m, p_r, w6, w7, w8)  # row e-1: its row below came in
+        z_above = z_row + _taps3(p_l, p_m, p_r, w3, w4, w5)
+        z_row = bias[None, :] + _taps3(p_l, p_m, p_r, w0, w1, w2)
+        offsets = grid_base + (e - 1) * row_stride + cols[:, None] * C + chans[None, :]
+        tl.store(out_ptr + offsets, _activate(z_done, ACT).to(out_ptr.dtype.element_ty), mask=out_mask & (e >= 1))
 
 
 @triton.jit
@@ -245,16 +250,25 @@ def _dwconv_act_bwd_kernel(
         c_0 = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 0), PRE, ACC)
         c_p1 = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 1), PRE, ACC)
         c_p2 = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 2), PRE, ACC)
-        # h of row r+1 and grad of row r as loaded, fetched one iteration ahead (latency overlap).
+        # h of rows r+1, r+2 and grad of rows r, r+1 as loaded (raw dtype), fetched two rows ahead so
+        # that their latency overlaps the math.
         below = grid_base + row_stride
         hn_m2 = _row(h_ptr, below, 1 < H, cols, chans, mask_c, W, C, -2)
         hn_m1 = _row(h_ptr, below, 1 < H, cols, chans, mask_c, W, C, -1)
         hn_0 = _row(h_ptr, below, 1 < H, cols, chans, mask_c, W, C, 0)
         hn_p1 = _row(h_ptr, below, 1 < H, cols, chans, mask_c, W, C, 1)
         hn_p2 = _row(h_ptr, below, 1 < H, cols, chans, mask_c, W, C, 2)
+        hnn_m2 = _row(h_ptr, below + row_stride, 2 < H, cols, chans, mask_c, W, C, -2)
+        hnn_m1 = _row(h_ptr, below + row_stride, 2 < H, cols, chans, mask_c, W, C, -1)
+        hnn_0 = _row(h_ptr, below + row_stride, 2 < H, cols, chans, mask_c, W, C, 0)
+        hnn_p1 = _row(h_ptr, below + row_stride, 2 < H, cols, chans, mask_c, W, C, 1)
+        hnn_p2 = _row(h_ptr, below + row_stride, 2 < H, cols, chans, mask_c, W, C, 2)
         gn_l = _row(grad_ptr, grid_base, True, cols, chans, mask_c, W, C, -1)
         gn_m = _row(grad_ptr, grid_base, True, cols, chans, mask_c, W, C, 0)
         gn_r = _row(grad_ptr, grid_base, True, cols, chans, mask_c, W, C, 1)
+        gnn_l = _row(grad_ptr, below, 1 < H, cols, chans, mask_c, W, C, -1)
+        gnn_m = _row(grad_ptr, below, 1 < H, cols, chans, mask_c, W, C, 0)
+        gnn_r = _row(grad_ptr, below, 1 < H, cols, chans, mask_c, W, C, 1)
         # grad_h of rows r-1 and r, partly summed: a row is complete once grad_z of the row below it is in.
         gh_up = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
         gh_mid = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
@@ -268,16 +282,18 @@ def _dwconv_act_bwd_kernel(
             g_l = gn_l.to(ACC)
             g_m = gn_m.to(ACC)
             g_r = gn_r.to(ACC)
-            ahead = row + 2 * row_stride
-            ahead_ok = r + 2 < H
-            hn_m2 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, -2)
-            hn_m1 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, -1)
-            hn_0 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 0)
-            hn_p1 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 1)
-            hn_p2 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 2)
-            gn_l = _row(grad_ptr, row + row_stride, r + 1 < H, cols, chans, mask_c, W, C, -1)
-            gn_m = _row(grad_ptr, row + row_stride, r + 1 < H, cols, chans, mask_c, W, C, 0)
-            gn_r = _row(grad_ptr, row + row_stride, r + 1 < H, cols, chans, mask_c, W, C, 1)
+            hn_m2, hn_m1, hn_0, hn_p1, hn_p2 = hnn_m2, hnn_m1, hnn_0, hnn_p1, hnn_p2
+            gn_l, gn_m, gn_r = gnn_l, gnn_m, gnn_r
+            ahead = row + 3 * row_stride
+            ahead_ok = r + 3 < H
+            hnn_m2 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, -2)
+            hnn_m1 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, -1)
+            hnn_0 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 0)
+            hnn_p1 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 1)
+            hnn_p2 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 2)
+            gnn_l = _row(grad_ptr, row + 2 * row_stride, r + 2 < H, cols, chans, mask_c, W, C, -1)
+            gnn_m = _row(grad_ptr, row + 2 * row_stride, r + 2 < H, cols, chans, mask_c, W, C, 0)
+            gnn_r = _row(grad_ptr, row + 2 * row_stride, r + 2 < H, cols, chans, mask_c, W, C, 1)
             # z of row r at column shifts -1, 0, +1, recomputed; then grad_z there (0 outside the grid,
             # where grad loads as 0).
             z_l = bias[None, :] + _taps3(u_m2, u_m1, u_0, w0, w1, w2)
