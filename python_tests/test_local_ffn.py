@@ -315,7 +315,7 @@ def test_dwconv_act_low_precision_against_float64(backend, dtype):
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # Triton runs under the interpreter on the CPU
 
 
-@pytest.mark.parametrize("width", [11, 4, 9])
+@pytest.mark.parametrize("width", [4, 9])
 def test_triton_column_strips_share_their_halo(monkeypatch, width):
     """Grids wider than MAX_BLOCK_W are split into column strips whose halos overlap."""
     from effkernels.triton import dwconv_act as kernels

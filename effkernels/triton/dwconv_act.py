@@ -2,26 +2,29 @@
 activations on the token-major (B, P + H·W, hidden) buffer, Seq2Im/Im2Seq folded into the indexing.
 
 Design (a memory-bound stencil; see ../shared/DESIGN.md, Op 2):
-- A program owns one sample, one strip of BLOCK_W grid columns and BLOCK_C channels, and walks down the
-  grid rows. Each grid row of h is loaded once per column shift (the strip plus its one-column halo:
-  shifts -1, 0, +1; the backward ±2), contiguous along channels (one token's BLOCK_C channels are one
-  run of memory, so loads vectorise), converted to the accumulation dtype and passed through pre_act,
-  and kept in registers while the walk needs it: a row loaded for output row r+1 serves rows r, r+1
-  and r+2, so h is read from DRAM once (the shifted copies come from L1) and never re-read per tap.
-  Column strips overlap only by their halo, so any grid width works; grids up to MAX_BLOCK_W wide
-  take one strip.
-- Forward: z = bias + Σ taps · pre_act(h), a = act(z), written token-major; fp32 accumulation (fp64
-  for fp64 inputs). Prefix tokens are done by the column-strip-0 program of each sample, in the
-  same launch.
+- A program owns one sample (forward) or a fixed set of samples (backward), one strip of BLOCK_W grid
+  columns and BLOCK_C channels, and walks down the grid rows. Each grid row is loaded once per column
+  shift (the strip plus its halo: shifts -1, 0, +1; the backward's recompute needs ±2), contiguous
+  along channels (a token's BLOCK_C channels are one run of memory: vector loads, coalesced across
+  the warp), in its own dtype, a few rows ahead of the math (3 rows forward, 2 backward) so enough
+  bytes are in flight to cover DRAM latency. A row is read from DRAM once; its shifted copies come
+  from L1/L2, and once in registers it serves every output row that needs it: nothing is re-read
+  per tap. Strips overlap only by their halo, so any grid width works (one strip up to MAX_BLOCK_W).
+- Forward: each entering row adds its three kernel rows to the rolling partial sums of the output
+  rows above, at and below it; the row above is then complete: a = act(bias + Σ taps · pre_act(h)),
+  written token-major. fp32 accumulation (fp64 for fp64 inputs). Prefix tokens are handled by each
+  sample's column-strip-0 program in the same launch.
 - Backward, one pass over (grad, h): for grid row r the program recomputes z at the three column
-  shifts from the pre_act rows it holds, forms grad_z = grad · act'(z) there (on chip, never
-  stored), adds grad_z · pre_act(h[neighbour k]) into nine per-tap and one bias accumulator tiles that
-  stay in registers for all the program's rows and samples, and scatters grad_z through the
-  transposed taps into three rolling grad_h row accumulators; row r-1 is then complete and is
-  written times pre_act'(h). Each program owns a fixed set of samples (strided by the number of
-  sample groups) and writes its accumulators, summed over its tokens, into its own row of a
-  (rows, 10, hidden) partial-sum buffer; a second small kernel sums those rows in a fixed order into
-  grad_weight and grad_bias: deterministic, no atomics.
+  shifts -1, 0, +1 (the strip plus its halo) from the pre_act rows r-1..r+1 it holds at five shifts,
+  forms grad_z = grad · act'(z) there (on chip, never stored), adds grad_z · pre_act(h[neighbour k])
+  into nine per-tap and one bias accumulator tiles that stay in registers across all the program's
+  rows and samples, and scatters grad_z through the transposed taps into two rolling grad_h row
+  accumulators; row r-1 is then complete and is written times pre_act'(h). At the end each program
+  sums its accumulators over its columns once and writes them as its own row of a (rows, 10, hidden)
+  partial-sum buffer; a second small kernel adds those rows in a fixed order into grad_weight and
+  grad_bias: deterministic, no atomics. Sample groups fill the SMs once (one wave).
+- Tiles: 4 values per thread forward, 2 backward (4 warps), chosen by registers: compiled for sm_90
+  with ptxas -v, bf16, the forward uses 115 registers and the backward 158, neither spills.
 - Host path: launch metadata (block sizes, grid, sample groups) cached per shape; the raw kernel is
   launched in eager mode, through torch.library.wrap_triton only while torch.compile traces.
 """
@@ -37,7 +40,10 @@ BWD_TILE = 256  # elements per backward program: 2 per thread (~35 live tiles)
 MAX_BLOCK_C = 128
 MIN_BLOCK_C = 16
 NUM_WARPS = 4
-PROGRAMS_PER_SM = 4  # backward: sample groups are chosen to give about this many programs per SM
+# Programs per SM, as many as fit at once (65536 registers / (registers × 128 threads)): one wave, each
+# program owning B / groups samples, so the weights are loaded and the weight-grad sums reduced rarely.
+FWD_PROGRAMS_PER_SM = 4  # 115 registers
+BWD_PROGRAMS_PER_SM = 3  # 158 registers
 
 
 @triton.jit
@@ -111,29 +117,16 @@ def _tap(w_ptr, chans, mask_c, K: tl.constexpr, ACC: tl.constexpr):
 
 @triton.jit
 def _dwconv_act_fwd_kernel(
-    h_ptr, w_ptr, bias_ptr, out_ptr, N, P, H, W, C,
+    h_ptr, w_ptr, bias_ptr, out_ptr, B, N, P, H, W, C,
     HAS_BIAS: tl.constexpr, HAS_PREFIX: tl.constexpr, SKIP_PREFIX: tl.constexpr, PRE: tl.constexpr,
     ACT: tl.constexpr, ACC: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    pid_c, pid_x, sample = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    pid_c, pid_x, group = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     chans = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = chans < C
     cols = pid_x * BLOCK_W + tl.arange(0, BLOCK_W)
     out_mask = (cols < W)[:, None] & mask_c[None, :]
-    base = tl.cast(sample, tl.int64) * N * C
-    grid_base = base + P * C
     row_stride = W * C
-
-    if HAS_PREFIX:
-        if pid_x == 0:
-            tokens = tl.arange(0, BLOCK_P)
-            offsets = base + tokens[:, None] * C + chans[None, :]
-            mask = (tokens < P)[:, None] & mask_c[None, :]
-            if SKIP_PREFIX:
-                prefix_out = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
-            else:
-                prefix_out = _activate(_activate(tl.load(h_ptr + offsets, mask=mask, other=0).to(ACC), PRE), ACT)
-            tl.store(out_ptr + offsets, prefix_out.to(out_ptr.dtype.element_ty), mask=mask)
 
     w0 = _tap(w_ptr, chans, mask_c, 0, ACC)
     w1 = _tap(w_ptr, chans, mask_c, 1, ACC)
@@ -149,38 +142,54 @@ def _dwconv_act_fwd_kernel(
     else:
         bias = tl.zeros((BLOCK_C,), dtype=ACC)
 
-    # Rows enter one at a time (row e = -1 .. H-1 beyond the prefetch); an entering row adds its kernel
-    # row to the partial sums of the three outputs it touches: z of row e-1 is then complete. Only two
-    # partial-sum tiles and the prefetched rows stay live, so registers leave room for more programs.
-    z_above = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)  # z of row e-1 (row -1 is never written)
-    z_row = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC) + bias[None, :]  # z of row e
-    # Rows e, e+1 and e+2 as loaded (raw dtype, few registers), fetched three rows ahead so that enough
-    # bytes are in flight per SM to cover the DRAM latency.
-    a_l = _row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, -1)
-    a_m = _row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 0)
-    a_r = _row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 1)
-    b_l = _row(h_ptr, grid_base + row_stride, 1 < H, cols, chans, mask_c, W, C, -1)
-    b_m = _row(h_ptr, grid_base + row_stride, 1 < H, cols, chans, mask_c, W, C, 0)
-    b_r = _row(h_ptr, grid_base + row_stride, 1 < H, cols, chans, mask_c, W, C, 1)
-    c_l = _row(h_ptr, grid_base + 2 * row_stride, 2 < H, cols, chans, mask_c, W, C, -1)
-    c_m = _row(h_ptr, grid_base + 2 * row_stride, 2 < H, cols, chans, mask_c, W, C, 0)
-    c_r = _row(h_ptr, grid_base + 2 * row_stride, 2 < H, cols, chans, mask_c, W, C, 1)
-    for e in range(0, H + 1):
-        p_l = _pre(a_l, PRE, ACC)
-        p_m = _pre(a_m, PRE, ACC)
-        p_r = _pre(a_r, PRE, ACC)
-        a_l, a_m, a_r = b_l, b_m, b_r
-        b_l, b_m, b_r = c_l, c_m, c_r
-        ahead = grid_base + (e + 3) * row_stride
-        ahead_ok = e + 3 < H
-        c_l = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, -1)
-        c_m = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 0)
-        c_r = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 1)
-        z_done = z_above + _taps3(p_l, p_m, p_r, w6, w7, w8)  # row e-1: its row below came in
-        z_above = z_row + _taps3(p_l, p_m, p_r, w3, w4, w5)
-        z_row = bias[None, :] + _taps3(p_l, p_m, p_r, w0, w1, w2)
-        offsets = grid_base + (e - 1) * row_stride + cols[:, None] * C + chans[None, :]
-        tl.store(out_ptr + offsets, _activate(z_done, ACT).to(out_ptr.dtype.element_ty), mask=out_mask & (e >= 1))
+    # The weights are read once per program (a program owns several samples: they are strided loads).
+    for sample in range(group, B, tl.num_programs(2)):
+        base = tl.cast(sample, tl.int64) * N * C
+        grid_base = base + P * C
+        if HAS_PREFIX:
+            if pid_x == 0:
+                tokens = tl.arange(0, BLOCK_P)
+                offsets = base + tokens[:, None] * C + chans[None, :]
+                mask = (tokens < P)[:, None] & mask_c[None, :]
+                if SKIP_PREFIX:
+                    prefix_out = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
+                else:
+                    prefix_out = _activate(_pre(tl.load(h_ptr + offsets, mask=mask, other=0), PRE, ACC), ACT)
+                tl.store(out_ptr + offsets, prefix_out.to(out_ptr.dtype.element_ty), mask=mask)
+
+        # Rows e = 0 .. H enter one at a time (row H: the zero padding); an entering row adds its kernel
+        # rows to the partial sums of the outputs it touches, and z of row e-1 is then complete. Only two
+        # partial-sum tiles and the prefetched rows stay live, so registers leave room for more programs.
+        z_above = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)  # z of row e-1 (row -1 is never written)
+        z_row = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC) + bias[None, :]  # z of row e
+        # Rows e, e+1 and e+2 as loaded (raw dtype, few registers), fetched three rows ahead so that enough
+        # bytes are in flight per SM to cover the DRAM latency.
+        a_l = _row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, -1)
+        a_m = _row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 0)
+        a_r = _row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 1)
+        b_l = _row(h_ptr, grid_base + row_stride, 1 < H, cols, chans, mask_c, W, C, -1)
+        b_m = _row(h_ptr, grid_base + row_stride, 1 < H, cols, chans, mask_c, W, C, 0)
+        b_r = _row(h_ptr, grid_base + row_stride, 1 < H, cols, chans, mask_c, W, C, 1)
+        c_l = _row(h_ptr, grid_base + 2 * row_stride, 2 < H, cols, chans, mask_c, W, C, -1)
+        c_m = _row(h_ptr, grid_base + 2 * row_stride, 2 < H, cols, chans, mask_c, W, C, 0)
+        c_r = _row(h_ptr, grid_base + 2 * row_stride, 2 < H, cols, chans, mask_c, W, C, 1)
+        for e in range(0, H + 1):
+            p_l = _pre(a_l, PRE, ACC)
+            p_m = _pre(a_m, PRE, ACC)
+            p_r = _pre(a_r, PRE, ACC)
+            a_l, a_m, a_r = b_l, b_m, b_r
+            b_l, b_m, b_r = c_l, c_m, c_r
+            ahead = grid_base + (e + 3) * row_stride
+            ahead_ok = e + 3 < H
+            c_l = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, -1)
+            c_m = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 0)
+            c_r = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 1)
+            z_done = z_above + _taps3(p_l, p_m, p_r, w6, w7, w8)  # row e-1: its row below came in
+            z_above = z_row + _taps3(p_l, p_m, p_r, w3, w4, w5)
+            z_row = bias[None, :] + _taps3(p_l, p_m, p_r, w0, w1, w2)
+            offsets = grid_base + (e - 1) * row_stride + cols[:, None] * C + chans[None, :]
+            a = _activate(z_done, ACT).to(out_ptr.dtype.element_ty)
+            tl.store(out_ptr + offsets, a, mask=out_mask & (e >= 1))
 
 
 @triton.jit
@@ -236,7 +245,8 @@ def _dwconv_act_bwd_kernel(
                 else:
                     h_prefix = tl.load(h_ptr + offsets, mask=mask, other=0).to(ACC)
                     g_prefix = tl.load(grad_ptr + offsets, mask=mask, other=0).to(ACC)
-                    prefix_grad = g_prefix * _activate_grad(_activate(h_prefix, PRE), ACT) * _activate_grad(h_prefix, PRE)
+                    prefix_grad = g_prefix * _activate_grad(_activate(h_prefix, PRE), ACT)
+                    prefix_grad *= _activate_grad(h_prefix, PRE)
                 tl.store(grad_h_ptr + offsets, prefix_grad.to(grad_h_ptr.dtype.element_ty), mask=mask)
 
         # pre_act(h) of rows r-1 (u), r (c) and r+1 (d) at column shifts -2..+2 (m2, m1, 0, p1, p2).
@@ -384,16 +394,17 @@ def _config(batch, tokens, channels, prefix_tokens, height, width, device):
     widest_c = max(MIN_BLOCK_C, triton.next_power_of_2(channels))
     fwd_c = min(MAX_BLOCK_C, widest_c, max(MIN_BLOCK_C, FWD_TILE // block_w))
     bwd_c = min(MAX_BLOCK_C, widest_c, max(MIN_BLOCK_C, BWD_TILE // block_w))
-    bwd_blocks = triton.cdiv(channels, bwd_c) * strips
+    fwd_blocks, bwd_blocks = triton.cdiv(channels, fwd_c) * strips, triton.cdiv(channels, bwd_c) * strips
     if device.type == "cuda":
-        programs = PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        fwd_groups, bwd_groups = (FWD_PROGRAMS_PER_SM * sms) // fwd_blocks, (BWD_PROGRAMS_PER_SM * sms) // bwd_blocks
     else:  # the interpreter: two groups, so that tests see programs owning several samples
-        programs = 2 * bwd_blocks
-    groups = max(1, min(batch, triton.cdiv(programs, bwd_blocks)))
+        fwd_groups = bwd_groups = 2
+    fwd_groups, bwd_groups = (max(1, min(batch, groups)) for groups in (fwd_groups, bwd_groups))
     block_p = triton.next_power_of_2(max(prefix_tokens, 1))
     return (
-        (triton.cdiv(channels, fwd_c), strips, batch), fwd_c,
-        (triton.cdiv(channels, bwd_c), strips, groups), bwd_c, block_w, block_p,
+        (triton.cdiv(channels, fwd_c), strips, fwd_groups), fwd_c,
+        (triton.cdiv(channels, bwd_c), strips, bwd_groups), bwd_c, block_w, block_p,
     )
 
 
@@ -413,10 +424,10 @@ def dwconv_act_triton(h, grid_size, weight, bias=None, num_prefix_tokens=0, pref
         batch, tokens, channels, num_prefix_tokens, grid_size[0], grid_size[1], h.device)
     weight = weight.contiguous()
     _launcher(_dwconv_act_fwd_kernel)[fwd_grid](
-        h, weight, bias if bias is not None else weight, out, tokens, num_prefix_tokens, grid_size[0], grid_size[1],
-        channels, HAS_BIAS=bias is not None, HAS_PREFIX=num_prefix_tokens > 0, SKIP_PREFIX=prefix == "skip",
-        PRE=pre_act or "none", ACT=act, ACC=_ACC.get(h.dtype, tl.float32), BLOCK_W=block_w, BLOCK_C=fwd_c,
-        BLOCK_P=block_p, num_warps=NUM_WARPS,
+        h, weight, bias if bias is not None else weight, out, batch, tokens, num_prefix_tokens, grid_size[0],
+        grid_size[1], channels, HAS_BIAS=bias is not None, HAS_PREFIX=num_prefix_tokens > 0,
+        SKIP_PREFIX=prefix == "skip", PRE=pre_act or "none", ACT=act, ACC=_ACC.get(h.dtype, tl.float32),
+        BLOCK_W=block_w, BLOCK_C=fwd_c, BLOCK_P=block_p, num_warps=NUM_WARPS,
     )
     return out
 
