@@ -2,8 +2,8 @@
 activations on the token-major (B, P + H·W, hidden) buffer, Seq2Im/Im2Seq folded into the indexing.
 
 Design (a memory-bound stencil; see ../shared/DESIGN.md, Op 2):
-- A program owns one sample (forward) or a fixed set of samples (backward), one strip of BLOCK_W grid
-  columns and BLOCK_C channels, and walks down the grid rows. Each grid row is loaded once per column
+- A program owns a fixed set of samples (strided by the number of sample groups), one strip of BLOCK_W
+  grid columns and BLOCK_C channels, and walks down the grid rows. Each grid row is loaded once per column
   shift (the strip plus its halo: shifts -1, 0, +1; the backward's recompute needs ±2), contiguous
   along channels (a token's BLOCK_C channels are one run of memory: vector loads, coalesced across
   the warp), in its own dtype, a few rows ahead of the math (3 rows forward, 2 backward) so enough
@@ -12,8 +12,9 @@ Design (a memory-bound stencil; see ../shared/DESIGN.md, Op 2):
   per tap. Strips overlap only by their halo, so any grid width works (one strip up to MAX_BLOCK_W).
 - Forward: each entering row adds its three kernel rows to the rolling partial sums of the output
   rows above, at and below it; the row above is then complete: a = act(bias + Σ taps · pre_act(h)),
-  written token-major. fp32 accumulation (fp64 for fp64 inputs). Prefix tokens are handled by each
-  sample's column-strip-0 program in the same launch.
+  written token-major. fp32 accumulation (fp64 for fp64 inputs). The samples of a program form one
+  stream of rows, fetched ahead across sample boundaries. Prefix tokens are handled by each sample's
+  column-strip-0 program in the same launch.
 - Backward, one pass over (grad, h): for grid row r the program recomputes z at the three column
   shifts -1, 0, +1 (the strip plus its halo) from the pre_act rows r-1..r+1 it holds at five shifts,
   forms grad_z = grad · act'(z) there (on chip, never stored), adds grad_z · pre_act(h[neighbour k])
@@ -24,7 +25,7 @@ Design (a memory-bound stencil; see ../shared/DESIGN.md, Op 2):
   partial-sum buffer; a second small kernel adds those rows in a fixed order into grad_weight and
   grad_bias: deterministic, no atomics. Sample groups fill the SMs once (one wave).
 - Tiles: 4 values per thread forward, 2 backward (4 warps), chosen by registers: compiled for sm_90
-  with ptxas -v, bf16, the forward uses 115 registers and the backward 158, neither spills.
+  with ptxas -v, bf16, the forward uses 122 registers and the backward 158, neither spills.
 - Host path: launch metadata (block sizes, grid, sample groups) cached per shape; the raw kernel is
   launched in eager mode, through torch.library.wrap_triton only while torch.compile traces.
 """
@@ -42,7 +43,7 @@ MIN_BLOCK_C = 16
 NUM_WARPS = 4
 # Programs per SM, as many as fit at once (65536 registers / (registers × 128 threads)): one wave, each
 # program owning B / groups samples, so the weights are loaded and the weight-grad sums reduced rarely.
-FWD_PROGRAMS_PER_SM = 4  # 115 registers
+FWD_PROGRAMS_PER_SM = 4  # 122 registers
 BWD_PROGRAMS_PER_SM = 3  # 158 registers
 
 
@@ -104,6 +105,17 @@ def _pre(raw, PRE: tl.constexpr, ACC: tl.constexpr):
 
 
 @triton.jit
+def _stream_row(ptr, t, steps, group, groups, N, P, H, W, C, cols, chans, mask_c):
+    """Step t of a forward program's row stream, at column shifts -1, 0, +1 (raw dtype): grid row
+    t % (H + 1) of its (t // (H + 1))-th sample; zeros for the padding row H and past the last step."""
+    e = t % (H + 1)
+    row_base = (tl.cast(group + (t // (H + 1)) * groups, tl.int64) * N + P + e * W) * C
+    ok = (t < steps) & (e < H)
+    return (_row(ptr, row_base, ok, cols, chans, mask_c, W, C, -1), _row(ptr, row_base, ok, cols, chans, mask_c, W, C, 0),
+            _row(ptr, row_base, ok, cols, chans, mask_c, W, C, 1))
+
+
+@triton.jit
 def _taps3(left, mid, right, w_left, w_mid, w_right):
     """One kernel row's contribution: w_left·left + w_mid·mid + w_right·right (taps per channel)."""
     return w_left[None, :] * left + w_mid[None, :] * mid + w_right[None, :] * right
@@ -142,12 +154,24 @@ def _dwconv_act_fwd_kernel(
     else:
         bias = tl.zeros((BLOCK_C,), dtype=ACC)
 
-    # The weights are read once per program (a program owns several samples: they are strided loads).
-    for sample in range(group, B, tl.num_programs(2)):
-        base = tl.cast(sample, tl.int64) * N * C
-        grid_base = base + P * C
+    # The program's samples (group, group + groups, ...) as one stream of H + 1 steps each: step e of a
+    # sample brings in its grid row e (row H is the zero padding below the grid), adds its kernel rows
+    # to the partial sums of the outputs it touches, and completes z of row e-1. After the padding row
+    # the partial sum of row 0 is bias alone, as the next sample needs it, so the stream never drains:
+    # rows are fetched three steps ahead across sample boundaries, enough bytes in flight per SM to
+    # cover DRAM latency. Only two partial-sum tiles and the fetched rows (raw dtype) stay live.
+    groups = tl.num_programs(2)
+    steps = tl.cdiv(B - group, groups) * (H + 1)
+    z_above = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)  # z of row e-1 so far
+    z_row = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC) + bias[None, :]  # z of row e so far
+    a_l, a_m, a_r = _stream_row(h_ptr, 0, steps, group, groups, N, P, H, W, C, cols, chans, mask_c)
+    b_l, b_m, b_r = _stream_row(h_ptr, 1, steps, group, groups, N, P, H, W, C, cols, chans, mask_c)
+    c_l, c_m, c_r = _stream_row(h_ptr, 2, steps, group, groups, N, P, H, W, C, cols, chans, mask_c)
+    for t in range(0, steps):
+        e = t % (H + 1)
+        base = tl.cast(group + (t // (H + 1)) * groups, tl.int64) * N * C
         if HAS_PREFIX:
-            if pid_x == 0:
+            if (e == 0) & (pid_x == 0):  # the sample's prefix tokens: act(pre_act(h)), or 0 ("skip")
                 tokens = tl.arange(0, BLOCK_P)
                 offsets = base + tokens[:, None] * C + chans[None, :]
                 mask = (tokens < P)[:, None] & mask_c[None, :]
@@ -156,40 +180,18 @@ def _dwconv_act_fwd_kernel(
                 else:
                     prefix_out = _activate(_pre(tl.load(h_ptr + offsets, mask=mask, other=0), PRE, ACC), ACT)
                 tl.store(out_ptr + offsets, prefix_out.to(out_ptr.dtype.element_ty), mask=mask)
-
-        # Rows e = 0 .. H enter one at a time (row H: the zero padding); an entering row adds its kernel
-        # rows to the partial sums of the outputs it touches, and z of row e-1 is then complete. Only two
-        # partial-sum tiles and the prefetched rows stay live, so registers leave room for more programs.
-        z_above = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)  # z of row e-1 (row -1 is never written)
-        z_row = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC) + bias[None, :]  # z of row e
-        # Rows e, e+1 and e+2 as loaded (raw dtype, few registers), fetched three rows ahead so that enough
-        # bytes are in flight per SM to cover the DRAM latency.
-        a_l = _row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, -1)
-        a_m = _row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 0)
-        a_r = _row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 1)
-        b_l = _row(h_ptr, grid_base + row_stride, 1 < H, cols, chans, mask_c, W, C, -1)
-        b_m = _row(h_ptr, grid_base + row_stride, 1 < H, cols, chans, mask_c, W, C, 0)
-        b_r = _row(h_ptr, grid_base + row_stride, 1 < H, cols, chans, mask_c, W, C, 1)
-        c_l = _row(h_ptr, grid_base + 2 * row_stride, 2 < H, cols, chans, mask_c, W, C, -1)
-        c_m = _row(h_ptr, grid_base + 2 * row_stride, 2 < H, cols, chans, mask_c, W, C, 0)
-        c_r = _row(h_ptr, grid_base + 2 * row_stride, 2 < H, cols, chans, mask_c, W, C, 1)
-        for e in range(0, H + 1):
-            p_l = _pre(a_l, PRE, ACC)
-            p_m = _pre(a_m, PRE, ACC)
-            p_r = _pre(a_r, PRE, ACC)
-            a_l, a_m, a_r = b_l, b_m, b_r
-            b_l, b_m, b_r = c_l, c_m, c_r
-            ahead = grid_base + (e + 3) * row_stride
-            ahead_ok = e + 3 < H
-            c_l = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, -1)
-            c_m = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 0)
-            c_r = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 1)
-            z_done = z_above + _taps3(p_l, p_m, p_r, w6, w7, w8)  # row e-1: its row below came in
-            z_above = z_row + _taps3(p_l, p_m, p_r, w3, w4, w5)
-            z_row = bias[None, :] + _taps3(p_l, p_m, p_r, w0, w1, w2)
-            offsets = grid_base + (e - 1) * row_stride + cols[:, None] * C + chans[None, :]
-            a = _activate(z_done, ACT).to(out_ptr.dtype.element_ty)
-            tl.store(out_ptr + offsets, a, mask=out_mask & (e >= 1))
+        p_l = _pre(a_l, PRE, ACC)
+        p_m = _pre(a_m, PRE, ACC)
+        p_r = _pre(a_r, PRE, ACC)
+        a_l, a_m, a_r = b_l, b_m, b_r
+        b_l, b_m, b_r = c_l, c_m, c_r
+        c_l, c_m, c_r = _stream_row(h_ptr, t + 3, steps, group, groups, N, P, H, W, C, cols, chans, mask_c)
+        z_done = z_above + _taps3(p_l, p_m, p_r, w6, w7, w8)  # row e-1: its row below came in
+        z_above = z_row + _taps3(p_l, p_m, p_r, w3, w4, w5)
+        z_row = bias[None, :] + _taps3(p_l, p_m, p_r, w0, w1, w2)
+        offsets = base + P * C + (e - 1) * row_stride + cols[:, None] * C + chans[None, :]
+        a = _activate(z_done, ACT).to(out_ptr.dtype.element_ty)
+        tl.store(out_ptr + offsets, a, mask=out_mask & (e >= 1))
 
 
 @triton.jit
