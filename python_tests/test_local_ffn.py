@@ -395,3 +395,66 @@ def test_flop_counter_fix_counts_the_depthwise_conv_once():
         counts[name] = mode.get_total_flops()
     assert counts["fixed"] == gemms + 3 * conv  # forward, grad_input, grad_weight
     assert counts["torch"] == gemms + 2 * conv + conv * hidden  # grad_weight as a dense conv
+
+
+SM90_COMPILE_CHECK = """
+import os, re, subprocess, sys
+import torch, triton, triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from effkernels.triton import dwconv_act as kernels
+
+dtype, triton_dtype, out = getattr(torch, sys.argv[1]), sys.argv[2], sys.argv[3]
+ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+sizes = {name: "i32" for name in ("B", "N", "P", "H", "W", "C")}
+options = dict(HAS_BIAS=True, HAS_PREFIX=True, SKIP_PREFIX=False, PRE="hardswish", ACT="gelu_tanh", ACC=tl.float32,
+               BLOCK_W=16, BLOCK_P=1)
+tensors = ("h_ptr", "w_ptr", "bias_ptr")
+fwd = {**{t: "*" + triton_dtype for t in (*tensors, "out_ptr")}, **sizes}
+bwd = {"grad_ptr": "*" + triton_dtype, **{t: "*" + triton_dtype for t in (*tensors, "grad_h_ptr")},
+       "partials_ptr": "*fp32", **sizes}
+per_sm = kernels.PROGRAMS_PER_SM[dtype]
+for kernel, signature, block_c, programs in ((kernels._dwconv_act_fwd_kernel, fwd, 32, per_sm[0]),
+                                              (kernels._dwconv_act_bwd_kernel, bwd, 16, per_sm[1])):
+    constexprs = {**options, "BLOCK_C": block_c}
+    # The hints a launch gives: 16-byte aligned pointers, a channel count divisible by 16.
+    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(signature)
+             if signature[name].startswith("*") or name == "C"}
+    source = ASTSource(fn=kernel, signature={**signature, **{k: "constexpr" for k in constexprs}},
+                       constexprs=constexprs, attrs=attrs)
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": kernels.NUM_WARPS})
+    with open(os.path.join(out, "kernel.ptx"), "w") as f:
+        f.write(compiled.asm["ptx"])
+    report = subprocess.run([ptxas, "-v", "--gpu-name", "sm_90a", os.path.join(out, "kernel.ptx"), "-o",
+                             os.path.join(out, "kernel.cubin")], capture_output=True, text=True, check=True).stderr
+    registers = int(re.search(r"Used (\\d+) registers", report).group(1))
+    print(kernel.__name__, registers, "spills" if "0 bytes spill stores, 0 bytes spill loads" not in report else "",
+          (registers + 7) // 8 * 8 * 32 * kernels.NUM_WARPS * programs)
+"""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU every Triton test compiles the kernels for real")
+@pytest.mark.parametrize("dtype,triton_dtype", [(torch.bfloat16, "bf16"), (torch.float32, "fp32")])
+def test_triton_kernels_compile_for_sm90_within_their_register_budget(tmp_path, dtype, triton_dtype):
+    """Without a GPU the interpreter never compiles the kernels: compile them for sm_90 (in a process
+    without TRITON_INTERPRET), and check with ptxas that they do not spill and that PROGRAMS_PER_SM of
+    them fit in an SM's 65,536 registers."""
+    import os
+    import subprocess
+    import sys
+
+    import triton
+
+    if not os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")):
+        pytest.skip("this triton has no bundled ptxas")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", SM90_COMPILE_CHECK, str(dtype).split(".")[1], triton_dtype,
+                             str(tmp_path)], capture_output=True, text=True, env=env, cwd=repo)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["_dwconv_act_fwd_kernel", "_dwconv_act_bwd_kernel"], lines
+    for line in lines:
+        name, registers, *spills, registers_per_sm = line.split()
+        assert not spills, line
+        assert int(registers_per_sm) <= 65536, line

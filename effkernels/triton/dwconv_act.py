@@ -25,7 +25,7 @@ Design (a memory-bound stencil; see ../shared/DESIGN.md, Op 2):
   partial-sum buffer; a second small kernel adds those rows in a fixed order into grad_weight and
   grad_bias: deterministic, no atomics. Sample groups fill the SMs once (one wave).
 - Tiles: 4 values per thread forward, 2 backward (4 warps), chosen by registers: compiled for sm_90
-  with ptxas -v, bf16, the forward uses 122 registers and the backward 158, neither spills.
+  with ptxas -v, bf16, the forward uses 118-125 registers and the backward 148-163, neither spills.
 - Host path: launch metadata (block sizes, grid, sample groups) cached per shape; the raw kernel is
   launched in eager mode, through torch.library.wrap_triton only while torch.compile traces.
 """
@@ -41,10 +41,12 @@ BWD_TILE = 256  # elements per backward program: 2 per thread (~35 live tiles)
 MAX_BLOCK_C = 128
 MIN_BLOCK_C = 16
 NUM_WARPS = 4
-# Programs per SM, as many as fit at once (65536 registers / (registers × 128 threads)): one wave, each
-# program owning B / groups samples, so the weights are loaded and the weight-grad sums reduced rarely.
-FWD_PROGRAMS_PER_SM = 4  # 122 registers
-BWD_PROGRAMS_PER_SM = 3  # 158 registers
+# (forward, backward) programs per SM by dtype: as many as fit at once (65,536 registers / (registers
+# rounded up to 8 × 128 threads)), so the launch is one wave and each program owns B / groups samples
+# (weights loaded and weight-grad sums reduced once per program). Registers by ptxas -v for sm_90 over
+# the activation variants: bf16/fp16 forward 118-125, backward 148-163; fp32 134 and 173; fp64 227
+# and 255 (the fp64 backward spills a little: fp64 is for exactness, not speed).
+PROGRAMS_PER_SM = {torch.bfloat16: (4, 3), torch.float16: (4, 3), torch.float32: (3, 2), torch.float64: (2, 2)}
 
 
 @triton.jit
@@ -388,7 +390,7 @@ _ACC = {torch.float64: tl.float64}
 
 
 @functools.lru_cache(maxsize=256)
-def _config(batch, tokens, channels, prefix_tokens, height, width, device):
+def _config(batch, tokens, channels, prefix_tokens, height, width, dtype, device):
     """Launch metadata per shape, cached so an eager call does no more than allocate and launch:
     (forward grid, forward BLOCK_C, backward grid, backward BLOCK_C, BLOCK_W, BLOCK_P)."""
     block_w = min(MAX_BLOCK_W, triton.next_power_of_2(width))
@@ -399,7 +401,8 @@ def _config(batch, tokens, channels, prefix_tokens, height, width, device):
     fwd_blocks, bwd_blocks = triton.cdiv(channels, fwd_c) * strips, triton.cdiv(channels, bwd_c) * strips
     if device.type == "cuda":
         sms = torch.cuda.get_device_properties(device).multi_processor_count
-        fwd_groups, bwd_groups = (FWD_PROGRAMS_PER_SM * sms) // fwd_blocks, (BWD_PROGRAMS_PER_SM * sms) // bwd_blocks
+        fwd_per_sm, bwd_per_sm = PROGRAMS_PER_SM[dtype]
+        fwd_groups, bwd_groups = (fwd_per_sm * sms) // fwd_blocks, (bwd_per_sm * sms) // bwd_blocks
     else:  # the interpreter: two groups, so that tests see programs owning several samples
         fwd_groups = bwd_groups = 2
     fwd_groups, bwd_groups = (max(1, min(batch, groups)) for groups in (fwd_groups, bwd_groups))
@@ -423,7 +426,7 @@ def dwconv_act_triton(h, grid_size, weight, bias=None, num_prefix_tokens=0, pref
         return out
     batch, tokens, channels = h.shape
     fwd_grid, fwd_c, _, _, block_w, block_p = _config(
-        batch, tokens, channels, num_prefix_tokens, grid_size[0], grid_size[1], h.device)
+        batch, tokens, channels, num_prefix_tokens, grid_size[0], grid_size[1], h.dtype, h.device)
     weight = weight.contiguous()
     _launcher(_dwconv_act_fwd_kernel)[fwd_grid](
         h, weight, bias if bias is not None else weight, out, batch, tokens, num_prefix_tokens, grid_size[0],
@@ -445,7 +448,7 @@ def dwconv_act_backward_triton(grad, h, grid_size, weight, bias=None, num_prefix
     if h.numel() == 0:
         return grad_h, grad_weight.zero_(), grad_bias.zero_()
     _, _, bwd_grid, bwd_c, block_w, block_p = _config(
-        batch, tokens, channels, num_prefix_tokens, grid_size[0], grid_size[1], h.device)
+        batch, tokens, channels, num_prefix_tokens, grid_size[0], grid_size[1], h.dtype, h.device)
     acc = _ACC.get(h.dtype, tl.float32)
     rows = bwd_grid[1] * bwd_grid[2]
     partials = torch.empty((rows, 10, channels), dtype=torch.float64 if acc == tl.float64 else torch.float32,
