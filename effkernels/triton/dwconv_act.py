@@ -25,7 +25,7 @@ Design (a memory-bound stencil; see ../shared/DESIGN.md, Op 2):
   partial-sum buffer; a second small kernel adds those rows in a fixed order into grad_weight and
   grad_bias: deterministic, no atomics. Sample groups fill the SMs once (one wave).
 - Tiles: 4 values per thread forward, 2 backward (4 warps), chosen by registers: compiled for sm_90
-  with ptxas -v, bf16, the forward uses 118-125 registers and the backward 148-163, neither spills.
+  with ptxas -v, bf16, the forward uses 96-117 registers and the backward 151-163, neither spills.
 - Host path: launch metadata (block sizes, grid, sample groups) cached per shape; the raw kernel is
   launched in eager mode, through torch.library.wrap_triton only while torch.compile traces.
 """
@@ -44,9 +44,9 @@ NUM_WARPS = 4
 # (forward, backward) programs per SM by dtype: as many as fit at once (65,536 registers / (registers
 # rounded up to 8 × 128 threads)), so the launch is one wave and each program owns B / groups samples
 # (weights loaded and weight-grad sums reduced once per program). Registers by ptxas -v for sm_90 over
-# the activation variants: bf16/fp16 forward 118-125, backward 148-163; fp32 134 and 173; fp64 227
+# the activation variants: bf16/fp16 forward 96-117, backward 151-163; fp32 121 and 174; fp64 ~220
 # and 255 (the fp64 backward spills a little: fp64 is for exactness, not speed).
-PROGRAMS_PER_SM = {torch.bfloat16: (4, 3), torch.float16: (4, 3), torch.float32: (3, 2), torch.float64: (2, 2)}
+PROGRAMS_PER_SM = {torch.bfloat16: (4, 3), torch.float16: (4, 3), torch.float32: (4, 2), torch.float64: (2, 2)}
 
 
 @triton.jit
@@ -107,20 +107,28 @@ def _pre(raw, PRE: tl.constexpr, ACC: tl.constexpr):
 
 
 @triton.jit
-def _stream_row(ptr, t, steps, group, groups, N, P, H, W, C, cols, chans, mask_c):
-    """Step t of a forward program's row stream, at column shifts -1, 0, +1 (raw dtype): grid row
-    t % (H + 1) of its (t // (H + 1))-th sample; zeros for the padding row H and past the last step."""
-    e = t % (H + 1)
-    row_base = (tl.cast(group + (t // (H + 1)) * groups, tl.int64) * N + P + e * W) * C
-    ok = (t < steps) & (e < H)
-    return (_row(ptr, row_base, ok, cols, chans, mask_c, W, C, -1), _row(ptr, row_base, ok, cols, chans, mask_c, W, C, 0),
-            _row(ptr, row_base, ok, cols, chans, mask_c, W, C, 1))
+def _row3(ptr, row_base, row_ok, cols, chans, mask_c, W, C):
+    """A grid row's strip at column shifts -1, 0, +1 (raw dtype), 0 outside the grid or if not row_ok."""
+    return (_row(ptr, row_base, row_ok, cols, chans, mask_c, W, C, -1),
+            _row(ptr, row_base, row_ok, cols, chans, mask_c, W, C, 0),
+            _row(ptr, row_base, row_ok, cols, chans, mask_c, W, C, 1))
 
 
 @triton.jit
-def _taps3(left, mid, right, w_left, w_mid, w_right):
-    """One kernel row's contribution: w_left·left + w_mid·mid + w_right·right (taps per channel)."""
-    return w_left[None, :] * left + w_mid[None, :] * mid + w_right[None, :] * right
+def _advance(e, row, H, row_stride, sample_stride):
+    """One step of a forward program's row stream: (row index e, its element offset) of the next step,
+    the next grid row, or after the padding row H the next sample's row 0 (no division per step)."""
+    wrap = e == H
+    return tl.where(wrap, 0, e + 1), tl.where(wrap, row + sample_stride - H * row_stride, row + row_stride)
+
+
+@triton.jit
+def _taps3(acc, left, mid, right, w_left, w_mid, w_right):
+    """acc + one kernel row's contribution, w_left·left + w_mid·mid + w_right·right (taps per channel),
+    added in that order so that each term compiles to one fused multiply-add."""
+    acc = acc + w_left[None, :] * left
+    acc = acc + w_mid[None, :] * mid
+    return acc + w_right[None, :] * right
 
 
 @triton.jit
@@ -164,18 +172,23 @@ def _dwconv_act_fwd_kernel(
     # cover DRAM latency. Only two partial-sum tiles and the fetched rows (raw dtype) stay live.
     groups = tl.num_programs(2)
     steps = tl.cdiv(B - group, groups) * (H + 1)
+    sample_stride = tl.cast(groups, tl.int64) * N * C
     z_above = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)  # z of row e-1 so far
     z_row = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC) + bias[None, :]  # z of row e so far
-    a_l, a_m, a_r = _stream_row(h_ptr, 0, steps, group, groups, N, P, H, W, C, cols, chans, mask_c)
-    b_l, b_m, b_r = _stream_row(h_ptr, 1, steps, group, groups, N, P, H, W, C, cols, chans, mask_c)
-    c_l, c_m, c_r = _stream_row(h_ptr, 2, steps, group, groups, N, P, H, W, C, cols, chans, mask_c)
+    # (e, row): this step's grid row and its element offset; (e3, row3): the step fetched, 3 ahead.
+    e = group * 0
+    row = tl.cast(group, tl.int64) * N * C + P * C
+    e1, row1 = _advance(e, row, H, row_stride, sample_stride)
+    e2, row2 = _advance(e1, row1, H, row_stride, sample_stride)
+    e3, row3 = _advance(e2, row2, H, row_stride, sample_stride)
+    a_l, a_m, a_r = _row3(h_ptr, row, True, cols, chans, mask_c, W, C)
+    b_l, b_m, b_r = _row3(h_ptr, row1, (1 < steps) & (e1 < H), cols, chans, mask_c, W, C)
+    c_l, c_m, c_r = _row3(h_ptr, row2, (2 < steps) & (e2 < H), cols, chans, mask_c, W, C)
     for t in range(0, steps):
-        e = t % (H + 1)
-        base = tl.cast(group + (t // (H + 1)) * groups, tl.int64) * N * C
         if HAS_PREFIX:
             if (e == 0) & (pid_x == 0):  # the sample's prefix tokens: act(pre_act(h)), or 0 ("skip")
                 tokens = tl.arange(0, BLOCK_P)
-                offsets = base + tokens[:, None] * C + chans[None, :]
+                offsets = row - P * C + tokens[:, None] * C + chans[None, :]
                 mask = (tokens < P)[:, None] & mask_c[None, :]
                 if SKIP_PREFIX:
                     prefix_out = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
@@ -187,13 +200,15 @@ def _dwconv_act_fwd_kernel(
         p_r = _pre(a_r, PRE, ACC)
         a_l, a_m, a_r = b_l, b_m, b_r
         b_l, b_m, b_r = c_l, c_m, c_r
-        c_l, c_m, c_r = _stream_row(h_ptr, t + 3, steps, group, groups, N, P, H, W, C, cols, chans, mask_c)
-        z_done = z_above + _taps3(p_l, p_m, p_r, w6, w7, w8)  # row e-1: its row below came in
-        z_above = z_row + _taps3(p_l, p_m, p_r, w3, w4, w5)
-        z_row = bias[None, :] + _taps3(p_l, p_m, p_r, w0, w1, w2)
-        offsets = base + P * C + (e - 1) * row_stride + cols[:, None] * C + chans[None, :]
+        c_l, c_m, c_r = _row3(h_ptr, row3, (t + 3 < steps) & (e3 < H), cols, chans, mask_c, W, C)
+        e3, row3 = _advance(e3, row3, H, row_stride, sample_stride)
+        z_done = _taps3(z_above, p_l, p_m, p_r, w6, w7, w8)  # row e-1: its row below came in
+        z_above = _taps3(z_row, p_l, p_m, p_r, w3, w4, w5)
+        z_row = _taps3(bias[None, :], p_l, p_m, p_r, w0, w1, w2)
+        offsets = row - row_stride + cols[:, None] * C + chans[None, :]
         a = _activate(z_done, ACT).to(out_ptr.dtype.element_ty)
         tl.store(out_ptr + offsets, a, mask=out_mask & (e >= 1))
+        e, row = _advance(e, row, H, row_stride, sample_stride)
 
 
 @triton.jit
@@ -310,15 +325,15 @@ def _dwconv_act_bwd_kernel(
             gnn_r = _row(grad_ptr, row + 2 * row_stride, r + 2 < H, cols, chans, mask_c, W, C, 1)
             # z of row r at column shifts -1, 0, +1, recomputed; then grad_z there (0 outside the grid,
             # where grad loads as 0).
-            z_l = bias[None, :] + _taps3(u_m2, u_m1, u_0, w0, w1, w2)
-            z_l += _taps3(c_m2, c_m1, c_0, w3, w4, w5)
-            z_l += _taps3(d_m2, d_m1, d_0, w6, w7, w8)
-            z_m = bias[None, :] + _taps3(u_m1, u_0, u_p1, w0, w1, w2)
-            z_m += _taps3(c_m1, c_0, c_p1, w3, w4, w5)
-            z_m += _taps3(d_m1, d_0, d_p1, w6, w7, w8)
-            z_r = bias[None, :] + _taps3(u_0, u_p1, u_p2, w0, w1, w2)
-            z_r += _taps3(c_0, c_p1, c_p2, w3, w4, w5)
-            z_r += _taps3(d_0, d_p1, d_p2, w6, w7, w8)
+            z_l = _taps3(bias[None, :], u_m2, u_m1, u_0, w0, w1, w2)
+            z_l = _taps3(z_l, c_m2, c_m1, c_0, w3, w4, w5)
+            z_l = _taps3(z_l, d_m2, d_m1, d_0, w6, w7, w8)
+            z_m = _taps3(bias[None, :], u_m1, u_0, u_p1, w0, w1, w2)
+            z_m = _taps3(z_m, c_m1, c_0, c_p1, w3, w4, w5)
+            z_m = _taps3(z_m, d_m1, d_0, d_p1, w6, w7, w8)
+            z_r = _taps3(bias[None, :], u_0, u_p1, u_p2, w0, w1, w2)
+            z_r = _taps3(z_r, c_0, c_p1, c_p2, w3, w4, w5)
+            z_r = _taps3(z_r, d_0, d_p1, d_p2, w6, w7, w8)
             gz_l = g_l * _activate_grad(z_l, ACT)
             gz_m = g_m * _activate_grad(z_m, ACT)
             gz_r = g_r * _activate_grad(z_r, ACT)
@@ -336,9 +351,9 @@ def _dwconv_act_bwd_kernel(
 
             # Token (y, x) receives w[dy, dx] · grad_z(y - dy, x - dx): grad_z of row r feeds rows
             # r + dy, the taps of kernel row dy in reverse column order.
-            gh_up += _taps3(gz_r, gz_m, gz_l, w0, w1, w2)
-            gh_mid += _taps3(gz_r, gz_m, gz_l, w3, w4, w5)
-            gh_down = _taps3(gz_r, gz_m, gz_l, w6, w7, w8)
+            gh_up = _taps3(gh_up, gz_r, gz_m, gz_l, w0, w1, w2)
+            gh_mid = _taps3(gh_mid, gz_r, gz_m, gz_l, w3, w4, w5)
+            gh_down = _taps3(tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC), gz_r, gz_m, gz_l, w6, w7, w8)
             if r > 0:  # row r-1 has all its terms now
                 above = row - row_stride
                 offsets = above + cols[:, None] * C + chans[None, :]
