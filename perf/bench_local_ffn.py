@@ -1,21 +1,37 @@
-"""Benchmark the fused LocalFFN against the eager LocalFFN, its torch.compile, and a plain timm Mlp.
+"""Benchmark the fused LocalFFN against its peers, all in one run, forward + backward on the same tokens.
 
-All four run forward + backward on the same tokens in the same run, timed round-robin:
-- fused: effkernels.local_ffn (fc1 GEMM → fused dwconv_act kernel → fc2 GEMM);
-- eager: effkernels.reference.local_ffn, the obvious PyTorch (Linear, Seq2Im, conv2d, Im2Seq, Linear);
-- compiled: torch.compile of that eager function;
-- mlp: timm's Mlp (fc1 → GELU → fc2) of the same widths: what locality costs is `fused / mlp`.
-The LocalFFN layout is the ViT-24h one: h-swish before and after the 3×3 depthwise conv, class token
-skipping the FFN. Also reported: the dwconv_act kernel alone (forward), its GB/s and % of the copy
-roofline (h read once, a written once), the fused fwd+bwd TFLOP/s (FlopCounterMode FLOPs: the
-GEMMs and the 3×3 taps), and the memory each LocalFFN needs for backward (CPU: the
-tensors autograd saves; GPU: the peak allocated during forward + backward).
+Block variants (timed round-robin, so that a noisy neighbour hits every peer alike):
+- fused: effkernels.local_ffn (fc1 GEMM → the fused dwconv_act kernel → fc2 GEMM), eager and torch.compile'd
+  (the op stays opaque to Inductor: its GPU kernel runs inside the compiled graph);
+- reference: effkernels.reference.local_ffn, the obvious PyTorch (Linear, Seq2Im transpose + reshape,
+  grouped conv2d, Im2Seq, Linear), eager and compiled by Inductor (which sends the conv to cuDNN);
+- view conv: the reference with the conv run by cuDNN on a channels-last view of the grid tokens (no
+  transpose copy; ../shared/gpu-probes/peers.py measured it), eager;
+- mlp: timm's Mlp (fc1 → GELU → fc2) of the same widths, eager and compiled: what locality costs.
+The layout is ViT-24h's: h-swish before and after the 3×3 depthwise conv, class token skipping the FFN.
+
+The conv kernels alone: dwconv_act forward and backward (effkernels' GPU kernel, or the C++ kernel on a
+CPU) against the view conv by cuDNN, with GB/s and % of the measured copy roofline (forward moves h in
+and a out; backward moves grad and h in and grad_h out). Host µs per eager call: the time per call of
+dwconv_act (and of its backward op) on a tiny input, many calls back to back, so the device never waits
+on itself: what a launch-bound step pays per op.
+
+FLOPs: every variant computes the same math, so all TFLOP/s use one count, "model GFLOP": the
+reference block's fwd+bwd counted by effkernels.local_ffn_ops.flop_counter. torch's own FlopCounterMode
+counts a depthwise conv's weight gradient as a dense hidden×hidden conv (it ignores `groups`); the
+column "torch-counted GFLOP" shows that count for the same reference block (DeiT-S at 224 px: ~4.5×
+the real work). The fused op's own registered count includes its recompute of the conv in backward.
+
+On a CPU the default sweep is tiny (compiling the variants takes minutes there); `--no-compile` skips
+the compiled variants anywhere. The output says what was skipped.
 """
 import argparse
 import os
 import sys
+import time
 
 import torch
+import torch.nn.functional as F
 from timm.layers import Mlp
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -24,14 +40,37 @@ import common  # noqa: E402
 
 import effkernels  # noqa: E402
 from effkernels import reference  # noqa: E402
+from effkernels.local_ffn_ops import flop_counter  # noqa: E402
 
 WIDTHS = {"deit_tiny": 192, "deit_small": 384, "deit_base": 768}
 SWEEPS = {  # (model, batch, grid side)
     "tiny": [("deit_tiny", 2, 4)],
     "small": [("deit_tiny", 64, side) for side in (6, 10, 14)] + [("deit_small", 32, side) for side in (6, 10, 14)],
+    "deit_small": [("deit_small", 256, side) for side in (6, 10, 14)],  # GPU-FACTS.md's LocalFFN table
     "full": [(model, 256, side) for model in WIDTHS for side in (6, 8, 10, 12, 14)],  # 96 ... 224 px
 }
 OPTIONS = dict(num_prefix_tokens=1, prefix="skip", pre_act="hardswish", act="hardswish")
+BLOCKS = ("fused", "fused compiled", "reference", "reference compiled", "view conv", "mlp", "mlp compiled")
+
+
+def view_conv_local_ffn(x, grid_size, fc1_weight, fc1_bias, dw_weight, dw_bias, fc2_weight, fc2_bias, *,
+                        num_prefix_tokens, prefix, pre_act, act):
+    """reference.local_ffn with the conv on an NCHW view of the token-major grid (no Seq2Im copy)."""
+    h = reference.ACTIVATIONS[pre_act](F.linear(x, fc1_weight, fc1_bias))
+    grid_a = reference.ACTIVATIONS[act](_view_conv(h, grid_size, dw_weight, dw_bias, num_prefix_tokens))
+    prefix_h = h[:, :num_prefix_tokens]
+    prefix_a = torch.zeros_like(prefix_h) if prefix == "skip" else reference.ACTIVATIONS[act](prefix_h)
+    y = F.linear(torch.cat([prefix_a, grid_a], dim=1), fc2_weight, fc2_bias)
+    if prefix == "skip":
+        y = torch.cat([torch.zeros_like(y[:, :num_prefix_tokens]), y[:, num_prefix_tokens:]], dim=1)
+    return y
+
+
+def _view_conv(h, grid_size, weight, bias, num_prefix_tokens):
+    """The depthwise conv of h's grid tokens through an NCHW view of the (B, N, C) memory, token-major out."""
+    image = h[:, num_prefix_tokens:].unflatten(1, tuple(grid_size)).permute(0, 3, 1, 2)
+    out = F.conv2d(image, weight, bias, padding=1, groups=h.shape[2])
+    return out.permute(0, 2, 3, 1).flatten(1, 2)
 
 
 def fwd_bwd(fn, x, params):
@@ -42,11 +81,10 @@ def fwd_bwd(fn, x, params):
     return step
 
 
-def fwd_bwd_flops(fn, x):
-    counter = FlopCounterMode(display=False)
-    with counter:
+def count_flops(fn, x, mode):
+    with mode:
         fn(x).sum().backward()
-    return counter.get_total_flops()
+    return mode.get_total_flops()
 
 
 def memory_mb(fn, x):
@@ -69,7 +107,33 @@ def memory_mb(fn, x):
     return sum(storages.values()) / 2**20
 
 
-def bench_case(model, batch, side, device, dtype, repeats):
+def host_us(fn, device, calls=300):
+    """µs per call of fn() called back to back (device synchronised once at the end)."""
+    for _ in range(10):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    begin = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - begin) / calls * 1e6
+
+
+def host_overhead(device, dtype):
+    """Host µs per eager call of dwconv_act and dwconv_act_backward on a 1 × (1 + 2×2) × 8 input."""
+    h = torch.randn(1, 5, 8, device=device, dtype=dtype)
+    weight = torch.randn(8, 1, 3, 3, device=device, dtype=dtype)
+    bias = torch.randn(8, device=device, dtype=dtype)
+    with torch.no_grad():
+        forward = host_us(lambda: effkernels.dwconv_act(h, (2, 2), weight, bias, **OPTIONS), device)
+        backward = host_us(lambda: torch.ops.effkernels.dwconv_act_backward(h, h, (2, 2), weight, bias, **OPTIONS),
+                           device)
+    return {"host us dwconv_act fwd": forward, "host us dwconv_act bwd": backward}
+
+
+def bench_case(model, batch, side, device, dtype, repeats, compile_variants):
     dim = WIDTHS[model]
     hidden = 4 * dim
     grid = (side, side)
@@ -87,28 +151,54 @@ def bench_case(model, batch, side, device, dtype, repeats):
     def eager(t):
         return reference.local_ffn(t, grid, *weights, **OPTIONS)
 
-    compiled = torch.compile(eager)
-    steps = {name: fwd_bwd(fn, x, params) for name, fn in (("fused", fused), ("eager", eager), ("compiled", compiled))}
+    def view_conv(t):
+        return view_conv_local_ffn(t, grid, *weights, **OPTIONS)
+
+    blocks = {"fused": fused, "reference": eager, "view conv": view_conv}
+    if compile_variants:
+        blocks.update({"fused compiled": torch.compile(fused), "reference compiled": torch.compile(eager)})
+    steps = {name: fwd_bwd(fn, x, params) for name, fn in blocks.items()}
     steps["mlp"] = fwd_bwd(mlp, x, (x, *mlp.parameters()))
+    if compile_variants:
+        steps["mlp compiled"] = fwd_bwd(torch.compile(mlp), x, (x, *mlp.parameters()))
     times = common.interleaved_median_ms(steps, device, repeats)
+
+    model_flops = count_flops(eager, x, flop_counter(display=False))
+    torch_flops = count_flops(eager, x, FlopCounterMode(display=False))
+    row = {"model": model, "batch": batch, "grid": f"{side}x{side}",
+           "model GFLOP": model_flops / 1e9, "torch-counted GFLOP": torch_flops / 1e9}
+    for name, ms in times.items():
+        row[f"{name} ms"] = ms
+        row[f"{name} TFLOP/s"] = model_flops / ms / 1e9
+    for name in ("fused", "reference", "view conv", "fused compiled", "reference compiled"):
+        if name in times:
+            row[f"{name} / mlp"] = times[name] / times["mlp"]
+
+    # The conv kernels alone, on h = fc1(x) in the run's dtype.
     h = torch.randn(batch, 1 + side * side, hidden, **factory)
+    grad = torch.randn_like(h)
     dw_weight, dw_bias = ffn.dwconv.weight.detach(), ffn.dwconv.bias.detach()
-    kernel_ms = common.median_ms(lambda: effkernels.dwconv_act(h, grid, dw_weight, dw_bias, **OPTIONS), device, repeats)
-    return {
-        "model": model,
-        "batch": batch,
-        "grid": f"{side}x{side}",
-        **{f"{name} ms": ms for name, ms in times.items()},
-        "fused / mlp": times["fused"] / times["mlp"],
-        "eager / mlp": times["eager"] / times["mlp"],
-        "compiled / mlp": times["compiled"] / times["mlp"],
-        "speed-up vs eager": times["eager"] / times["fused"],
-        "fused TFLOP/s": fwd_bwd_flops(fused, x) / times["fused"] / 1e9,
-        "dwconv_act fwd ms": kernel_ms,
-        "dwconv_act bytes": 2 * h.numel() * h.element_size(),
-        "fused memory MB": memory_mb(fused, x),
-        "eager memory MB": memory_mb(eager, x),
+    nbytes = h.numel() * h.element_size()
+    kernels = {
+        "dwconv_act fwd": (lambda: effkernels.dwconv_act(h, grid, dw_weight, dw_bias, **OPTIONS), 2 * nbytes),
+        "dwconv_act bwd": (lambda: torch.ops.effkernels.dwconv_act_backward(grad, h, grid, dw_weight, dw_bias,
+                                                                            **OPTIONS), 3 * nbytes),
     }
+    leaves = [t.detach().requires_grad_() for t in (h, dw_weight, dw_bias)]
+    view_out = F.hardswish(_view_conv(F.hardswish(leaves[0]), grid, leaves[1], leaves[2], 1))
+    view_grad = torch.randn_like(view_out)
+    kernels["view conv fwd"] = (
+        lambda: F.hardswish(_view_conv(F.hardswish(h), grid, dw_weight, dw_bias, 1)), 2 * nbytes)
+    kernels["view conv bwd"] = (
+        lambda: torch.autograd.grad(view_out, leaves, view_grad, retain_graph=True), 3 * nbytes)
+    with torch.no_grad():
+        kernel_times = common.interleaved_median_ms({k: fn for k, (fn, _) in kernels.items()}, device, repeats)
+    for name, (_, moved) in kernels.items():
+        row[f"{name} ms"] = kernel_times[name]
+        row[f"{name} GB/s"] = moved / kernel_times[name] / 1e6
+    row["fused memory MB"] = memory_mb(fused, x)
+    row["reference memory MB"] = memory_mb(eager, x)
+    return row
 
 
 def main(argv=None):
@@ -116,28 +206,44 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                         help="default: bfloat16 on the GPU, float32 on the CPU")
-    parser.add_argument("--sweep", choices=sorted(SWEEPS), default="small")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 50 GPU, 11 CPU)")
+    parser.add_argument("--sweep", choices=sorted(SWEEPS), default=None, help="default: small on GPU, tiny on CPU")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 50 GPU, 5 CPU)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd variants")
     parser.add_argument("--out", default=None, help="results folder (default perf/results/<device>-<date>)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
-    repeats = args.repeats or (50 if device.type == "cuda" else 11)
+    sweep = args.sweep or ("small" if device.type == "cuda" else "tiny")
+    repeats = args.repeats or (50 if device.type == "cuda" else 5)
+    compile_variants = not args.no_compile
+    skipped = [] if compile_variants else ["fused compiled", "reference compiled", "mlp compiled (--no-compile)"]
+    if device.type != "cuda":
+        skipped.append("the GPU kernels: on a CPU dwconv_act runs its C++ kernel and the view conv oneDNN's")
     bandwidth = common.copy_bandwidth_gbs(device)
     rows = []
-    for case in SWEEPS[args.sweep]:
-        row = bench_case(*case, device, dtype, repeats)
-        row["GB/s"] = row["dwconv_act bytes"] / row["dwconv_act fwd ms"] / 1e6
-        row["% roofline"] = 100 * row["GB/s"] / bandwidth
+    for case in SWEEPS[sweep]:
+        row = bench_case(*case, device, dtype, repeats, compile_variants)
+        for name in ("dwconv_act fwd", "dwconv_act bwd", "view conv fwd", "view conv bwd"):
+            row[f"{name} % roofline"] = 100 * row[f"{name} GB/s"] / bandwidth
         rows.append(row)
-    meta = {**common.run_meta(device), "copy GB/s": bandwidth, "sweep": args.sweep, "repeats": repeats,
+    host = host_overhead(device, dtype)
+    meta = {**common.run_meta(device), "copy GB/s": bandwidth, "sweep": sweep, "repeats": repeats,
             "dtype": str(dtype), "layout": OPTIONS, "backend": os.environ.get("EFFKERNELS_BACKEND", "triton"),
-            "memory": "tensors saved for backward" if device.type == "cpu" else "peak allocated during fwd+bwd"}
-    columns = ["model", "batch", "grid", "fused ms", "eager ms", "compiled ms", "mlp ms", "fused / mlp",
-               "eager / mlp", "compiled / mlp", "fused TFLOP/s", "dwconv_act fwd ms", "GB/s", "% roofline",
-               "fused memory MB", "eager memory MB"]
-    print(common.write_results(args.out or common.default_out_dir(device), "local_ffn", meta, rows, columns,
-                                       plot=(("model", "grid"), "fused / mlp", "LocalFFN time / plain Mlp time")))
+            "memory": "tensors saved for backward" if device.type == "cpu" else "peak allocated during fwd+bwd",
+            "skipped": skipped, **host}
+    block_columns = [f"{name} ms" for name in BLOCKS if f"{name} ms" in rows[0]]
+    columns = (["model", "batch", "grid", "model GFLOP", "torch-counted GFLOP"] + block_columns
+               + [c for c in ("fused / mlp", "fused compiled / mlp", "reference / mlp", "reference compiled / mlp",
+                              "view conv / mlp", "fused TFLOP/s") if c in rows[0]]
+               + [f"{k} {unit}" for k in ("dwconv_act fwd", "dwconv_act bwd", "view conv fwd", "view conv bwd")
+                  for unit in ("ms", "% roofline")]
+               + ["fused memory MB", "reference memory MB"])
+    table = common.write_results(args.out or common.default_out_dir(device), "local_ffn", meta, rows, columns,
+                                 plot=(("model", "grid"), "fused / mlp", "LocalFFN time / plain Mlp time"))
+    print(table)
+    print(f"host µs per eager call: dwconv_act {host['host us dwconv_act fwd']:.1f}, "
+          f"dwconv_act_backward {host['host us dwconv_act bwd']:.1f} ({meta['device']})")
+    print("skipped: " + ("; ".join(skipped) if skipped else "nothing"))
 
 
 if __name__ == "__main__":

@@ -249,3 +249,212 @@ def test_flop_counter_counts_the_fused_middle():
     with counter:
         effkernels.dwconv_act(h, (3, 4), weight, num_prefix_tokens=1).sum().backward()
     assert counter.get_total_flops() == 4 * 2 * 9 * 2 * 13 * 10  # forward + a backward of three conv passes
+
+
+# ------------------------------------------------------------------------------------------------
+# dwconv_act alone (the op the Triton/CUDA/C++ kernels implement): forward and all three gradients
+# ------------------------------------------------------------------------------------------------
+
+DWCONV_LAYOUTS = [  # (batch, prefix tokens, (H, W), hidden)
+    (1, 0, (3, 3), 8),  # batch 1, no prefix
+    (3, 2, (5, 7), 20),  # odd, non-square, prefix > 1
+    (2, 1, (1, 6), 136),  # one grid row; hidden over one channel block and not a multiple of it
+    (2, 3, (6, 1), 17),  # one grid column
+    (2, 1, (1, 1), 5),  # a single grid token
+]
+
+
+def dwconv_fwd_and_grads(fn, h, weight, bias, grid, grad, **options):
+    """fn's output and (grad_h, grad_weight[, grad_bias]) for upstream gradient `grad`."""
+    leaves = [t.detach().requires_grad_() for t in (h, weight, bias) if t is not None]
+    out = fn(leaves[0], grid, leaves[1], leaves[2] if bias is not None else None, **options)
+    return out, torch.autograd.grad(out, leaves, grad.to(out.dtype))
+
+
+def random_dwconv(batch, prefix_tokens, grid, hidden, device="cpu", dtype=torch.float64, biases=True):
+    """(h, weight, bias, grad) with h spread over the activations' kinks and tails."""
+    def rand(*shape, scale=1.0):
+        return (torch.randn(*shape, dtype=torch.float64) * scale).to(dtype=dtype, device=device)
+
+    tokens = prefix_tokens + grid[0] * grid[1]
+    return rand(batch, tokens, hidden, scale=2.0), rand(hidden, 1, 3, 3, scale=0.5), \
+        rand(hidden) if biases else None, rand(batch, tokens, hidden)
+
+
+@pytest.mark.parametrize("layout", DWCONV_LAYOUTS)
+@pytest.mark.parametrize("pre_act,act,prefix,biases", [
+    ("hardswish", "hardswish", "skip", False), (None, "gelu", "mlp", True), ("relu", "gelu_tanh", "mlp", True),
+    ("hardswish", "relu", "mlp", True),
+])
+def test_dwconv_act_matches_reference_float64(backend, layout, pre_act, act, prefix, biases):
+    batch, prefix_tokens, grid, hidden = layout
+    h, weight, bias, grad = random_dwconv(*layout, device=backend, biases=biases)
+    options = dict(num_prefix_tokens=prefix_tokens, prefix=prefix, pre_act=pre_act, act=act)
+    out, grads = dwconv_fwd_and_grads(effkernels.dwconv_act, h, weight, bias, grid, grad, **options)
+    expected, expected_grads = dwconv_fwd_and_grads(reference.dwconv_act, h, weight, bias, grid, grad, **options)
+    assert relative_error(out, expected) < TOLERANCE[torch.float64]
+    for got, want in zip(grads, expected_grads):
+        assert relative_error(got, want) < TOLERANCE[torch.float64]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dwconv_act_low_precision_against_float64(backend, dtype):
+    # gelu: smooth, so a rounding of z cannot flip the derivative (see test_low_precision_against_float64).
+    h, weight, bias, grad = random_dwconv(2, 2, (5, 6), 40, device=backend)
+    options = dict(num_prefix_tokens=2, prefix="mlp", pre_act="relu", act="gelu")
+    low = [t.to(dtype) for t in (h, weight, bias)]
+    out, grads = dwconv_fwd_and_grads(effkernels.dwconv_act, *low, (5, 6), grad, **options)
+    as64 = [t.double() for t in low]  # the same rounded inputs, in float64
+    expected, expected_grads = dwconv_fwd_and_grads(reference.dwconv_act, *as64, (5, 6), grad.to(dtype).double(),
+                                                    **options)
+    assert out.dtype == dtype and relative_error(out, expected) < TOLERANCE[dtype]
+    for got, want in zip(grads, expected_grads):
+        assert got.dtype == dtype and relative_error(got, want) < TOLERANCE[dtype]
+
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # Triton runs under the interpreter on the CPU
+
+
+@pytest.mark.parametrize("width", [4, 9])
+def test_triton_column_strips_share_their_halo(monkeypatch, width):
+    """Grids wider than MAX_BLOCK_W are split into column strips whose halos overlap."""
+    from effkernels.triton import dwconv_act as kernels
+
+    monkeypatch.setattr(kernels, "MAX_BLOCK_W", 4)
+    kernels._config.cache_clear()
+    try:
+        h, weight, bias, grad = random_dwconv(3, 1, (3, width), 12, device=DEVICE)
+        options = dict(num_prefix_tokens=1, prefix="mlp", pre_act="hardswish", act="gelu")
+        out = kernels.dwconv_act_triton(h, (3, width), weight, bias, **options)
+        grads = kernels.dwconv_act_backward_triton(grad, h, (3, width), weight, bias, **options)
+    finally:
+        kernels._config.cache_clear()
+    expected, expected_grads = dwconv_fwd_and_grads(reference.dwconv_act, h, weight, bias, (3, width), grad, **options)
+    assert relative_error(out, expected) < TOLERANCE[torch.float64]
+    for got, want in zip(grads, expected_grads):
+        assert relative_error(got, want) < TOLERANCE[torch.float64]
+
+
+def test_float64_takes_triton_under_the_cuda_backend(monkeypatch):
+    """EFFKERNELS_BACKEND=cuda still sends float64 to Triton (the CUDA C++ kernels were measured
+    inexact in float64); without a CUDA C++ build, a call routed to them would raise."""
+    from effkernels import local_ffn_ops
+
+    monkeypatch.setenv("EFFKERNELS_BACKEND", "cuda")
+    h, weight, bias, grad = random_dwconv(2, 1, (3, 4), 10, device=DEVICE)
+    options = dict(num_prefix_tokens=1, prefix="mlp", pre_act="relu", act="hardswish")
+    out = local_ffn_ops._dwconv_act_gpu(h, (3, 4), weight, bias, **options)
+    grads = local_ffn_ops._dwconv_act_backward_gpu(grad, h, (3, 4), weight, bias, **options)
+    expected, expected_grads = dwconv_fwd_and_grads(reference.dwconv_act, h, weight, bias, (3, 4), grad, **options)
+    assert relative_error(out, expected) < TOLERANCE[torch.float64]
+    for got, want in zip(grads, expected_grads):
+        assert relative_error(got, want) < TOLERANCE[torch.float64]
+
+
+def test_triton_host_path_launches_raw_kernels_in_eager(monkeypatch):
+    """Eager calls launch the raw Triton kernels with cached launch metadata; wrap_triton (slow on the
+    host) is used only while torch.compile traces."""
+    from effkernels.triton import dwconv_act as kernels
+
+    h, weight, bias, grad = random_dwconv(2, 1, (3, 4), 10, device=DEVICE, dtype=torch.float32)
+
+    def no_wrap(kernel):
+        raise AssertionError("wrap_triton in an eager call")
+
+    monkeypatch.setattr(torch.library, "wrap_triton", no_wrap)
+    kernels._config.cache_clear()
+    kernels.dwconv_act_triton(h, (3, 4), weight, bias, num_prefix_tokens=1)
+    kernels.dwconv_act_backward_triton(grad, h, (3, 4), weight, bias, num_prefix_tokens=1)
+    assert kernels._config.cache_info().misses == 1 and kernels._config.cache_info().hits == 1
+
+    wrapped = []
+    monkeypatch.setattr(torch.library, "wrap_triton", lambda kernel: wrapped.append(kernel) or kernel)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    kernels.dwconv_act_triton(h, (3, 4), weight, bias, num_prefix_tokens=1)
+    assert wrapped == [kernels._dwconv_act_fwd_kernel]
+
+
+def test_flop_counter_fix_counts_the_depthwise_conv_once():
+    """torch's FlopCounterMode counts a depthwise conv's weight gradient as a dense hidden×hidden conv;
+    local_ffn_ops.flop_counter counts it as the forward's multiply-adds. Pinned on the reference block."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch, prefix_tokens, (height, width), features, hidden = 2, 1, (3, 4), 5, 12
+    x, weights = random_ffn(batch, prefix_tokens, (height, width), features, hidden)
+    x.requires_grad_()
+    weights = [w.requires_grad_() for w in weights]
+    options = dict(num_prefix_tokens=prefix_tokens, prefix="mlp", pre_act="hardswish", act="hardswish")
+    tokens, grid_tokens, out = batch * (prefix_tokens + height * width), batch * height * width, features + 3
+    gemms = 3 * 2 * tokens * features * hidden + 3 * 2 * tokens * hidden * out  # fwd, grad_input, grad_weight
+    conv = 2 * 9 * grid_tokens * hidden  # one pass of the depthwise 3×3 conv
+    counts = {}
+    for name, mode in (("torch", FlopCounterMode(display=False)),
+                       ("fixed", effkernels.local_ffn_ops.flop_counter(display=False))):
+        with mode:
+            reference.local_ffn(x, (height, width), *weights, **options).sum().backward()
+        counts[name] = mode.get_total_flops()
+    assert counts["fixed"] == gemms + 3 * conv  # forward, grad_input, grad_weight
+    assert counts["torch"] == gemms + 2 * conv + conv * hidden  # grad_weight as a dense conv
+
+
+SM90_COMPILE_CHECK = """
+import os, re, subprocess, sys
+import torch, triton, triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from effkernels.triton import dwconv_act as kernels
+
+dtype, triton_dtype, out = getattr(torch, sys.argv[1]), sys.argv[2], sys.argv[3]
+ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+sizes = {name: "i32" for name in ("B", "N", "P", "H", "W", "C")}
+options = dict(HAS_BIAS=True, HAS_PREFIX=True, SKIP_PREFIX=False, PRE="hardswish", ACT="gelu_tanh", ACC=tl.float32,
+               BLOCK_W=16, BLOCK_P=1)
+tensors = ("h_ptr", "w_ptr", "bias_ptr")
+fwd = {**{t: "*" + triton_dtype for t in (*tensors, "out_ptr")}, **sizes}
+bwd = {"grad_ptr": "*" + triton_dtype, **{t: "*" + triton_dtype for t in (*tensors, "grad_h_ptr")},
+       "partials_ptr": "*fp32", **sizes}
+per_sm = kernels.PROGRAMS_PER_SM[dtype]
+for kernel, signature, block_c, programs in ((kernels._dwconv_act_fwd_kernel, fwd, 32, per_sm[0]),
+                                              (kernels._dwconv_act_bwd_kernel, bwd, 16, per_sm[1])):
+    constexprs = {**options, "BLOCK_C": block_c}
+    # The hints a launch gives: 16-byte aligned pointers, a channel count divisible by 16.
+    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(signature)
+             if signature[name].startswith("*") or name == "C"}
+    source = ASTSource(fn=kernel, signature={**signature, **{k: "constexpr" for k in constexprs}},
+                       constexprs=constexprs, attrs=attrs)
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": kernels.NUM_WARPS})
+    with open(os.path.join(out, "kernel.ptx"), "w") as f:
+        f.write(compiled.asm["ptx"])
+    report = subprocess.run([ptxas, "-v", "--gpu-name", "sm_90a", os.path.join(out, "kernel.ptx"), "-o",
+                             os.path.join(out, "kernel.cubin")], capture_output=True, text=True, check=True).stderr
+    registers = int(re.search(r"Used (\\d+) registers", report).group(1))
+    print(kernel.__name__, registers, "spills" if "0 bytes spill stores, 0 bytes spill loads" not in report else "",
+          (registers + 7) // 8 * 8 * 32 * kernels.NUM_WARPS * programs)
+"""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU every Triton test compiles the kernels for real")
+@pytest.mark.parametrize("dtype,triton_dtype", [(torch.bfloat16, "bf16"), (torch.float32, "fp32")])
+def test_triton_kernels_compile_for_sm90_within_their_register_budget(tmp_path, dtype, triton_dtype):
+    """Without a GPU the interpreter never compiles the kernels: compile them for sm_90 (in a process
+    without TRITON_INTERPRET), and check with ptxas that they do not spill and that PROGRAMS_PER_SM of
+    them fit in an SM's 65,536 registers."""
+    import os
+    import subprocess
+    import sys
+
+    import triton
+
+    if not os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")):
+        pytest.skip("this triton has no bundled ptxas")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", SM90_COMPILE_CHECK, str(dtype).split(".")[1], triton_dtype,
+                             str(tmp_path)], capture_output=True, text=True, env=env, cwd=repo)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["_dwconv_act_fwd_kernel", "_dwconv_act_bwd_kernel"], lines
+    for line in lines:
+        name, registers, *spills, registers_per_sm = line.split()
+        assert not spills, line
+        assert int(registers_per_sm) <= 65536, line

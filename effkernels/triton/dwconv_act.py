@@ -1,17 +1,60 @@
 """Triton kernels of effkernels::dwconv_act and its backward: LocalFFN's 3×3 depthwise conv + bias +
-activations, read and written token-major (B, P + H·W, hidden), Seq2Im/Im2Seq folded into the indexing.
+activations on the token-major (B, P + H·W, hidden) buffer, Seq2Im/Im2Seq folded into the indexing.
 
-Each program owns a (BLOCK_T tokens, BLOCK_C channels) tile; channels are contiguous, so every load is
-coalesced, and a token's 3×3 neighbours (±1, ±W tokens) are re-read from cache. The backward runs in
-two passes: grad_z = grad · act'(z) with z recomputed (plus per-program partial weight and bias grads,
-summed in a fixed order: deterministic), then grad_h = pre_act'(h) · convᵀ(grad_z).
+Design (a memory-bound stencil; see ../shared/DESIGN.md, Op 2):
+- A program owns a fixed set of samples (strided by the number of sample groups), one strip of BLOCK_W
+  grid columns and BLOCK_C channels, and walks down the grid rows. Each grid row is loaded once per column
+  shift (the strip plus its halo: shifts -1, 0, +1; the backward's recompute needs ±2), contiguous
+  along channels (a token's BLOCK_C channels are one run of memory: vector loads, coalesced across
+  the warp), in its own dtype, a few rows ahead of the math (3 rows forward, 2 backward) so enough
+  bytes are in flight to cover DRAM latency. A row is read from DRAM once; its shifted copies come
+  from L1/L2, and once in registers it serves every output row that needs it: nothing is re-read
+  per tap. Strips overlap only by their halo, so any grid width works (one strip up to MAX_BLOCK_W).
+- Forward: each entering row adds its three kernel rows to the rolling partial sums of the output
+  rows above, at and below it; the row above is then complete: a = act(bias + Σ taps · pre_act(h)),
+  written token-major. fp32 accumulation (fp64 for fp64 inputs). The samples of a program form one
+  stream of rows, fetched ahead across sample boundaries. Prefix tokens are handled by each sample's
+  column-strip-0 program in the same launch.
+- Backward, one pass over (grad, h): for grid row r the program recomputes z at the three column
+  shifts -1, 0, +1 (the strip plus its halo) from the pre_act rows r-1..r+1 it holds at five shifts,
+  forms grad_z = grad · act'(z) there (on chip, never stored), adds grad_z · pre_act(h[neighbour k])
+  into nine per-tap and one bias accumulator tiles that stay in registers across all the program's
+  rows and samples, and scatters grad_z through the transposed taps into two rolling grad_h row
+  accumulators; row r-1 is then complete and is written times pre_act'(h). At the end each program
+  sums its accumulators over its columns once and writes them as its own row of a (rows, 10, hidden)
+  partial-sum buffer; a second small kernel adds those rows in a fixed order into grad_weight and
+  grad_bias: deterministic, no atomics. Sample groups fill the SMs once (one wave).
+- Tiles: 4 values per thread forward, 2 backward (4 warps), chosen by registers: compiled for sm_90
+  with ptxas -v, bf16, the forward uses 96-117 registers and the backward 151-163, neither spills.
+- Host path: launch metadata (block sizes, grid, sample groups) cached per shape; the raw kernel is
+  launched in eager mode, through torch.library.wrap_triton only while torch.compile traces.
 """
+import functools
+
 import torch
 import triton
 import triton.language as tl
 
-BLOCK_T = 32  # tokens per program
-MAX_BLOCK_C = 128  # channels per program
+MAX_BLOCK_W = 32  # grid columns per program: wider grids are split into strips (with halo)
+FWD_TILE = 512  # elements (columns × channels) per forward program: 4 per thread with 4 warps
+BWD_TILE = 256  # elements per backward program: 2 per thread (~35 live tiles)
+MAX_BLOCK_C = 128
+MIN_BLOCK_C = 16
+NUM_WARPS = 4
+# (forward, backward) programs per SM by dtype: as many as fit at once (65,536 registers / (registers
+# rounded up to 8 × 128 threads)), so the launch is one wave and each program owns B / groups samples
+# (weights loaded and weight-grad sums reduced once per program). Registers by ptxas -v for sm_90 over
+# the activation variants: bf16/fp16 forward 96-117, backward 151-163; fp32 121 and 174; fp64 ~220
+# and 255 (the fp64 backward spills a little: fp64 is for exactness, not speed).
+PROGRAMS_PER_SM = {torch.bfloat16: (4, 3), torch.float16: (4, 3), torch.float32: (4, 2), torch.float64: (2, 2)}
+
+
+@triton.jit
+def _tanh(u):
+    # tanh through exp (every Triton release and the interpreter have it), on -|u| so it cannot overflow.
+    e = tl.exp(-2.0 * tl.abs(u))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(u >= 0, t, -t)
 
 
 @triton.jit
@@ -26,7 +69,7 @@ def _activate(z, KIND: tl.constexpr):
         out = 0.5 * z * (1.0 + _tanh(0.7978845608028654 * (z + 0.044715 * z * z * z)))
     else:
         out = z
-    return out
+    return out.to(z.dtype)
 
 
 @triton.jit
@@ -48,132 +91,346 @@ def _activate_grad(z, KIND: tl.constexpr):
 
 
 @triton.jit
-def _tanh(u):
-    # tanh through exp (every Triton release and the interpreter have it), on -|u| so it cannot overflow.
-    e = tl.exp(-2.0 * tl.abs(u))
-    t = (1.0 - e) / (1.0 + e)
-    return tl.where(u >= 0, t, -t)
-
-
-@triton.jit
-def _tile(TOTAL, N, P, W, C, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
-    """This program's tokens and channels, their element offsets and masks, and each token's grid
-    row/column."""
-    tokens = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
-    chans = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    in_tile = tokens < TOTAL
-    mask_c = chans < C
-    cell = tokens % N - P
-    is_grid = in_tile & (cell >= 0)
-    tokens = tokens.to(tl.int64)
-    offsets = tokens[:, None] * C + chans[None, :]
-    mask = in_tile[:, None] & mask_c[None, :]
-    return tokens, chans, offsets, mask, mask_c, is_grid, cell // W, cell % W
-
-
-@triton.jit
-def _neighbour(ptr, tokens, chans, is_grid, mask_c, y, x, H, W, C, DY: tl.constexpr, DX: tl.constexpr):
-    """The (BLOCK_T, BLOCK_C) tile of the token at (y + DY, x + DX), zero outside the grid."""
-    valid = is_grid & (y + DY >= 0) & (y + DY < H) & (x + DX >= 0) & (x + DX < W)
-    offsets = (tokens + DY * W + DX)[:, None] * C + chans[None, :]
+def _row(ptr, row_base, row_ok, cols, chans, mask_c, W, C, S: tl.constexpr):
+    """The strip of one grid row at column shift S, (BLOCK_W, BLOCK_C) in the tensor's dtype; 0 outside
+    the grid. row_base is the element offset of the row's first token (int64); row_ok: the row exists."""
+    shifted = cols + S
+    valid = (shifted >= 0) & (shifted < W) & row_ok
+    offsets = row_base + shifted[:, None] * C + chans[None, :]
     return tl.load(ptr + offsets, mask=valid[:, None] & mask_c[None, :], other=0)
 
 
 @triton.jit
-def _conv(h_ptr, taps_ptr, bias_ptr, tokens, chans, is_grid, mask_c, y, x, H, W, C,
-          HAS_BIAS: tl.constexpr, PRE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
-    """z = bias + Σ_k taps[k] · pre_act(h at neighbour k), for the grid tokens of the tile."""
-    acc_dtype = taps_ptr.dtype.element_ty
-    z = tl.zeros((BLOCK_T, BLOCK_C), dtype=acc_dtype)
+def _pre(raw, PRE: tl.constexpr, ACC: tl.constexpr):
+    """pre_act of loaded h values, in the accumulation dtype (pre_act(0) = 0 keeps the zero padding)."""
+    return _activate(raw.to(ACC), PRE)
+
+
+@triton.jit
+def _row3(ptr, row_base, row_ok, cols, chans, mask_c, W, C):
+    """A grid row's strip at column shifts -1, 0, +1 (raw dtype), 0 outside the grid or if not row_ok."""
+    return (_row(ptr, row_base, row_ok, cols, chans, mask_c, W, C, -1),
+            _row(ptr, row_base, row_ok, cols, chans, mask_c, W, C, 0),
+            _row(ptr, row_base, row_ok, cols, chans, mask_c, W, C, 1))
+
+
+@triton.jit
+def _advance(e, row, H, row_stride, sample_stride):
+    """One step of a forward program's row stream: (row index e, its element offset) of the next step,
+    the next grid row, or after the padding row H the next sample's row 0 (no division per step)."""
+    wrap = e == H
+    return tl.where(wrap, 0, e + 1), tl.where(wrap, row + sample_stride - H * row_stride, row + row_stride)
+
+
+@triton.jit
+def _taps3(acc, left, mid, right, w_left, w_mid, w_right):
+    """acc + one kernel row's contribution, w_left·left + w_mid·mid + w_right·right (taps per channel),
+    added in that order so that each term compiles to one fused multiply-add."""
+    acc = acc + w_left[None, :] * left
+    acc = acc + w_mid[None, :] * mid
+    return acc + w_right[None, :] * right
+
+
+@triton.jit
+def _tap(w_ptr, chans, mask_c, K: tl.constexpr, ACC: tl.constexpr):
+    """Tap K (= 3·(dy+1) + (dx+1)) of each channel, read from the (hidden, 1, 3, 3) weight."""
+    return tl.load(w_ptr + chans * 9 + K, mask=mask_c, other=0).to(ACC)
+
+
+@triton.jit
+def _dwconv_act_fwd_kernel(
+    h_ptr, w_ptr, bias_ptr, out_ptr, B, N, P, H, W, C,
+    HAS_BIAS: tl.constexpr, HAS_PREFIX: tl.constexpr, SKIP_PREFIX: tl.constexpr, PRE: tl.constexpr,
+    ACT: tl.constexpr, ACC: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    pid_c, pid_x, group = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    chans = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = chans < C
+    cols = pid_x * BLOCK_W + tl.arange(0, BLOCK_W)
+    out_mask = (cols < W)[:, None] & mask_c[None, :]
+    row_stride = W * C
+
+    w0 = _tap(w_ptr, chans, mask_c, 0, ACC)
+    w1 = _tap(w_ptr, chans, mask_c, 1, ACC)
+    w2 = _tap(w_ptr, chans, mask_c, 2, ACC)
+    w3 = _tap(w_ptr, chans, mask_c, 3, ACC)
+    w4 = _tap(w_ptr, chans, mask_c, 4, ACC)
+    w5 = _tap(w_ptr, chans, mask_c, 5, ACC)
+    w6 = _tap(w_ptr, chans, mask_c, 6, ACC)
+    w7 = _tap(w_ptr, chans, mask_c, 7, ACC)
+    w8 = _tap(w_ptr, chans, mask_c, 8, ACC)
     if HAS_BIAS:
-        z += tl.load(bias_ptr + chans, mask=mask_c, other=0)[None, :]
-    for k in tl.static_range(9):
-        v = _neighbour(h_ptr, tokens, chans, is_grid, mask_c, y, x, H, W, C, k // 3 - 1, k % 3 - 1)
-        w = tl.load(taps_ptr + k * C + chans, mask=mask_c, other=0)
-        z += w[None, :] * _activate(v.to(acc_dtype), PRE)
-    return z
-
-
-@triton.jit
-def _dwconv_act_kernel(
-    h_ptr, taps_ptr, bias_ptr, out_ptr, TOTAL, N, P, H, W, C,
-    HAS_BIAS: tl.constexpr, SKIP_PREFIX: tl.constexpr, PRE: tl.constexpr, ACT: tl.constexpr,
-    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
-):
-    tokens, chans, offsets, mask, mask_c, is_grid, y, x = _tile(TOTAL, N, P, W, C, BLOCK_T, BLOCK_C)
-    acc_dtype = taps_ptr.dtype.element_ty
-    z = _conv(h_ptr, taps_ptr, bias_ptr, tokens, chans, is_grid, mask_c, y, x, H, W, C,
-              HAS_BIAS, PRE, BLOCK_T, BLOCK_C)
-    if SKIP_PREFIX:
-        prefix_out = tl.zeros((BLOCK_T, BLOCK_C), dtype=acc_dtype)
+        bias = tl.load(bias_ptr + chans, mask=mask_c, other=0).to(ACC)
     else:
-        h_self = tl.load(h_ptr + offsets, mask=mask & ~is_grid[:, None], other=0).to(acc_dtype)
-        prefix_out = _activate(_activate(h_self, PRE), ACT)
-    out = tl.where(is_grid[:, None], _activate(z, ACT), prefix_out)
-    tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
+        bias = tl.zeros((BLOCK_C,), dtype=ACC)
+
+    # The program's samples (group, group + groups, ...) as one stream of H + 1 steps each: step e of a
+    # sample brings in its grid row e (row H is the zero padding below the grid), adds its kernel rows
+    # to the partial sums of the outputs it touches, and completes z of row e-1. After the padding row
+    # the partial sum of row 0 is bias alone, as the next sample needs it, so the stream never drains:
+    # rows are fetched three steps ahead across sample boundaries, enough bytes in flight per SM to
+    # cover DRAM latency. Only two partial-sum tiles and the fetched rows (raw dtype) stay live.
+    groups = tl.num_programs(2)
+    steps = tl.cdiv(B - group, groups) * (H + 1)
+    sample_stride = tl.cast(groups, tl.int64) * N * C
+    z_above = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)  # z of row e-1 so far
+    z_row = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC) + bias[None, :]  # z of row e so far
+    # (e, row): this step's grid row and its element offset; (e3, row3): the step fetched, 3 ahead.
+    e = group * 0
+    row = tl.cast(group, tl.int64) * N * C + P * C
+    e1, row1 = _advance(e, row, H, row_stride, sample_stride)
+    e2, row2 = _advance(e1, row1, H, row_stride, sample_stride)
+    e3, row3 = _advance(e2, row2, H, row_stride, sample_stride)
+    a_l, a_m, a_r = _row3(h_ptr, row, True, cols, chans, mask_c, W, C)
+    b_l, b_m, b_r = _row3(h_ptr, row1, (1 < steps) & (e1 < H), cols, chans, mask_c, W, C)
+    c_l, c_m, c_r = _row3(h_ptr, row2, (2 < steps) & (e2 < H), cols, chans, mask_c, W, C)
+    for t in range(0, steps):
+        if HAS_PREFIX:
+            if (e == 0) & (pid_x == 0):  # the sample's prefix tokens: act(pre_act(h)), or 0 ("skip")
+                tokens = tl.arange(0, BLOCK_P)
+                offsets = row - P * C + tokens[:, None] * C + chans[None, :]
+                mask = (tokens < P)[:, None] & mask_c[None, :]
+                if SKIP_PREFIX:
+                    prefix_out = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
+                else:
+                    prefix_out = _activate(_pre(tl.load(h_ptr + offsets, mask=mask, other=0), PRE, ACC), ACT)
+                tl.store(out_ptr + offsets, prefix_out.to(out_ptr.dtype.element_ty), mask=mask)
+        p_l = _pre(a_l, PRE, ACC)
+        p_m = _pre(a_m, PRE, ACC)
+        p_r = _pre(a_r, PRE, ACC)
+        a_l, a_m, a_r = b_l, b_m, b_r
+        b_l, b_m, b_r = c_l, c_m, c_r
+        c_l, c_m, c_r = _row3(h_ptr, row3, (t + 3 < steps) & (e3 < H), cols, chans, mask_c, W, C)
+        e3, row3 = _advance(e3, row3, H, row_stride, sample_stride)
+        z_done = _taps3(z_above, p_l, p_m, p_r, w6, w7, w8)  # row e-1: its row below came in
+        z_above = _taps3(z_row, p_l, p_m, p_r, w3, w4, w5)
+        z_row = _taps3(bias[None, :], p_l, p_m, p_r, w0, w1, w2)
+        offsets = row - row_stride + cols[:, None] * C + chans[None, :]
+        a = _activate(z_done, ACT).to(out_ptr.dtype.element_ty)
+        tl.store(out_ptr + offsets, a, mask=out_mask & (e >= 1))
+        e, row = _advance(e, row, H, row_stride, sample_stride)
 
 
 @triton.jit
-def _dwconv_act_grad_z_kernel(
-    grad_ptr, h_ptr, taps_ptr, bias_ptr, grad_z_ptr, partials_ptr, TOTAL, N, P, H, W, C,
-    HAS_BIAS: tl.constexpr, SKIP_PREFIX: tl.constexpr, PRE: tl.constexpr, ACT: tl.constexpr,
-    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+def _dwconv_act_bwd_kernel(
+    grad_ptr, h_ptr, w_ptr, bias_ptr, grad_h_ptr, partials_ptr, B, N, P, H, W, C,
+    HAS_BIAS: tl.constexpr, HAS_PREFIX: tl.constexpr, SKIP_PREFIX: tl.constexpr, PRE: tl.constexpr,
+    ACT: tl.constexpr, ACC: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    tokens, chans, offsets, mask, mask_c, is_grid, y, x = _tile(TOTAL, N, P, W, C, BLOCK_T, BLOCK_C)
-    acc_dtype = taps_ptr.dtype.element_ty
-    g = tl.load(grad_ptr + offsets, mask=mask, other=0).to(acc_dtype)
-    z = _conv(h_ptr, taps_ptr, bias_ptr, tokens, chans, is_grid, mask_c, y, x, H, W, C,
-              HAS_BIAS, PRE, BLOCK_T, BLOCK_C)
-    grid_mask = is_grid[:, None] & mask_c[None, :]
-    grad_z = tl.where(grid_mask, g * _activate_grad(z, ACT), 0.0)
-    if SKIP_PREFIX:
-        prefix_grad = tl.zeros((BLOCK_T, BLOCK_C), dtype=acc_dtype)
+    pid_c, pid_x, group = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    groups = tl.num_programs(2)
+    chans = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = chans < C
+    cols = pid_x * BLOCK_W + tl.arange(0, BLOCK_W)
+    out_mask = (cols < W)[:, None] & mask_c[None, :]
+    row_stride = W * C
+
+    w0 = _tap(w_ptr, chans, mask_c, 0, ACC)
+    w1 = _tap(w_ptr, chans, mask_c, 1, ACC)
+    w2 = _tap(w_ptr, chans, mask_c, 2, ACC)
+    w3 = _tap(w_ptr, chans, mask_c, 3, ACC)
+    w4 = _tap(w_ptr, chans, mask_c, 4, ACC)
+    w5 = _tap(w_ptr, chans, mask_c, 5, ACC)
+    w6 = _tap(w_ptr, chans, mask_c, 6, ACC)
+    w7 = _tap(w_ptr, chans, mask_c, 7, ACC)
+    w8 = _tap(w_ptr, chans, mask_c, 8, ACC)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + chans, mask=mask_c, other=0).to(ACC)
     else:
-        h_self = tl.load(h_ptr + offsets, mask=mask & ~is_grid[:, None], other=0).to(acc_dtype)
-        prefix_grad = g * _activate_grad(_activate(h_self, PRE), ACT)
-    tl.store(grad_z_ptr + offsets, tl.where(is_grid[:, None], grad_z, prefix_grad), mask=mask)
+        bias = tl.zeros((BLOCK_C,), dtype=ACC)
 
-    # This program's share of the weight grad (Σ grad_z · pre_act(neighbour k)) and the bias grad.
-    partials = partials_ptr + tl.program_id(0).to(tl.int64) * 10 * C + chans
-    for k in tl.static_range(9):
-        v = _neighbour(h_ptr, tokens, chans, is_grid, mask_c, y, x, H, W, C, k // 3 - 1, k % 3 - 1)
-        tl.store(partials + k * C, tl.sum(grad_z * _activate(v.to(acc_dtype), PRE), axis=0), mask=mask_c)
-    tl.store(partials + 9 * C, tl.sum(grad_z, axis=0), mask=mask_c)
+    # Σ grad_z · pre_act(h at neighbour k) per tap, and Σ grad_z: over every token this program sees.
+    acc0 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
+    acc1 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
+    acc2 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
+    acc3 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
+    acc4 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
+    acc5 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
+    acc6 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
+    acc7 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
+    acc8 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
+    acc_bias = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
+
+    for sample in range(group, B, groups):
+        base = tl.cast(sample, tl.int64) * N * C
+        grid_base = base + P * C
+        if HAS_PREFIX:
+            if pid_x == 0:  # prefix tokens: grad_h = pre_act'(h) · act'(pre_act(h)) · grad, or 0 ("skip")
+                tokens = tl.arange(0, BLOCK_P)
+                offsets = base + tokens[:, None] * C + chans[None, :]
+                mask = (tokens < P)[:, None] & mask_c[None, :]
+                if SKIP_PREFIX:
+                    prefix_grad = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
+                else:
+                    h_prefix = tl.load(h_ptr + offsets, mask=mask, other=0).to(ACC)
+                    g_prefix = tl.load(grad_ptr + offsets, mask=mask, other=0).to(ACC)
+                    prefix_grad = g_prefix * _activate_grad(_activate(h_prefix, PRE), ACT)
+                    prefix_grad *= _activate_grad(h_prefix, PRE)
+                tl.store(grad_h_ptr + offsets, prefix_grad.to(grad_h_ptr.dtype.element_ty), mask=mask)
+
+        # pre_act(h) of rows r-1 (u), r (c) and r+1 (d) at column shifts -2..+2 (m2, m1, 0, p1, p2).
+        u_m2 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
+        u_m1 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
+        u_0 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
+        u_p1 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
+        u_p2 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
+        c_m2 = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, -2), PRE, ACC)
+        c_m1 = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, -1), PRE, ACC)
+        c_0 = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 0), PRE, ACC)
+        c_p1 = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 1), PRE, ACC)
+        c_p2 = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 2), PRE, ACC)
+        # h of rows r+1, r+2 and grad of rows r, r+1 as loaded (raw dtype), fetched two rows ahead so
+        # that their latency overlaps the math.
+        below = grid_base + row_stride
+        hn_m2 = _row(h_ptr, below, 1 < H, cols, chans, mask_c, W, C, -2)
+        hn_m1 = _row(h_ptr, below, 1 < H, cols, chans, mask_c, W, C, -1)
+        hn_0 = _row(h_ptr, below, 1 < H, cols, chans, mask_c, W, C, 0)
+        hn_p1 = _row(h_ptr, below, 1 < H, cols, chans, mask_c, W, C, 1)
+        hn_p2 = _row(h_ptr, below, 1 < H, cols, chans, mask_c, W, C, 2)
+        hnn_m2 = _row(h_ptr, below + row_stride, 2 < H, cols, chans, mask_c, W, C, -2)
+        hnn_m1 = _row(h_ptr, below + row_stride, 2 < H, cols, chans, mask_c, W, C, -1)
+        hnn_0 = _row(h_ptr, below + row_stride, 2 < H, cols, chans, mask_c, W, C, 0)
+        hnn_p1 = _row(h_ptr, below + row_stride, 2 < H, cols, chans, mask_c, W, C, 1)
+        hnn_p2 = _row(h_ptr, below + row_stride, 2 < H, cols, chans, mask_c, W, C, 2)
+        gn_l = _row(grad_ptr, grid_base, True, cols, chans, mask_c, W, C, -1)
+        gn_m = _row(grad_ptr, grid_base, True, cols, chans, mask_c, W, C, 0)
+        gn_r = _row(grad_ptr, grid_base, True, cols, chans, mask_c, W, C, 1)
+        gnn_l = _row(grad_ptr, below, 1 < H, cols, chans, mask_c, W, C, -1)
+        gnn_m = _row(grad_ptr, below, 1 < H, cols, chans, mask_c, W, C, 0)
+        gnn_r = _row(grad_ptr, below, 1 < H, cols, chans, mask_c, W, C, 1)
+        # grad_h of rows r-1 and r, partly summed: a row is complete once grad_z of the row below it is in.
+        gh_up = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
+        gh_mid = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
+        for r in range(0, H):
+            row = grid_base + r * row_stride
+            d_m2 = _pre(hn_m2, PRE, ACC)
+            d_m1 = _pre(hn_m1, PRE, ACC)
+            d_0 = _pre(hn_0, PRE, ACC)
+            d_p1 = _pre(hn_p1, PRE, ACC)
+            d_p2 = _pre(hn_p2, PRE, ACC)
+            g_l = gn_l.to(ACC)
+            g_m = gn_m.to(ACC)
+            g_r = gn_r.to(ACC)
+            hn_m2, hn_m1, hn_0, hn_p1, hn_p2 = hnn_m2, hnn_m1, hnn_0, hnn_p1, hnn_p2
+            gn_l, gn_m, gn_r = gnn_l, gnn_m, gnn_r
+            ahead = row + 3 * row_stride
+            ahead_ok = r + 3 < H
+            hnn_m2 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, -2)
+            hnn_m1 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, -1)
+            hnn_0 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 0)
+            hnn_p1 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 1)
+            hnn_p2 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 2)
+            gnn_l = _row(grad_ptr, row + 2 * row_stride, r + 2 < H, cols, chans, mask_c, W, C, -1)
+            gnn_m = _row(grad_ptr, row + 2 * row_stride, r + 2 < H, cols, chans, mask_c, W, C, 0)
+            gnn_r = _row(grad_ptr, row + 2 * row_stride, r + 2 < H, cols, chans, mask_c, W, C, 1)
+            # z of row r at column shifts -1, 0, +1, recomputed; then grad_z there (0 outside the grid,
+            # where grad loads as 0).
+            z_l = _taps3(bias[None, :], u_m2, u_m1, u_0, w0, w1, w2)
+            z_l = _taps3(z_l, c_m2, c_m1, c_0, w3, w4, w5)
+            z_l = _taps3(z_l, d_m2, d_m1, d_0, w6, w7, w8)
+            z_m = _taps3(bias[None, :], u_m1, u_0, u_p1, w0, w1, w2)
+            z_m = _taps3(z_m, c_m1, c_0, c_p1, w3, w4, w5)
+            z_m = _taps3(z_m, d_m1, d_0, d_p1, w6, w7, w8)
+            z_r = _taps3(bias[None, :], u_0, u_p1, u_p2, w0, w1, w2)
+            z_r = _taps3(z_r, c_0, c_p1, c_p2, w3, w4, w5)
+            z_r = _taps3(z_r, d_0, d_p1, d_p2, w6, w7, w8)
+            gz_l = g_l * _activate_grad(z_l, ACT)
+            gz_m = g_m * _activate_grad(z_m, ACT)
+            gz_r = g_r * _activate_grad(z_r, ACT)
+
+            acc0 += gz_m * u_m1
+            acc1 += gz_m * u_0
+            acc2 += gz_m * u_p1
+            acc3 += gz_m * c_m1
+            acc4 += gz_m * c_0
+            acc5 += gz_m * c_p1
+            acc6 += gz_m * d_m1
+            acc7 += gz_m * d_0
+            acc8 += gz_m * d_p1
+            acc_bias += gz_m
+
+            # Token (y, x) receives w[dy, dx] · grad_z(y - dy, x - dx): grad_z of row r feeds rows
+            # r + dy, the taps of kernel row dy in reverse column order.
+            gh_up = _taps3(gh_up, gz_r, gz_m, gz_l, w0, w1, w2)
+            gh_mid = _taps3(gh_mid, gz_r, gz_m, gz_l, w3, w4, w5)
+            gh_down = _taps3(tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC), gz_r, gz_m, gz_l, w6, w7, w8)
+            if r > 0:  # row r-1 has all its terms now
+                above = row - row_stride
+                offsets = above + cols[:, None] * C + chans[None, :]
+                if PRE != "none":
+                    h_above = tl.load(h_ptr + offsets, mask=out_mask, other=0).to(ACC)
+                    gh_up = gh_up * _activate_grad(h_above, PRE)
+                tl.store(grad_h_ptr + offsets, gh_up.to(grad_h_ptr.dtype.element_ty), mask=out_mask)
+            gh_up, gh_mid = gh_mid, gh_down
+            u_m2, u_m1, u_0, u_p1, u_p2 = c_m2, c_m1, c_0, c_p1, c_p2
+            c_m2, c_m1, c_0, c_p1, c_p2 = d_m2, d_m1, d_0, d_p1, d_p2
+        # The last row (nothing below it feeds it).
+        offsets = grid_base + (H - 1) * row_stride + cols[:, None] * C + chans[None, :]
+        if PRE != "none":
+            gh_up = gh_up * _activate_grad(tl.load(h_ptr + offsets, mask=out_mask, other=0).to(ACC), PRE)
+        tl.store(grad_h_ptr + offsets, gh_up.to(grad_h_ptr.dtype.element_ty), mask=out_mask)
+
+    # One partial-sum row per program, reduced over its columns once.
+    partials = partials_ptr + (group * tl.num_programs(1) + pid_x).to(tl.int64) * 10 * C + chans
+    tl.store(partials + 0 * C, tl.sum(acc0, axis=0), mask=mask_c)
+    tl.store(partials + 1 * C, tl.sum(acc1, axis=0), mask=mask_c)
+    tl.store(partials + 2 * C, tl.sum(acc2, axis=0), mask=mask_c)
+    tl.store(partials + 3 * C, tl.sum(acc3, axis=0), mask=mask_c)
+    tl.store(partials + 4 * C, tl.sum(acc4, axis=0), mask=mask_c)
+    tl.store(partials + 5 * C, tl.sum(acc5, axis=0), mask=mask_c)
+    tl.store(partials + 6 * C, tl.sum(acc6, axis=0), mask=mask_c)
+    tl.store(partials + 7 * C, tl.sum(acc7, axis=0), mask=mask_c)
+    tl.store(partials + 8 * C, tl.sum(acc8, axis=0), mask=mask_c)
+    tl.store(partials + 9 * C, tl.sum(acc_bias, axis=0), mask=mask_c)
 
 
 @triton.jit
-def _dwconv_act_grad_h_kernel(
-    h_ptr, taps_ptr, grad_z_ptr, grad_h_ptr, TOTAL, N, P, H, W, C,
-    PRE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
-):
-    tokens, chans, offsets, mask, mask_c, is_grid, y, x = _tile(TOTAL, N, P, W, C, BLOCK_T, BLOCK_C)
-    acc_dtype = taps_ptr.dtype.element_ty
-    # Token (y, x) receives tap k from the token it fed, (y - dy, x - dx).
-    grad_p = tl.zeros((BLOCK_T, BLOCK_C), dtype=acc_dtype)
-    for k in tl.static_range(9):
-        gz = _neighbour(grad_z_ptr, tokens, chans, is_grid, mask_c, y, x, H, W, C, 1 - k // 3, 1 - k % 3)
-        grad_p += tl.load(taps_ptr + k * C + chans, mask=mask_c, other=0)[None, :] * gz
-    own = tl.load(grad_z_ptr + offsets, mask=mask & ~is_grid[:, None], other=0)
-    grad_p = tl.where(is_grid[:, None], grad_p, own)
-    if PRE != "none":
-        grad_p *= _activate_grad(tl.load(h_ptr + offsets, mask=mask, other=0).to(acc_dtype), PRE)
-    tl.store(grad_h_ptr + offsets, grad_p.to(grad_h_ptr.dtype.element_ty), mask=mask)
+def _dwconv_act_reduce_kernel(partials_ptr, grad_weight_ptr, grad_bias_ptr, ROWS, C, BLOCK_C: tl.constexpr):
+    """Sum the (ROWS, 10, C) partial rows in row order (deterministic) into grad_weight (C, 1, 3, 3)
+    and grad_bias (C,), in their dtypes. Program (channel block, k) owns tap k (k = 9: the bias)."""
+    chans = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    k = tl.program_id(1)
+    mask_c = chans < C
+    column = partials_ptr + k * C + chans
+    total = tl.load(column, mask=mask_c, other=0)
+    for i in range(1, ROWS):
+        total += tl.load(column + tl.cast(i, tl.int64) * 10 * C, mask=mask_c, other=0)
+    if k < 9:
+        tl.store(grad_weight_ptr + chans * 9 + k, total.to(grad_weight_ptr.dtype.element_ty), mask=mask_c)
+    else:
+        tl.store(grad_bias_ptr + chans, total.to(grad_bias_ptr.dtype.element_ty), mask=mask_c)
 
 
-def _launch_shape(h):
-    """(grid, block sizes) for a (B, N, C) token tensor."""
-    total, channels = h.shape[0] * h.shape[1], h.shape[2]
-    block_c = min(MAX_BLOCK_C, triton.next_power_of_2(channels))
-    return (triton.cdiv(total, BLOCK_T), triton.cdiv(channels, block_c)), block_c
+_ACC = {torch.float64: tl.float64}
 
 
-def _taps(weight, acc_dtype):
-    """(9, hidden) tap-major weights: each tap's weights contiguous over channels."""
-    return weight.reshape(weight.shape[0], 9).t().to(acc_dtype).contiguous()
+@functools.lru_cache(maxsize=256)
+def _config(batch, tokens, channels, prefix_tokens, height, width, dtype, device):
+    """Launch metadata per shape, cached so an eager call does no more than allocate and launch:
+    (forward grid, forward BLOCK_C, backward grid, backward BLOCK_C, BLOCK_W, BLOCK_P)."""
+    block_w = min(MAX_BLOCK_W, triton.next_power_of_2(width))
+    strips = triton.cdiv(width, block_w)
+    widest_c = max(MIN_BLOCK_C, triton.next_power_of_2(channels))
+    fwd_c = min(MAX_BLOCK_C, widest_c, max(MIN_BLOCK_C, FWD_TILE // block_w))
+    bwd_c = min(MAX_BLOCK_C, widest_c, max(MIN_BLOCK_C, BWD_TILE // block_w))
+    fwd_blocks, bwd_blocks = triton.cdiv(channels, fwd_c) * strips, triton.cdiv(channels, bwd_c) * strips
+    if device.type == "cuda":
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        fwd_per_sm, bwd_per_sm = PROGRAMS_PER_SM[dtype]
+        fwd_groups, bwd_groups = (fwd_per_sm * sms) // fwd_blocks, (bwd_per_sm * sms) // bwd_blocks
+    else:  # the interpreter: two groups, so that tests see programs owning several samples
+        fwd_groups = bwd_groups = 2
+    fwd_groups, bwd_groups = (max(1, min(batch, groups)) for groups in (fwd_groups, bwd_groups))
+    block_p = triton.next_power_of_2(max(prefix_tokens, 1))
+    return (
+        (triton.cdiv(channels, fwd_c), strips, fwd_groups), fwd_c,
+        (triton.cdiv(channels, bwd_c), strips, bwd_groups), bwd_c, block_w, block_p,
+    )
 
 
-def _acc_dtype(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
+def _launcher(kernel):
+    """The raw kernel in eager mode (least host time); wrap_triton while torch.compile traces."""
+    return torch.library.wrap_triton(kernel) if torch.compiler.is_compiling() else kernel
 
 
 def dwconv_act_triton(h, grid_size, weight, bias=None, num_prefix_tokens=0, prefix="mlp", pre_act=None, act="hardswish"):
@@ -182,38 +439,43 @@ def dwconv_act_triton(h, grid_size, weight, bias=None, num_prefix_tokens=0, pref
     out = torch.empty_like(h)
     if h.numel() == 0:
         return out
-    acc = _acc_dtype(h.dtype)
-    taps = _taps(weight, acc)
-    grid, block_c = _launch_shape(h)
-    torch.library.wrap_triton(_dwconv_act_kernel)[grid](
-        h, taps, bias.to(acc) if bias is not None else taps, out,
-        h.shape[0] * h.shape[1], h.shape[1], num_prefix_tokens, grid_size[0], grid_size[1], h.shape[2],
-        HAS_BIAS=bias is not None, SKIP_PREFIX=prefix == "skip", PRE=pre_act or "none", ACT=act,
-        BLOCK_T=BLOCK_T, BLOCK_C=block_c,
+    batch, tokens, channels = h.shape
+    fwd_grid, fwd_c, _, _, block_w, block_p = _config(
+        batch, tokens, channels, num_prefix_tokens, grid_size[0], grid_size[1], h.dtype, h.device)
+    weight = weight.contiguous()
+    _launcher(_dwconv_act_fwd_kernel)[fwd_grid](
+        h, weight, bias if bias is not None else weight, out, batch, tokens, num_prefix_tokens, grid_size[0],
+        grid_size[1], channels, HAS_BIAS=bias is not None, HAS_PREFIX=num_prefix_tokens > 0,
+        SKIP_PREFIX=prefix == "skip", PRE=pre_act or "none", ACT=act, ACC=_ACC.get(h.dtype, tl.float32),
+        BLOCK_W=block_w, BLOCK_C=fwd_c, BLOCK_P=block_p, num_warps=NUM_WARPS,
     )
     return out
 
 
 def dwconv_act_backward_triton(grad, h, grid_size, weight, bias=None, num_prefix_tokens=0, prefix="mlp", pre_act=None, act="hardswish"):
-    """Backward launches: (grad_h, grad_weight, grad_bias); arguments already checked."""
-    h, grad = h.contiguous(), grad.contiguous()
-    acc = _acc_dtype(h.dtype)
-    taps = _taps(weight, acc)
-    grid, block_c = _launch_shape(h)
+    """Backward launches (the one-pass kernel, then the fixed-order reduction of its partial sums):
+    (grad_h, grad_weight, grad_bias); arguments already checked."""
+    h, grad, weight = h.contiguous(), grad.contiguous(), weight.contiguous()
+    batch, tokens, channels = h.shape
     grad_h = torch.empty_like(h)
-    grad_z = torch.empty(h.shape, dtype=acc, device=h.device)
-    partials = torch.empty((grid[0], 10, h.shape[2]), dtype=acc, device=h.device)
-    sizes = (h.shape[0] * h.shape[1], h.shape[1], num_prefix_tokens, grid_size[0], grid_size[1], h.shape[2])
-    if h.numel() > 0:
-        torch.library.wrap_triton(_dwconv_act_grad_z_kernel)[grid](
-            grad, h, taps, bias.to(acc) if bias is not None else taps, grad_z, partials, *sizes,
-            HAS_BIAS=bias is not None, SKIP_PREFIX=prefix == "skip", PRE=pre_act or "none", ACT=act,
-            BLOCK_T=BLOCK_T, BLOCK_C=block_c,
-        )
-        torch.library.wrap_triton(_dwconv_act_grad_h_kernel)[grid](
-            h, taps, grad_z, grad_h, *sizes, PRE=pre_act or "none", BLOCK_T=BLOCK_T, BLOCK_C=block_c,
-        )
-    sums = partials.sum(0)  # a fixed-order reduction: deterministic
-    grad_weight = sums[:9].t().contiguous().reshape(weight.shape).to(weight.dtype)
-    grad_bias = sums[9].to(weight.dtype, copy=True)
+    grad_weight = torch.empty_like(weight)
+    grad_bias = torch.empty(channels, dtype=weight.dtype, device=weight.device)
+    if h.numel() == 0:
+        return grad_h, grad_weight.zero_(), grad_bias.zero_()
+    _, _, bwd_grid, bwd_c, block_w, block_p = _config(
+        batch, tokens, channels, num_prefix_tokens, grid_size[0], grid_size[1], h.dtype, h.device)
+    acc = _ACC.get(h.dtype, tl.float32)
+    rows = bwd_grid[1] * bwd_grid[2]
+    partials = torch.empty((rows, 10, channels), dtype=torch.float64 if acc == tl.float64 else torch.float32,
+                           device=h.device)
+    _launcher(_dwconv_act_bwd_kernel)[bwd_grid](
+        grad, h, weight, bias if bias is not None else weight, grad_h, partials, batch, tokens, num_prefix_tokens,
+        grid_size[0], grid_size[1], channels, HAS_BIAS=bias is not None, HAS_PREFIX=num_prefix_tokens > 0,
+        SKIP_PREFIX=prefix == "skip", PRE=pre_act or "none", ACT=act, ACC=acc, BLOCK_W=block_w, BLOCK_C=bwd_c,
+        BLOCK_P=block_p, num_warps=NUM_WARPS,
+    )
+    reduce_c = min(MAX_BLOCK_C, max(MIN_BLOCK_C, triton.next_power_of_2(channels)))
+    _launcher(_dwconv_act_reduce_kernel)[(triton.cdiv(channels, reduce_c), 10)](
+        partials, grad_weight, grad_bias, rows, channels, BLOCK_C=reduce_c, num_warps=NUM_WARPS,
+    )
     return grad_h, grad_weight, grad_bias
