@@ -32,6 +32,7 @@ from timm.data import rand_augment_transform
 from torchvision import transforms
 
 from . import curriculum, data, nn as eff_nn
+from .flops import flop_counter
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 EMBEDDED_MODEL_ARGS = dict(patch_size=8, depth=4, embed_dim=128, num_heads=4, dynamic_img_size=True)
@@ -132,11 +133,10 @@ def patch_size(model):
 
 
 def step_flops(model, size, num_classes, device):
-    """Theoretical forward + backward FLOPs of one image at `size` (FlopCounterMode, batch 2 / 2)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    """Theoretical forward + backward FLOPs of one image at `size` (FlopCounterMode with depthwise convs
+    counted right, batch 2 / 2)."""
     x = torch.randn(2, 3, size, size, device=device)
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter(display=False)
     with counter:
         F.cross_entropy(model(x), torch.zeros(2, dtype=torch.long, device=device)).backward()
     model.zero_grad(set_to_none=True)

@@ -17,7 +17,7 @@ dwconv_act (and of its backward op) on a tiny input, many calls back to back, so
 on itself: what a launch-bound step pays per op.
 
 FLOPs: every variant computes the same math, so all TFLOP/s use one count, "model GFLOP": the
-reference block's fwd+bwd counted by effkernels.local_ffn_ops.flop_counter. torch's own FlopCounterMode
+reference block's fwd+bwd counted by effkernels.flops.flop_counter. torch's own FlopCounterMode
 counts a depthwise conv's weight gradient as a dense hidden×hidden conv (it ignores `groups`); the
 column "torch-counted GFLOP" shows that count for the same reference block (DeiT-S at 224 px: ~4.5×
 the real work). The fused op's own registered count includes its recompute of the conv in backward.
@@ -40,7 +40,7 @@ import common  # noqa: E402
 
 import effkernels  # noqa: E402
 from effkernels import reference  # noqa: E402
-from effkernels.local_ffn_ops import flop_counter  # noqa: E402
+from effkernels.flops import flop_counter  # noqa: E402
 
 WIDTHS = {"deit_tiny": 192, "deit_small": 384, "deit_base": 768}
 SWEEPS = {  # (model, batch, grid side)

@@ -25,7 +25,6 @@ from unittest import mock
 import timm
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -33,6 +32,7 @@ from bench_lowfreq_crop import fft_lowfreq_crop  # noqa: E402
 
 import effkernels  # noqa: E402
 from effkernels import reference  # noqa: E402
+from effkernels.flops import flop_counter  # noqa: E402
 from effkernels.nn import LocalFFN  # noqa: E402
 
 SWEEPS = {  # (model width, batch, sizes)
@@ -88,7 +88,7 @@ def adamw(model):
 
 def model_flops(model, size, device):
     x = torch.randn(2, 3, size, size, device=device)
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter(display=False)
     with counter:
         model(x).sum().backward()
     model.zero_grad(set_to_none=True)

@@ -376,7 +376,7 @@ def test_triton_host_path_launches_raw_kernels_in_eager(monkeypatch):
 
 def test_flop_counter_fix_counts_the_depthwise_conv_once():
     """torch's FlopCounterMode counts a depthwise conv's weight gradient as a dense hidden×hidden conv;
-    local_ffn_ops.flop_counter counts it as the forward's multiply-adds. Pinned on the reference block."""
+    effkernels.flops.flop_counter counts it as the forward's multiply-adds. Pinned on the reference block."""
     from torch.utils.flop_counter import FlopCounterMode
 
     batch, prefix_tokens, (height, width), features, hidden = 2, 1, (3, 4), 5, 12
@@ -389,7 +389,7 @@ def test_flop_counter_fix_counts_the_depthwise_conv_once():
     conv = 2 * 9 * grid_tokens * hidden  # one pass of the depthwise 3×3 conv
     counts = {}
     for name, mode in (("torch", FlopCounterMode(display=False)),
-                       ("fixed", effkernels.local_ffn_ops.flop_counter(display=False))):
+                       ("fixed", effkernels.flops.flop_counter(display=False))):
         with mode:
             reference.local_ffn(x, (height, width), *weights, **options).sum().backward()
         counts[name] = mode.get_total_flops()
