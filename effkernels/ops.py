@@ -452,18 +452,25 @@ def lowfreq_crop_augmented(x, size, out_size=None, *, boxes=None, flip=None, mea
     n, _, height, width = x.shape
     boxes, flip = _check_boxes_and_flip(boxes, flip, n, height, width)
     acc = accumulate_dtype(x.dtype)
-    rows, cols, row_u, row_v, col_u, col_v = torch.ops.effkernels.lowfreq_crop_operators(
-        [height, width], size, out_size, dtype=acc, device=x.device
-    )
+    if _untraced_without_grad(x):  # cached operators, no op call and no clones (see lowfreq_crop)
+        operator_set = operators.lowfreq_crop_operators_cached((height, width), tuple(size), tuple(out_size), acc, x.device)
+    else:
+        operator_set = torch.ops.effkernels.lowfreq_crop_operators([height, width], size, out_size, dtype=acc, device=x.device)
+    rows, cols, row_u, row_v, col_u, col_v = operator_set
+    rank_one = operators.has_rank_one_term(size)
     boxes = boxes.to(x.device)
     crop_rows = operators.resize_operator(boxes[:, 2], height, height, boxes[:, 0], device=x.device).to(acc)
     crop_cols = operators.resize_operator(boxes[:, 3], width, width, boxes[:, 1], device=x.device).to(acc)
     crop_cols = torch.where(flip.to(x.device)[:, None, None], crop_cols.flip(-2), crop_cols)
-    rows = rows @ crop_rows[:, None]
-    cols = cols @ crop_cols[:, None]
-    factors = (None,) * 4
-    if operators.has_rank_one_term(size):
-        factors = (row_u, (row_v[:, None] @ crop_rows)[:, 0], col_u, (col_v[:, None] @ crop_cols)[:, 0])
+    # One product per axis: the rank-one term's input-side factor rides along as one more operator row.
+    if rank_one:
+        rows_and_v = torch.cat([rows[0, 0], row_v], 0) @ crop_rows
+        cols_and_v = torch.cat([cols[0, 0], col_v], 0) @ crop_cols
+        rows, row_v = rows_and_v[:, None, :-1], rows_and_v[:, -1]
+        cols, col_v = cols_and_v[:, None, :-1], cols_and_v[:, -1]
+        factors = (row_u, row_v, col_u, col_v)
+    else:
+        rows, cols, factors = rows @ crop_rows[:, None], cols @ crop_cols[:, None], (None,) * 4
     scale, shift = normalisation_affine(x, mean, std, acc)
     return torch.ops.effkernels.separable_map(x, rows, cols, scale, shift, out_dtype, *factors)
 

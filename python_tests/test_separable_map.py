@@ -236,3 +236,25 @@ def test_direct_op_call_checks_rank_one_in_cpp():
         torch.ops.effkernels.separable_map(*args.values(), row_u, row_v, None, None)
     with pytest.raises(ValueError, match=r"col_v must have shape \(1 or N, 7\)"):
         torch.ops.effkernels.separable_map(*args.values(), row_u, row_v, col_u, col_v[:, :3])
+
+
+def reflection_symmetric(operator):
+    """operator + its DFT reflection A[-m, -n]: it commutes with the reflection."""
+    out_len, in_len = operator.shape[-2:]
+    rows = (-torch.arange(out_len)) % out_len
+    cols = (-torch.arange(in_len)) % in_len
+    return operator + operator[..., rows, :][..., cols]
+
+
+@pytest.mark.parametrize("h, w, oh, ow", [(16, 16, 8, 8), (17, 12, 9, 5), (9, 33, 4, 3), (12, 10, 14, 11)])
+@pytest.mark.parametrize("dtype, out_dtype", [(torch.uint8, torch.bfloat16), (torch.float32, None), (torch.float64, None)])
+def test_reflection_symmetric_operators_take_the_folded_cpu_path(h, w, oh, ow, dtype, out_dtype):
+    """Shared K = 1 operators that commute with the DFT reflection (lowfreq_crop without a resize)
+    run folded on the CPU, half the multiply-adds: same map, with and without the rank-one term."""
+    x, rows, cols, scale, shift = random_operands(2, 3, h, w, 1, oh, ow, False, dtype, "cpu")
+    rows, cols = reflection_symmetric(rows), reflection_symmetric(cols)
+    factors = random_rank_one(2, oh, h, ow, w, (False, True, False, True), dtype, "cpu")
+    for rank_one in (None, factors):
+        out = effkernels.separable_map(x, rows, cols, scale, shift, out_dtype, rank_one=rank_one)
+        expected = reference.separable_map(x, rows, cols, scale, shift, torch.float64, rank_one=rank_one)
+        assert relative_error(out, expected) < TOLERANCE[out.dtype]

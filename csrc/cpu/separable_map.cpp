@@ -14,6 +14,7 @@
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <type_traits>
 #include <vector>
 
@@ -37,9 +38,186 @@ void load_plane(const in_t* src, int64_t sh, int64_t sw, int64_t h, int64_t w, a
 }
 
 struct RankOne {
-  const void *row_u, *row_v, *col_u;  // contiguous, batch stride 0 when shared
-  int64_t row_u_sn, row_v_sn, col_u_sn;
+  const void *row_u, *row_v, *col_u, *col_v;  // contiguous, batch stride 0 when shared
+  int64_t row_u_sn, row_v_sn, col_u_sn, col_v_sn;
 };
+
+// ---------------------------------------------------------------------------------------------
+// The folded path. An operator A (OL, L) that commutes with the DFT reflection, A[m, n] =
+// A[-m mod OL, -n mod L] (the real part of the low-frequency crop does: A[-m, -n] = conj A[m, n]),
+// maps reflection-even vectors to even ones and odd to odd. With x_e[n] = x[n] + x[-n] and
+// x_o[n] = x[n] - x[-n] over the representatives n = 0..L/2 (even) and 1..(L-1)/2 (odd):
+//   y_e[m] = (y[m] + y[-m]) / 2 = E x_e,  E[m, n] = A[m, n] (n = -n) or (A[m, n] + A[m, -n]) / 2
+//   y_o[m] = (y[m] - y[-m]) / 2 = O x_o,  O[m, n] = (A[m, n] - A[m, -n]) / 2
+// and y[m] = y_e + y_o, y[-m] = y_e - y_o. In 2-D the plane splits into four quadrants, each mapped
+// by half-size operators on both sides: half the multiply-adds of the plain two GEMMs.
+// ---------------------------------------------------------------------------------------------
+
+struct FoldedAxis {
+  int64_t out_even, out_odd, in_even, in_odd;
+  at::Tensor even, odd;  // (out_even, in_even), (out_odd, in_odd), contiguous
+};
+
+int64_t reflection_even(int64_t length) { return length / 2 + 1; }
+int64_t reflection_odd(int64_t length) { return (length - 1) / 2; }
+
+at::Tensor reflection_index(int64_t length, const at::TensorOptions& opts) {
+  return (length - at::arange(length, opts.dtype(at::kLong))).remainder(length);
+}
+
+// Whether A commutes with the DFT reflection to within a few ulps of its largest entry.
+bool commutes_with_reflection(const at::Tensor& a) {
+  const auto opts = a.options();
+  const auto reflected = a.index_select(0, reflection_index(a.size(0), opts)).index_select(1, reflection_index(a.size(1), opts));
+  const double ulps = a.scalar_type() == at::kDouble ? 1e-14 : 4e-7;
+  return (a - reflected).abs().max().item<double>() <= ulps * a.abs().max().item<double>();
+}
+
+FoldedAxis fold_axis(const at::Tensor& a) {
+  const int64_t out_len = a.size(0), len = a.size(1);
+  FoldedAxis f{reflection_even(out_len), reflection_odd(out_len), reflection_even(len), reflection_odd(len), {}, {}};
+  const auto mirrored = a.index_select(1, reflection_index(len, a.options()));  // A[m, -n]
+  auto pair = at::ones({len}, a.options());
+  pair.index_fill_(0, at::zeros({1}, a.options().dtype(at::kLong)), 0.0);
+  if (len % 2 == 0) pair.index_fill_(0, at::full({1}, len / 2, a.options().dtype(at::kLong)), 0.0);
+  // E: the mean of A[m, n] and A[m, -n] at pair columns, A itself at the fixed columns 0 and L/2.
+  const auto even = a + pair * 0.5 * (mirrored - a);
+  f.even = even.narrow(0, 0, f.out_even).narrow(1, 0, f.in_even).contiguous();
+  f.odd = ((a - mirrored) * 0.5).narrow(0, 1, f.out_odd).narrow(1, 1, f.in_odd).contiguous();
+  return f;
+}
+
+// Output index m of an axis as (even row, odd row or -1, sign of the odd part).
+struct Unfold {
+  int64_t even, odd, sign;
+};
+
+std::vector<Unfold> unfold_table(int64_t length) {
+  std::vector<Unfold> table(length);
+  for (int64_t m = 0; m < length; ++m) {
+    const int64_t rep = m <= length / 2 ? m : length - m;
+    const bool fixed = rep == 0 || 2 * rep == length;
+    table[m] = Unfold{rep, fixed ? -1 : rep - 1, fixed ? 0 : (m == rep ? 1 : -1)};
+  }
+  return table;
+}
+
+// Rows of full width from their even and odd column parts: y[v] = e[v] + o[v - 1] and
+// y[-v] = e[v] - o[v - 1] for the pair columns v = 1..odd, y[v] = e[v] at the fixed columns 0, OW/2.
+template <typename acc_t>
+void unfold_columns(const acc_t* even, const acc_t* odd, int64_t rows, int64_t width, int64_t odd_width, acc_t* dst) {
+  const int64_t even_width = reflection_even(width);
+  for (int64_t r = 0; r < rows; ++r) {
+    const acc_t* e = even + r * even_width;
+    const acc_t* o = odd + r * odd_width;
+    acc_t* d = dst + r * width;
+    d[0] = e[0];
+    for (int64_t v = 1; v <= odd_width; ++v) d[v] = e[v] + o[v - 1];
+    if (width % 2 == 0) d[width / 2] = e[width / 2];
+    for (int64_t v = 1; v <= odd_width; ++v) d[width - v] = e[v] - o[v - 1];
+  }
+}
+
+template <typename in_t, typename acc_t>
+void run_planes_folded(const at::Tensor& x, const FoldedAxis& fh, const FoldedAxis& fw, const RankOne* rank_one,
+                       const acc_t* scale, const acc_t* shift, at::Tensor& out, const SeparableMapShape& s) {
+  const auto* x_data = static_cast<const in_t*>(x.data_ptr());
+  const int64_t sn = x.stride(0), sc = x.stride(1), sh = x.stride(2), sw = x.stride(3);
+  const auto rows_out = unfold_table(s.oh);
+  const auto even_w_t = fw.even.t(), odd_w_t = fw.odd.t();
+
+  at::parallel_for(0, s.n * s.c, 1, [&](int64_t begin, int64_t end) {
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    const auto opts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+    auto plane = at::empty({s.h, s.w}, opts);
+    // Quadrants stacked by input row parity: [x_ee; x_oe] (H, W_even), [x_eo; x_oo] (H, W_odd).
+    auto fold_e = at::empty({s.h, fw.in_even}, opts), fold_o = at::empty({s.h, fw.in_odd}, opts);
+    auto t_e = at::empty({s.h, fw.out_even}, opts), t_o = at::empty({s.h, fw.out_odd}, opts);
+    auto y_ee = at::empty({fh.out_even, fw.out_even}, opts), y_eo = at::empty({fh.out_even, fw.out_odd}, opts);
+    auto y_oe = at::empty({fh.out_odd, fw.out_even}, opts), y_oo = at::empty({fh.out_odd, fw.out_odd}, opts);
+    const auto t_e_even = t_e.narrow(0, 0, fh.in_even), t_e_odd = t_e.narrow(0, fh.in_even, fh.in_odd);
+    const auto t_o_even = t_o.narrow(0, 0, fh.in_even), t_o_odd = t_o.narrow(0, fh.in_even, fh.in_odd);
+    acc_t* p = static_cast<acc_t*>(plane.data_ptr());
+    acc_t* fe = static_cast<acc_t*>(fold_e.data_ptr());
+    acc_t* fo = static_cast<acc_t*>(fold_o.data_ptr());
+    std::vector<acc_t> row(s.w);
+    std::vector<acc_t> wide(s.oh * s.ow);  // rows 0..OH_even-1: even rows, then odd rows, full width
+    acc_t* wide_e = wide.data();
+    acc_t* wide_o = wide.data() + fh.out_even * s.ow;
+
+    for (int64_t pl = begin; pl < end; ++pl) {
+      const int64_t n = pl / s.c, c = pl % s.c;
+      load_plane<in_t, acc_t>(x_data + n * sn + pl % s.c * sc, sh, sw, s.h, s.w, p);
+      acc_t weight = 0;
+      if (rank_one != nullptr) {  // row_v . x col_v as (row_v^T x) . col_v: vectorisable row updates
+        const auto* rv = static_cast<const acc_t*>(rank_one->row_v) + n * rank_one->row_v_sn;
+        const auto* cv = static_cast<const acc_t*>(rank_one->col_v) + n * rank_one->col_v_sn;
+        std::fill(row.begin(), row.end(), acc_t(0));
+        for (int64_t i = 0; i < s.h; ++i) {
+          const acc_t r = rv[i];
+          const acc_t* src = p + i * s.w;
+          for (int64_t j = 0; j < s.w; ++j) row[j] += r * src[j];
+        }
+        for (int64_t j = 0; j < s.w; ++j) weight += row[j] * cv[j];
+      }
+      // Fold rows (x[i] +- x[-i]), then columns, into the two stacked buffers.
+      for (int64_t r = 0; r < s.h; ++r) {
+        const bool odd = r >= fh.in_even;
+        const int64_t i = odd ? r - fh.in_even + 1 : r;
+        const int64_t mirror = i == 0 ? 0 : s.h - i;
+        const acc_t* a = p + i * s.w;
+        const acc_t* b = p + mirror * s.w;
+        if (odd) {
+          for (int64_t j = 0; j < s.w; ++j) row[j] = a[j] - b[j];
+        } else if (mirror == i) {
+          for (int64_t j = 0; j < s.w; ++j) row[j] = a[j];
+        } else {
+          for (int64_t j = 0; j < s.w; ++j) row[j] = a[j] + b[j];
+        }
+        acc_t* e = fe + r * fw.in_even;
+        acc_t* o = fo + r * fw.in_odd;
+        e[0] = row[0];
+        for (int64_t j = 1; j <= fw.in_odd; ++j) e[j] = row[j] + row[s.w - j];
+        if (s.w % 2 == 0) e[s.w / 2] = row[s.w / 2];
+        for (int64_t j = 0; j < fw.in_odd; ++j) o[j] = row[j + 1] - row[s.w - j - 1];
+      }
+      at::mm_out(t_e, fold_e, even_w_t);
+      at::mm_out(t_o, fold_o, odd_w_t);
+      at::mm_out(y_ee, fh.even, t_e_even);
+      at::mm_out(y_eo, fh.even, t_o_even);
+      at::mm_out(y_oe, fh.odd, t_e_odd);
+      at::mm_out(y_oo, fh.odd, t_o_odd);
+
+      // Unfold columns into full-width even and odd rows, then rows, with the rank-one term,
+      // per-channel affine and cast.
+      unfold_columns<acc_t>(static_cast<const acc_t*>(y_ee.data_ptr()), static_cast<const acc_t*>(y_eo.data_ptr()),
+                            fh.out_even, s.ow, fw.out_odd, wide_e);
+      unfold_columns<acc_t>(static_cast<const acc_t*>(y_oe.data_ptr()), static_cast<const acc_t*>(y_oo.data_ptr()),
+                            fh.out_odd, s.ow, fw.out_odd, wide_o);
+      const acc_t sa = scale != nullptr ? scale[c] : acc_t(1);
+      const acc_t sb = shift != nullptr ? shift[c] : acc_t(0);
+      const acc_t* row_u = rank_one != nullptr ? static_cast<const acc_t*>(rank_one->row_u) + n * rank_one->row_u_sn : nullptr;
+      const acc_t* col_u = rank_one != nullptr ? static_cast<const acc_t*>(rank_one->col_u) + n * rank_one->col_u_sn : nullptr;
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "separable_map_unfold", [&] {
+        scalar_t* dst = static_cast<scalar_t*>(out.data_ptr()) + pl * s.oh * s.ow;
+        for (int64_t m = 0; m < s.oh; ++m) {
+          const Unfold rm = rows_out[m];
+          const acc_t* e = wide_e + rm.even * s.ow;
+          // A fixed row has no odd part: it reads the even row twice, with sign 0.
+          const acc_t* o = rm.sign != 0 ? wide_o + rm.odd * s.ow : e;
+          const acc_t sign = static_cast<acc_t>(rm.sign);
+          const acc_t wu = row_u != nullptr ? weight * row_u[m] : acc_t(0);
+          scalar_t* d = dst + m * s.ow;
+          if (col_u != nullptr) {
+            for (int64_t v = 0; v < s.ow; ++v) d[v] = static_cast<scalar_t>((e[v] + sign * o[v] + wu * col_u[v]) * sa + sb);
+          } else {
+            for (int64_t v = 0; v < s.ow; ++v) d[v] = static_cast<scalar_t>((e[v] + sign * o[v]) * sa + sb);
+          }
+        }
+      });
+    }
+  });
+}
 
 template <typename in_t, typename acc_t>
 void run_planes(const at::Tensor& x, const std::vector<at::Tensor>& cols_t, const std::vector<at::Tensor>& row_ops,
@@ -142,13 +320,20 @@ at::Tensor separable_map_cpu(
   }
   const auto scale_acc = scale.has_value() ? scale->contiguous() : at::Tensor();
   const auto shift_acc = shift.has_value() ? shift->contiguous() : at::Tensor();
-  at::Tensor ru, rv, cu;
+  at::Tensor ru, rv, cu, cv;
   RankOne rank_one{};
   if (has_rank_one) {
     ru = row_u->contiguous(), rv = row_v->contiguous(), cu = col_u->contiguous();
-    rank_one = RankOne{ru.data_ptr(), rv.data_ptr(), cu.data_ptr(), ru.size(0) == 1 ? 0 : s.oh,
-                       rv.size(0) == 1 ? 0 : s.h, cu.size(0) == 1 ? 0 : s.ow};
+    cv = col_v->contiguous();
+    rank_one = RankOne{ru.data_ptr(), rv.data_ptr(), cu.data_ptr(), cv.data_ptr(), ru.size(0) == 1 ? 0 : s.oh,
+                       rv.size(0) == 1 ? 0 : s.h, cu.size(0) == 1 ? 0 : s.ow, cv.size(0) == 1 ? 0 : s.w};
   }
+  // Shared single-term operators that commute with the DFT reflection (lowfreq_crop without a
+  // resize) take the folded path: half the multiply-adds.
+  const bool folded = s.k == 1 && rows.size(0) == 1 && cols.size(0) == 1 && std::min({s.h, s.w, s.oh, s.ow}) >= 3 &&
+                      commutes_with_reflection(rows[0][0]) && commutes_with_reflection(cols[0][0]);
+  FoldedAxis fh{}, fw{};
+  if (folded) fh = fold_axis(rows[0][0]), fw = fold_axis(cols[0][0]);
 
   AT_DISPATCH_FLOATING_TYPES(acc_dtype, "separable_map_cpu", [&] {
     using acc_t = scalar_t;
@@ -156,7 +341,11 @@ at::Tensor separable_map_cpu(
     const acc_t* b = shift_acc.defined() ? static_cast<acc_t*>(shift_acc.data_ptr()) : nullptr;
     const RankOne* r1 = has_rank_one ? &rank_one : nullptr;
     AT_DISPATCH_FLOATING_TYPES_AND3(at::kByte, at::kHalf, at::kBFloat16, x.scalar_type(), "separable_map_cpu_x", [&] {
-      run_planes<scalar_t, acc_t>(x, cols_t, row_ops, r1, a, b, out, s, width_terms);
+      if (folded) {
+        run_planes_folded<scalar_t, acc_t>(x, fh, fw, r1, a, b, out, s);
+      } else {
+        run_planes<scalar_t, acc_t>(x, cols_t, row_ops, r1, a, b, out, s, width_terms);
+      }
     });
   });
   return out;
