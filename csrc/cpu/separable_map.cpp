@@ -15,6 +15,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <type_traits>
 #include <vector>
 
@@ -61,29 +62,47 @@ struct FoldedAxis {
 int64_t reflection_even(int64_t length) { return length / 2 + 1; }
 int64_t reflection_odd(int64_t length) { return (length - 1) / 2; }
 
-at::Tensor reflection_index(int64_t length, const at::TensorOptions& opts) {
-  return (length - at::arange(length, opts.dtype(at::kLong))).remainder(length);
-}
-
-// Whether A commutes with the DFT reflection to within a few ulps of its largest entry.
+// Whether A (contiguous) commutes with the DFT reflection to within a few ulps of its largest entry.
+template <typename acc_t>
 bool commutes_with_reflection(const at::Tensor& a) {
-  const auto opts = a.options();
-  const auto reflected = a.index_select(0, reflection_index(a.size(0), opts)).index_select(1, reflection_index(a.size(1), opts));
-  const double ulps = a.scalar_type() == at::kDouble ? 1e-14 : 4e-7;
-  return (a - reflected).abs().max().item<double>() <= ulps * a.abs().max().item<double>();
+  const auto* d = static_cast<const acc_t*>(a.data_ptr());
+  const int64_t rows = a.size(0), cols = a.size(1);
+  acc_t largest = 0, deviation = 0;
+  for (int64_t m = 0; m < rows; ++m) {
+    const acc_t* row = d + m * cols;
+    const acc_t* mirror = d + (m == 0 ? 0 : rows - m) * cols;
+    largest = std::max(largest, std::abs(row[0]));
+    deviation = std::max(deviation, std::abs(row[0] - mirror[0]));
+    for (int64_t n = 1; n < cols; ++n) {
+      largest = std::max(largest, std::abs(row[n]));
+      deviation = std::max(deviation, std::abs(row[n] - mirror[cols - n]));
+    }
+  }
+  const acc_t ulps = std::is_same<acc_t, double>::value ? acc_t(1e-14) : acc_t(4e-7);
+  return deviation <= ulps * largest;
 }
 
+// E and O of a contiguous operator A (see above), built with plain loops: no per-call ATen graph.
+template <typename acc_t>
 FoldedAxis fold_axis(const at::Tensor& a) {
   const int64_t out_len = a.size(0), len = a.size(1);
   FoldedAxis f{reflection_even(out_len), reflection_odd(out_len), reflection_even(len), reflection_odd(len), {}, {}};
-  const auto mirrored = a.index_select(1, reflection_index(len, a.options()));  // A[m, -n]
-  auto pair = at::ones({len}, a.options());
-  pair.index_fill_(0, at::zeros({1}, a.options().dtype(at::kLong)), 0.0);
-  if (len % 2 == 0) pair.index_fill_(0, at::full({1}, len / 2, a.options().dtype(at::kLong)), 0.0);
-  // E: the mean of A[m, n] and A[m, -n] at pair columns, A itself at the fixed columns 0 and L/2.
-  const auto even = a + pair * 0.5 * (mirrored - a);
-  f.even = even.narrow(0, 0, f.out_even).narrow(1, 0, f.in_even).contiguous();
-  f.odd = ((a - mirrored) * 0.5).narrow(0, 1, f.out_odd).narrow(1, 1, f.in_odd).contiguous();
+  f.even = at::empty({f.out_even, f.in_even}, a.options());
+  f.odd = at::empty({f.out_odd, f.in_odd}, a.options());
+  const auto* d = static_cast<const acc_t*>(a.data_ptr());
+  auto* even = static_cast<acc_t*>(f.even.data_ptr());
+  auto* odd = static_cast<acc_t*>(f.odd.data_ptr());
+  for (int64_t m = 0; m < f.out_even; ++m) {
+    const acc_t* row = d + m * len;
+    acc_t* e = even + m * f.in_even;
+    e[0] = row[0];
+    for (int64_t n = 1; n <= f.in_odd; ++n) e[n] = acc_t(0.5) * (row[n] + row[len - n]);
+    if (len % 2 == 0) e[len / 2] = row[len / 2];
+  }
+  for (int64_t i = 0; i < f.out_odd; ++i) {
+    const acc_t* row = d + (i + 1) * len;
+    for (int64_t q = 0; q < f.in_odd; ++q) odd[i * f.in_odd + q] = acc_t(0.5) * (row[q + 1] - row[len - q - 1]);
+  }
   return f;
 }
 
@@ -305,19 +324,6 @@ at::Tensor separable_map_cpu(
   if (out.numel() == 0) return out;
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
 
-  // The width operators of all K terms, plus col_v, stacked once per call: (n', K*OW [+1], W).
-  const int64_t width_terms = s.k * s.ow + (has_rank_one ? 1 : 0);
-  auto cols_stacked = cols.reshape({cols.size(0), s.k * s.ow, s.w});
-  if (has_rank_one) {
-    const int64_t batch = std::max(cols.size(0), col_v->size(0));
-    cols_stacked = at::cat({cols_stacked.expand({batch, -1, -1}), col_v->unsqueeze(1).expand({batch, 1, -1})}, 1);
-  }
-  std::vector<at::Tensor> cols_t;
-  for (int64_t i = 0; i < cols_stacked.size(0); ++i) cols_t.push_back(cols_stacked[i].t());
-  std::vector<at::Tensor> row_ops;
-  for (int64_t i = 0; i < rows.size(0); ++i) {
-    for (int64_t k = 0; k < s.k; ++k) row_ops.push_back(rows[i][k]);
-  }
   const auto scale_acc = scale.has_value() ? scale->contiguous() : at::Tensor();
   const auto shift_acc = shift.has_value() ? shift->contiguous() : at::Tensor();
   at::Tensor ru, rv, cu, cv;
@@ -330,10 +336,29 @@ at::Tensor separable_map_cpu(
   }
   // Shared single-term operators that commute with the DFT reflection (lowfreq_crop without a
   // resize) take the folded path: half the multiply-adds.
-  const bool folded = s.k == 1 && rows.size(0) == 1 && cols.size(0) == 1 && std::min({s.h, s.w, s.oh, s.ow}) >= 3 &&
-                      commutes_with_reflection(rows[0][0]) && commutes_with_reflection(cols[0][0]);
+  bool folded = s.k == 1 && rows.size(0) == 1 && cols.size(0) == 1 && std::min({s.h, s.w, s.oh, s.ow}) >= 3;
   FoldedAxis fh{}, fw{};
-  if (folded) fh = fold_axis(rows[0][0]), fw = fold_axis(cols[0][0]);
+  if (folded) {
+    const auto row_op = rows[0][0].contiguous(), col_op = cols[0][0].contiguous();
+    AT_DISPATCH_FLOATING_TYPES(acc_dtype, "separable_map_fold", [&] {
+      folded = commutes_with_reflection<scalar_t>(row_op) && commutes_with_reflection<scalar_t>(col_op);
+      if (folded) fh = fold_axis<scalar_t>(row_op), fw = fold_axis<scalar_t>(col_op);
+    });
+  }
+  // Otherwise: the width operators of all K terms, plus col_v, stacked once per call: (n', K*OW [+1], W).
+  const int64_t width_terms = s.k * s.ow + (has_rank_one ? 1 : 0);
+  std::vector<at::Tensor> cols_t, row_ops;
+  if (!folded) {
+    auto cols_stacked = cols.reshape({cols.size(0), s.k * s.ow, s.w});
+    if (has_rank_one) {
+      const int64_t batch = std::max(cols.size(0), col_v->size(0));
+      cols_stacked = at::cat({cols_stacked.expand({batch, -1, -1}), col_v->unsqueeze(1).expand({batch, 1, -1})}, 1);
+    }
+    for (int64_t i = 0; i < cols_stacked.size(0); ++i) cols_t.push_back(cols_stacked[i].t());
+    for (int64_t i = 0; i < rows.size(0); ++i) {
+      for (int64_t k = 0; k < s.k; ++k) row_ops.push_back(rows[i][k]);
+    }
+  }
 
   AT_DISPATCH_FLOATING_TYPES(acc_dtype, "separable_map_cpu", [&] {
     using acc_t = scalar_t;
