@@ -19,7 +19,8 @@ Peers other than 2-GEMM get float32 input already in [0, 1].
 Ceilings measured in the same run: the copy bandwidth (roofline: uint8 input read once, output
 written once) and a large matmul, bf16 on a GPU (the tensor-core rate), float32 on a CPU (what the
 CPU kernel multiplies in): "% GEMM" is the bf16-output op's useful FLOP rate (K = 1 GEMM chain; the
-rank-one term is O(H·W)) over it.
+rank-one term is O(H·W)) over it. On a CPU, lowfreq_crop without a resize runs folded (half those
+multiply-adds, see csrc/cpu/separable_map.cpp), so there it can pass 100 %.
 Host µs per call: many calls of each entry point on a tiny batch, timed on the host without
 synchronising; on a GPU the kernels queue behind the host, so this is the host cost per call
 (minus nothing: the GPU is idle most of the time); on a CPU the kernel itself is subtracted as the
