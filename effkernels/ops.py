@@ -221,7 +221,9 @@ def _gpu_separable_map_launch(x_shape, x_dtype, rows, cols, scale, shift, out_dt
 
     The Triton kernel by default. float64, and EFFKERNELS_BACKEND=cuda, go to the CUDA C++ kernel
     (its float64 path is the measured one on the GPU); that kernel knows no rank-one term, so the
-    term becomes one more dense K-term there.
+    term becomes one more dense K-term there. The Triton kernel has an IEEE float64 path too (run
+    under the interpreter, and on a GPU when effkernels was built without CUDA C++); the CUDA C++
+    kernel can go once a GPU run shows that path correct and no slower.
     """
     use_cuda_cpp = x_dtype == torch.float64 and hasattr(torch.ops.effkernels, "separable_map_cuda")
     if use_cuda_cpp or gpu_backend() == "cuda":
