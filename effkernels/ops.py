@@ -43,7 +43,8 @@ def separable_map(x, rows, cols, scale=None, shift=None, out_dtype=None, rank_on
     Operators, scale and shift are float64 for float64 x, else float32. out_dtype defaults to
     x's dtype, float32 for uint8 x. Differentiable in every tensor argument. On the GPU the Triton
     kernel picks its tensor-core precision from x's dtype and out_dtype (see
-    effkernels.triton.separable_map.precision_mode): float32 accuracy unless the output is bf16.
+    effkernels.triton.separable_map.precision_parts): float32 accuracy for float32 output, bf16
+    operators (one pass per GEMM) for bf16 output from uint8 x, IEEE float64 for float64.
     """
     check_separable_map(x, rows, cols, scale, shift, out_dtype, rank_one)
     factors = (None,) * 4 if rank_one is None else tuple(rank_one)
