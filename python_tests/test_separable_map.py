@@ -258,3 +258,14 @@ def test_reflection_symmetric_operators_take_the_folded_cpu_path(h, w, oh, ow, d
         out = effkernels.separable_map(x, rows, cols, scale, shift, out_dtype, rank_one=rank_one)
         expected = reference.separable_map(x, rows, cols, scale, shift, torch.float64, rank_one=rank_one)
         assert relative_error(out, expected) < TOLERANCE[out.dtype]
+
+
+def test_cuda_cpp_route_folds_the_rank_one_term_into_a_dense_term():
+    """The CUDA C++ kernel knows no rank-one term: effkernels.ops appends it as one more K-term."""
+    x, rows, cols, scale, shift = random_operands(2, 3, 9, 8, 2, 5, 6, False, torch.float64, "cpu")
+    row_u, row_v, col_u, col_v = random_rank_one(2, 5, 9, 6, 8, (False, True, True, False), torch.float64, "cpu")
+    dense_rows = effkernels.ops._with_dense_term(rows, row_u, row_v)
+    dense_cols = effkernels.ops._with_dense_term(cols, col_u, col_v)
+    assert dense_rows.shape == (2, 3, 5, 9) and dense_cols.shape == (2, 3, 6, 8)
+    expected = reference.separable_map(x, rows, cols, scale, shift, rank_one=(row_u, row_v, col_u, col_v))
+    torch.testing.assert_close(effkernels.separable_map(x, dense_rows, dense_cols, scale, shift), expected)
