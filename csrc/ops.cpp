@@ -11,11 +11,14 @@ PyObject* PyInit__C(void) {
 }
 
 TORCH_LIBRARY(effkernels, m) {
-  // out[n, c] = (sum_k rows[n, k] @ x[n, c] @ cols[n, k]^T) * scale[c] + shift[c], cast to out_dtype.
-  // x (N, C, H, W); rows (1 or N, K, OH, H); cols (1 or N, K, OW, W); scale, shift (C,).
+  // out[n, c] = (sum_k rows[n, k] @ x[n, c] @ cols[n, k]^T + (row_v[n] . x[n, c] col_v[n]) row_u[n] col_u[n]^T)
+  //             * scale[c] + shift[c], cast to out_dtype.
+  // x (N, C, H, W); rows (1 or N, K, OH, H); cols (1 or N, K, OW, W); scale, shift (C,); the optional
+  // rank-one term (all four or none): row_u (1 or N, OH), row_v (1 or N, H), col_u (1 or N, OW), col_v (1 or N, W).
   m.def(
       "separable_map(Tensor x, Tensor rows, Tensor cols, Tensor? scale=None, Tensor? shift=None, "
-      "ScalarType? out_dtype=None) -> Tensor");
+      "ScalarType? out_dtype=None, Tensor? row_u=None, Tensor? row_v=None, Tensor? col_u=None, "
+      "Tensor? col_v=None) -> Tensor");
 #ifdef EFFKERNELS_WITH_CUDA
   // The CUDA C++ kernel of separable_map, chosen by EFFKERNELS_BACKEND=cuda (see effkernels/ops.py).
   m.def(
@@ -26,10 +29,11 @@ TORCH_LIBRARY(effkernels, m) {
   m.def(
       "lowfreq_crop(Tensor x, SymInt[2] size, SymInt[2]? out_size=None, float[]? mean=None, "
       "float[]? std=None, ScalarType? out_dtype=None) -> Tensor");
-  // The (rows, cols) operator pair that makes separable_map compute lowfreq_crop.
+  // The operators that make separable_map compute lowfreq_crop: (rows, cols) of the real term, K = 1,
+  // and the rank-one imaginary term's factors (row_u, row_v, col_u, col_v), zero unless both bands are even.
   m.def(
       "lowfreq_crop_operators(SymInt[2] in_size, SymInt[2] size, SymInt[2] out_size, *, "
-      "ScalarType dtype, Device device) -> (Tensor, Tensor)");
+      "ScalarType dtype, Device device) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 
   // LocalFFN (ViT in 24 h): y = fc2(act(dwconv3x3(pre_act(fc1(x))) on the token grid)); prefix tokens
   // bypass the conv ("mlp") or get zeros ("skip"). x (B, P + H*W, D); dw_weight (hidden, 1, 3, 3).

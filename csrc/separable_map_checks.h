@@ -60,4 +60,31 @@ inline SeparableMapShape check_separable_map(
   return s;
 }
 
+// The optional rank-one term (row_u row_v^T) x (col_u col_v^T)^T: all four factors or none, each
+// (1 or N, length) of the accumulation dtype on x's device. Returns whether the term is present.
+inline bool check_rank_one(
+    const at::Tensor& x,
+    const SeparableMapShape& s,
+    const std::optional<at::Tensor>& row_u,
+    const std::optional<at::Tensor>& row_v,
+    const std::optional<at::Tensor>& col_u,
+    const std::optional<at::Tensor>& col_v) {
+  const int present = row_u.has_value() + row_v.has_value() + col_u.has_value() + col_v.has_value();
+  TORCH_CHECK_VALUE(present == 0 || present == 4,
+                    "row_u, row_v, col_u and col_v must be given all together or not at all");
+  if (present == 0) return false;
+  const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const char* names[] = {"row_u", "row_v", "col_u", "col_v"};
+  const std::optional<at::Tensor>* factors[] = {&row_u, &row_v, &col_u, &col_v};
+  const int64_t lengths[] = {s.oh, s.h, s.ow, s.w};
+  for (int i = 0; i < 4; ++i) {
+    const auto& f = **factors[i];
+    TORCH_CHECK_VALUE(f.dim() == 2 && (f.size(0) == 1 || f.size(0) == s.n) && f.size(1) == lengths[i], names[i],
+                      " must have shape (1 or N, ", lengths[i], "), got ", f.sizes());
+    TORCH_CHECK_TYPE(f.scalar_type() == acc, names[i], " must be ", acc, ", got ", f.scalar_type());
+    TORCH_CHECK_VALUE(f.device() == x.device(), names[i], " must be on ", x.device(), " like x, got ", f.device());
+  }
+  return true;
+}
+
 }  // namespace effkernels

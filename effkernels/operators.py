@@ -62,30 +62,51 @@ def resize_operator(
     return weights / weights.sum(-1, keepdim=True)
 
 
+def lowfreq_imag_factors(in_size: int, band: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """float64 (u, v) with `imag(lowfreq_axis_operator(in_size, band)) = outer(u, v)` for even bands.
+
+    Of the kept frequencies only the unpaired Nyquist one, -band/2, has no conjugate partner, so
+    only it contributes to the imaginary part: u[m] = (-1)^m from its inverse DFT row and
+    v[n] = sin(pi * band * n / in_size) / in_size from its forward DFT column. For odd bands the
+    imaginary part is zero and so are u and v.
+    """
+    u = 1.0 - 2.0 * (torch.arange(band, dtype=torch.float64) % 2)
+    v = torch.sin(_turns((band // 2) * torch.arange(in_size, dtype=torch.int64), in_size)) / in_size
+    return (u, v) if band % 2 == 0 else (torch.zeros(band, dtype=torch.float64), torch.zeros(in_size, dtype=torch.float64))
+
+
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def _lowfreq_resize_axis(in_size: int, band: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    real, imag = lowfreq_axis_operator(in_size, band)
+def _lowfreq_resize_axis(in_size: int, band: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    real, _ = lowfreq_axis_operator(in_size, band)
+    u, v = lowfreq_imag_factors(in_size, band)
     if out_size == band:
-        return real, imag
+        return real, u, v
     resize = resize_operator(band, out_size, band)
-    return resize @ real, resize @ imag
+    return resize @ real, resize @ u, v
 
 
-def lowfreq_crop_axes(in_size, size, out_size) -> tuple[torch.Tensor, torch.Tensor]:
-    """float64 (rows, cols) of shape (1, K, out, in): lowfreq crop to `size`, resized to `out_size`.
+def lowfreq_crop_axes(in_size, size, out_size) -> tuple[torch.Tensor, ...]:
+    """float64 operators of the lowfreq crop to `size`, resized to `out_size`, for `separable_map`.
 
-    K = 2 when both bands are even (the imaginary parts do not vanish), else K = 1.
+    Returns (rows, cols, row_u, row_v, col_u, col_v): rows (1, 1, oh, h) and cols (1, 1, ow, w)
+    hold the real parts; the imaginary term `-Im(A_h) x Im(A_w)^T` is rank one,
+    `(row_v . x col_v) * outer(row_u, col_u)`, with factors of shape (1, length). It is non-zero
+    only when both bands are even (`has_rank_one_term`); otherwise the factors are zeros and
+    callers leave the term out.
     """
     (h, w), (bh, bw), (oh, ow) = in_size, size, out_size
-    real_h, imag_h = _lowfreq_resize_axis(h, bh, oh)
-    real_w, imag_w = _lowfreq_resize_axis(w, bw, ow)
-    if bh % 2 == 0 and bw % 2 == 0:
-        return torch.stack([real_h, -imag_h])[None], torch.stack([real_w, imag_w])[None]
-    return real_h[None, None], real_w[None, None]
+    real_h, u_h, v_h = _lowfreq_resize_axis(h, bh, oh)
+    real_w, u_w, v_w = _lowfreq_resize_axis(w, bw, ow)
+    return real_h[None, None], real_w[None, None], -u_h[None], v_h[None], u_w[None], v_w[None]
+
+
+def has_rank_one_term(size) -> bool:
+    """Whether lowfreq_crop's imaginary term is non-zero: both kept bands even."""
+    return size[0] % 2 == 0 and size[1] % 2 == 0
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def lowfreq_crop_operators_cached(in_size, size, out_size, dtype, device):
     """`lowfreq_crop_axes` converted and kept on `device`; callers must not modify the result."""
-    rows, cols = lowfreq_crop_axes(in_size, size, out_size)
-    return rows.to(device=device, dtype=dtype), cols.to(device=device, dtype=dtype)
+    with torch.inference_mode(False):  # a first call under inference_mode must not cache inference tensors
+        return tuple(t.to(device=device, dtype=dtype) for t in lowfreq_crop_axes(in_size, size, out_size))

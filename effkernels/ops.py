@@ -29,18 +29,26 @@ def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
 # --------------------------------------------------------------------------------------------
 
 
-def separable_map(x, rows, cols, scale=None, shift=None, out_dtype=None):
-    """`out[n, c] = (Σ_k rows[n, k] @ x[n, c] @ cols[n, k]ᵀ) * scale[c] + shift[c]`, cast to out_dtype.
+def separable_map(x, rows, cols, scale=None, shift=None, out_dtype=None, rank_one=None):
+    """`out[n, c] = (Σ_k rows[n, k] @ x[n, c] @ cols[n, k]ᵀ + R[n, c]) * scale[c] + shift[c]`, cast.
 
     A linear map of every image plane that is separable along its two axes, followed by a
     per-channel affine: one kernel launch for any chain of crops, resizes, flips, low-pass filters
     and normalisation (see effkernels.operators). x: (N, C, H, W), uint8 (raw 0..255 values) or
     floating; rows: (1 or N, K, OH, H); cols: (1 or N, K, OW, W); scale, shift: (C,) or None.
-    rows, cols, scale and shift are float64 for float64 x, else float32. out_dtype defaults to
-    x's dtype, float32 for uint8 x. Differentiable in every tensor argument.
+    rank_one: None or (row_u, row_v, col_u, col_v) of shapes (1 or N, OH / H / OW / W), an extra
+    term given by its factors, `R[n, c] = (row_v[n] · x[n, c] col_v[n]) * outer(row_u[n], col_u[n])`,
+    i.e. one more K-term with rows = outer(row_u, row_v) and cols = outer(col_u, col_v), that costs
+    O(H·W) per plane instead of a GEMM chain (lowfreq_crop's imaginary part is such a term).
+    Operators, scale and shift are float64 for float64 x, else float32. out_dtype defaults to
+    x's dtype, float32 for uint8 x. Differentiable in every tensor argument. On the GPU the Triton
+    kernel picks its tensor-core precision from x's dtype and out_dtype (see
+    effkernels.triton.separable_map.precision_parts): float32 accuracy for float32 output, bf16
+    operators (one pass per GEMM) for bf16 output from uint8 x, IEEE float64 for float64.
     """
-    check_separable_map(x, rows, cols, scale, shift, out_dtype)
-    return torch.ops.effkernels.separable_map(x, rows, cols, scale, shift, out_dtype)
+    check_separable_map(x, rows, cols, scale, shift, out_dtype, rank_one)
+    factors = (None,) * 4 if rank_one is None else tuple(rank_one)
+    return torch.ops.effkernels.separable_map(x, rows, cols, scale, shift, out_dtype, *factors)
 
 
 def check_image_batch(x):
@@ -53,7 +61,7 @@ def check_image_batch(x):
         raise TypeError(f"x must be uint8, float16, bfloat16, float32 or float64, got {x.dtype}")
 
 
-def check_separable_map(x, rows, cols, scale, shift, out_dtype):
+def check_separable_map(x, rows, cols, scale, shift, out_dtype, rank_one=None):
     """Raise TypeError/ValueError naming the argument when separable_map cannot run on these."""
     check_image_batch(x)
     for name, value in (("rows", rows), ("cols", cols)):
@@ -87,6 +95,32 @@ def check_separable_map(x, rows, cols, scale, shift, out_dtype):
             raise ValueError(f"{name} must be on {x.device} like x, got {affine.device}")
     if out_dtype is not None and out_dtype not in FLOAT_DTYPES:
         raise TypeError(f"out_dtype must be a floating dtype, got {out_dtype}")
+    if rank_one is not None:
+        _check_rank_one(x, rank_one, rows.shape[2], cols.shape[2], acc)
+
+
+def _check_rank_one(x, rank_one, oh, ow, acc):
+    names = ("row_u", "row_v", "col_u", "col_v")
+    if not isinstance(rank_one, Sequence) or len(rank_one) != 4 or not all(isinstance(f, torch.Tensor) for f in rank_one):
+        raise TypeError(f"rank_one must be None or four Tensors ({', '.join(names)}), got {rank_one!r}")
+    n, _, h, w = x.shape
+    for name, factor, length in zip(names, rank_one, (oh, h, ow, w)):
+        if factor.dim() != 2 or factor.shape[0] not in (1, n) or factor.shape[1] != length:
+            raise ValueError(f"{name} must have shape (1 or N={n}, {length}), got {tuple(factor.shape)}")
+        if factor.dtype != acc:
+            raise TypeError(f"{name} must be {acc} for x of dtype {x.dtype}, got {factor.dtype}")
+        if factor.device != x.device:
+            raise ValueError(f"{name} must be on {x.device} like x, got {factor.device}")
+
+
+def _rank_one_args(row_u, row_v, col_u, col_v):
+    """The op's four optional factor arguments as separable_map's `rank_one` (None or a tuple)."""
+    factors = (row_u, row_v, col_u, col_v)
+    if all(f is None for f in factors):
+        return None
+    if any(f is None for f in factors):
+        raise ValueError("row_u, row_v, col_u and col_v must be given all together or not at all")
+    return factors
 
 
 def _separable_map_out_dtype(x, rows, out_dtype):
@@ -96,49 +130,67 @@ def _separable_map_out_dtype(x, rows, out_dtype):
 
 
 @torch.library.register_fake("effkernels::separable_map")
-def _separable_map_fake(x, rows, cols, scale=None, shift=None, out_dtype=None):
-    check_separable_map(x, rows, cols, scale, shift, out_dtype)
+def _separable_map_fake(x, rows, cols, scale=None, shift=None, out_dtype=None, row_u=None, row_v=None, col_u=None,
+                        col_v=None):
+    check_separable_map(x, rows, cols, scale, shift, out_dtype, _rank_one_args(row_u, row_v, col_u, col_v))
     n, c = x.shape[:2]
     return x.new_empty((n, c, rows.shape[2], cols.shape[2]), dtype=_separable_map_out_dtype(x, rows, out_dtype))
 
 
 def _separable_map_setup_context(ctx, inputs, output):
-    x, rows, cols, scale, shift, out_dtype = inputs
+    x, rows, cols, scale, shift, out_dtype, *factors = inputs
     # ctx.needs_input_grad does not line up with optional arguments here; ask the tensors.
-    ctx.needs_grad = [t is not None and t.requires_grad for t in (x, rows, cols, scale, shift)]
-    needs_x_data = any(ctx.needs_grad[1:4])  # rows, cols, scale grads read x
-    ctx.save_for_backward(x if needs_x_data else None, rows, cols, scale)
+    ctx.needs_grad = [t is not None and t.requires_grad for t in (x, rows, cols, scale, shift, *factors)]
+    needs_x_data = any(ctx.needs_grad[1:4]) or any(ctx.needs_grad[5:])  # these grads read x
+    ctx.save_for_backward(x if needs_x_data else None, rows, cols, scale, *factors)
     ctx.x_dtype = x.dtype
 
 
 def _separable_map_backward(ctx, grad):
-    x, rows, cols, scale = ctx.saved_tensors
-    need_x, need_rows, need_cols, need_scale, need_shift = ctx.needs_grad
+    x, rows, cols, scale, *factors = ctx.saved_tensors
+    need_x, need_rows, need_cols, need_scale, need_shift, *need_factors = ctx.needs_grad
+    rank_one = _rank_one_args(*factors)
     grad_x = grad_rows = grad_cols = grad_scale = grad_shift = None
+    grad_factors = [None] * 4
     grad = grad.to(rows.dtype) if accumulate_dtype(grad.dtype) != rows.dtype else grad
     if need_x:
-        # The map is linear in x: its adjoint is the same kernel with transposed operators.
+        # The map is linear in x: its adjoint is the same kernel with transposed operators (the
+        # rank-one term's transpose swaps each pair of factors).
+        adjoint = (None,) * 4 if rank_one is None else (factors[1], factors[0], factors[3], factors[2])
         grad_x = torch.ops.effkernels.separable_map(
-            grad, rows.transpose(-1, -2), cols.transpose(-1, -2), scale, None, ctx.x_dtype
+            grad, rows.transpose(-1, -2), cols.transpose(-1, -2), scale, None, ctx.x_dtype, *adjoint
         )
     if need_shift:
         grad_shift = grad.sum((0, 2, 3), dtype=rows.dtype)
     if need_scale:
-        unscaled = torch.ops.effkernels.separable_map(x, rows, cols, None, None, rows.dtype)
+        unscaled = torch.ops.effkernels.separable_map(x, rows, cols, None, None, rows.dtype, *factors)
         grad_scale = (grad.to(rows.dtype) * unscaled).sum((0, 2, 3))
-    if need_rows or need_cols:
+    if need_rows or need_cols or any(need_factors):
         n = x.shape[0]
         x_acc = x.to(rows.dtype)
         grad_pre = grad.to(rows.dtype)
         if scale is not None:
             grad_pre = grad_pre * scale[:, None, None]
+
+        def reduce_to(value, like):  # a shared (batch 1) operator gets the sum over the batch
+            return value.sum(0, keepdim=True) if like.shape[0] == 1 else value
+
         if need_rows:
-            grad_rows = torch.einsum("ncov,nkvw,nchw->nkoh", grad_pre, cols.expand(n, -1, -1, -1), x_acc)
-            grad_rows = grad_rows.sum(0, keepdim=True) if rows.shape[0] == 1 else grad_rows
+            grad_rows = reduce_to(torch.einsum("ncov,nkvw,nchw->nkoh", grad_pre, cols.expand(n, -1, -1, -1), x_acc), rows)
         if need_cols:
-            grad_cols = torch.einsum("ncov,nkoh,nchw->nkvw", grad_pre, rows.expand(n, -1, -1, -1), x_acc)
-            grad_cols = grad_cols.sum(0, keepdim=True) if cols.shape[0] == 1 else grad_cols
-    return grad_x, grad_rows, grad_cols, grad_scale, grad_shift, None
+            grad_cols = reduce_to(torch.einsum("ncov,nkoh,nchw->nkvw", grad_pre, rows.expand(n, -1, -1, -1), x_acc), cols)
+        if any(need_factors):
+            row_u, row_v, col_u, col_v = (f.expand(n, -1) for f in factors)
+            weight = torch.einsum("nh,nchw,nw->nc", row_v, x_acc, col_v)  # the term is weight * row_u col_uᵀ
+            grad_weight = torch.einsum("ncov,no,nv->nc", grad_pre, row_u, col_u)
+            candidates = (
+                lambda: torch.einsum("ncov,nc,nv->no", grad_pre, weight, col_u),
+                lambda: torch.einsum("nc,nchw,nw->nh", grad_weight, x_acc, col_v),
+                lambda: torch.einsum("ncov,nc,no->nv", grad_pre, weight, row_u),
+                lambda: torch.einsum("nc,nchw,nh->nw", grad_weight, x_acc, row_v),
+            )
+            grad_factors = [reduce_to(make(), f) if need else None for need, make, f in zip(need_factors, candidates, factors)]
+    return grad_x, grad_rows, grad_cols, grad_scale, grad_shift, None, *grad_factors
 
 
 torch.library.register_autograd(
@@ -157,15 +209,38 @@ def gpu_backend() -> str:
 
 
 @torch.library.register_kernel("effkernels::separable_map", "cuda")
-def _separable_map_gpu(x, rows, cols, scale=None, shift=None, out_dtype=None):
-    check_separable_map(x, rows, cols, scale, shift, out_dtype)
-    # tl.dot has no float64 path on every Triton release: float64 goes to the CUDA C++ kernel.
-    use_cuda_cpp = x.dtype == torch.float64 and hasattr(torch.ops.effkernels, "separable_map_cuda")
-    if use_cuda_cpp or gpu_backend() == "cuda":
-        return torch.ops.effkernels.separable_map_cuda(x, rows, cols, scale, shift, out_dtype)
-    from .triton.separable_map import separable_map_triton  # triton is needed on GPU machines only
+def _separable_map_gpu(x, rows, cols, scale=None, shift=None, out_dtype=None, row_u=None, row_v=None, col_u=None,
+                       col_v=None):
+    rank_one = _rank_one_args(row_u, row_v, col_u, col_v)
+    # Direct torch.ops calls reach this kernel unchecked, and the Triton kernel has no checks of its own.
+    check_separable_map(x, rows, cols, scale, shift, out_dtype, rank_one)
+    return _gpu_separable_map_launch(x.shape, x.dtype, rows, cols, scale, shift, out_dtype, rank_one)(x)
 
-    return separable_map_triton(x, rows, cols, scale, shift, out_dtype)
+
+def _gpu_separable_map_launch(x_shape, x_dtype, rows, cols, scale, shift, out_dtype, rank_one):
+    """`launch(x) -> out` for CUDA x of this shape and dtype, arguments already checked.
+
+    The Triton kernel by default. float64, and EFFKERNELS_BACKEND=cuda, go to the CUDA C++ kernel
+    (its float64 path is the measured one on the GPU); that kernel knows no rank-one term, so the
+    term becomes one more dense K-term there. The Triton kernel has an IEEE float64 path too (run
+    under the interpreter, and on a GPU when effkernels was built without CUDA C++); the CUDA C++
+    kernel can go once a GPU run shows that path correct and no slower.
+    """
+    use_cuda_cpp = x_dtype == torch.float64 and hasattr(torch.ops.effkernels, "separable_map_cuda")
+    if use_cuda_cpp or gpu_backend() == "cuda":
+        if rank_one is not None:
+            rows, cols = _with_dense_term(rows, rank_one[0], rank_one[1]), _with_dense_term(cols, rank_one[2], rank_one[3])
+        return lambda x: torch.ops.effkernels.separable_map_cuda(x, rows, cols, scale, shift, out_dtype)
+    from .triton.separable_map import prepare_separable_map  # triton is needed on GPU machines only
+
+    return prepare_separable_map(x_shape, x_dtype, rows, cols, scale, shift, out_dtype, rank_one)
+
+
+def _with_dense_term(operators_, u, v):
+    """operators (1 or N, K, O, I) with outer(u, v) appended as term K (batch broadcast to the largest)."""
+    batch = max(operators_.shape[0], u.shape[0], v.shape[0])
+    term = (u[:, :, None] * v[:, None, :]).expand(batch, -1, -1)
+    return torch.cat([operators_.expand(batch, -1, -1, -1), term[:, None]], 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,8 +256,23 @@ def lowfreq_crop(x, size, out_size=None, *, mean=None, std=None, out_dtype=None)
     and equals `real(ifft2(centred block of fft2(x))) * bh * bw / (H * W)`. out_size: (oh, ow) to
     resize that with antialiased bilinear interpolation. mean, std: per-channel sequences,
     `(y - mean) / std` last. out_dtype: float32 for uint8 x, else x's dtype, by default.
-    Linear in x, so differentiable for floating x; one kernel launch on the GPU.
+    Linear in x, so differentiable for floating x; one kernel launch on the GPU, a K = 1
+    separable_map plus the rank-one imaginary term when both bands are even.
+
+    Host path: an eager call that autograd, torch.compile, dispatch/function modes and functorch
+    transforms do not watch is served from a plan cached per (shape, dtype, device, arguments):
+    the arguments were checked and the operators, normalisation constants and launch metadata
+    built on the plan's first call, so a repeat call only allocates the output and launches the
+    kernel (the raw Triton launch on CUDA, the C++ kernel through the dispatcher on CPU). Such calls
+    do not show up as effkernels::lowfreq_crop in profiler traces; everything else goes through
+    the op.
     """
+    if _untraced_without_grad(x):
+        key = _plan_key(x, size, out_size, mean, std, out_dtype)
+        plan = _LOWFREQ_PLANS.get(key) if key is not None else None
+        if plan is None:
+            plan = _lowfreq_plan(key, x, size, out_size, mean, std, out_dtype)
+        return plan(x)
     return torch.ops.effkernels.lowfreq_crop(
         x,
         pair(size, "size"),
@@ -191,6 +281,63 @@ def lowfreq_crop(x, size, out_size=None, *, mean=None, std=None, out_dtype=None)
         _channel_values(std, "std"),
         out_dtype,
     )
+
+
+_LOWFREQ_PLANS: dict = {}
+_MAX_PLANS = 256
+
+
+def _untraced_without_grad(x) -> bool:
+    """Whether a call may bypass the op: a plain tensor that no autograd, tracer or mode watches."""
+    return (
+        type(x) is torch.Tensor
+        and not (x.requires_grad and torch.is_grad_enabled())
+        and not torch.compiler.is_compiling()
+        and torch._C._len_torch_dispatch_stack() == 0
+        and not torch._C._is_torch_function_mode_enabled()
+        and not torch._C._are_functorch_transforms_active()
+    )
+
+
+def _plan_key(x, *args):
+    """A hashable key of x's description and the arguments; None for argument types not cached."""
+    parts = [x.shape, x.dtype, x.device, os.environ.get("EFFKERNELS_BACKEND")]
+    for value in args:
+        kind = type(value)
+        if value is None or kind is int or kind is torch.dtype:
+            parts.append(value)
+        elif kind is list or kind is tuple:
+            parts.append(tuple(value))
+        else:
+            return None
+    return tuple(parts)
+
+
+def _lowfreq_plan(key, x, size, out_size, mean, std, out_dtype):
+    """Check the arguments once, build operators and launch, cache the result under key."""
+    size = pair(size, "size")
+    out_size = size if out_size is None else pair(out_size, "out_size")
+    mean, std = _channel_values(mean, "mean"), _channel_values(std, "std")
+    check_lowfreq_crop(x, size, out_size, mean, std, out_dtype)
+    acc = accumulate_dtype(x.dtype)
+    rows, cols, *factors = operators.lowfreq_crop_operators_cached(
+        tuple(x.shape[-2:]), tuple(size), tuple(out_size), acc, x.device
+    )
+    rank_one = tuple(factors) if operators.has_rank_one_term(size) else None
+    scale, shift = normalisation_affine(x, mean, std, acc)
+    if x.device.type == "cuda":
+        plan = _gpu_separable_map_launch(x.shape, x.dtype, rows, cols, scale, shift, out_dtype, rank_one)
+    else:
+        op, factor_args = torch.ops.effkernels.separable_map.default, rank_one or (None,) * 4
+
+        def plan(images):
+            return op(images, rows, cols, scale, shift, out_dtype, *factor_args)
+
+    if key is not None:
+        if len(_LOWFREQ_PLANS) >= _MAX_PLANS:
+            _LOWFREQ_PLANS.clear()
+        _LOWFREQ_PLANS[key] = plan
+    return plan
 
 
 def pair(value, name: str) -> list:
@@ -266,28 +413,28 @@ def _affine_tensors_cached(input_scale, mean, std, dtype, device):
 def _lowfreq_crop_composite(x, size, out_size=None, mean=None, std=None, out_dtype=None):
     check_lowfreq_crop(x, size, out_size, mean, std, out_dtype)
     acc = accumulate_dtype(x.dtype)
-    rows, cols = torch.ops.effkernels.lowfreq_crop_operators(
+    rows, cols, *factors = torch.ops.effkernels.lowfreq_crop_operators(
         list(x.shape[-2:]), size, size if out_size is None else out_size, dtype=acc, device=x.device
     )
+    factors = factors if operators.has_rank_one_term(size) else (None,) * 4
     scale, shift = normalisation_affine(x, mean, std, acc)
-    return torch.ops.effkernels.separable_map(x, rows, cols, scale, shift, out_dtype)
+    return torch.ops.effkernels.separable_map(x, rows, cols, scale, shift, out_dtype, *factors)
 
 
 @torch.library.impl("effkernels::lowfreq_crop_operators", "CompositeExplicitAutograd")
 def _lowfreq_crop_operators(in_size, size, out_size, *, dtype, device):
-    rows, cols = operators.lowfreq_crop_operators_cached(
-        tuple(in_size), tuple(size), tuple(out_size), dtype, torch.device(device)
-    )
+    cached = operators.lowfreq_crop_operators_cached(tuple(in_size), tuple(size), tuple(out_size), dtype, torch.device(device))
     # Op outputs must be fresh tensors: a compiled graph may reuse an output's memory.
-    return rows.clone(), cols.clone()
+    return tuple(t.clone() for t in cached)
 
 
 @torch.library.register_fake("effkernels::lowfreq_crop_operators")
 def _lowfreq_crop_operators_fake(in_size, size, out_size, *, dtype, device):
-    terms = 2 if size[0] % 2 == 0 and size[1] % 2 == 0 else 1
+    (h, w), (oh, ow) = in_size, out_size
     return (
-        torch.empty((1, terms, out_size[0], in_size[0]), dtype=dtype, device=device),
-        torch.empty((1, terms, out_size[1], in_size[1]), dtype=dtype, device=device),
+        torch.empty((1, 1, oh, h), dtype=dtype, device=device),
+        torch.empty((1, 1, ow, w), dtype=dtype, device=device),
+        *(torch.empty((1, length), dtype=dtype, device=device) for length in (oh, h, ow, w)),
     )
 
 
@@ -298,7 +445,8 @@ def lowfreq_crop_augmented(x, size, out_size=None, *, boxes=None, flip=None, mea
     the low-frequency crop: the box `boxes[n] = (top, left, height, width)` (input pixels) is
     resized back to x's (H, W) with antialiased bilinear interpolation, mirrored when `flip[n]`,
     low-passed to `size` and resized to `out_size`. All of it is folded into per-sample operator
-    matrices. Pass boxes and flip as CPU tensors: their values are checked on the host.
+    matrices (the rank-one term's input-side factors become per-sample vectors). Pass boxes and
+    flip as CPU tensors: their values are checked on the host.
     """
     size = pair(size, "size")
     out_size = size if out_size is None else pair(out_size, "out_size")
@@ -307,17 +455,27 @@ def lowfreq_crop_augmented(x, size, out_size=None, *, boxes=None, flip=None, mea
     n, _, height, width = x.shape
     boxes, flip = _check_boxes_and_flip(boxes, flip, n, height, width)
     acc = accumulate_dtype(x.dtype)
-    rows, cols = torch.ops.effkernels.lowfreq_crop_operators(
-        [height, width], size, out_size, dtype=acc, device=x.device
-    )
+    if _untraced_without_grad(x):  # cached operators, no op call and no clones (see lowfreq_crop)
+        operator_set = operators.lowfreq_crop_operators_cached((height, width), tuple(size), tuple(out_size), acc, x.device)
+    else:
+        operator_set = torch.ops.effkernels.lowfreq_crop_operators([height, width], size, out_size, dtype=acc, device=x.device)
+    rows, cols, row_u, row_v, col_u, col_v = operator_set
+    rank_one = operators.has_rank_one_term(size)
     boxes = boxes.to(x.device)
-    crop_rows = operators.resize_operator(boxes[:, 2], height, height, boxes[:, 0], device=x.device)
-    crop_cols = operators.resize_operator(boxes[:, 3], width, width, boxes[:, 1], device=x.device)
+    crop_rows = operators.resize_operator(boxes[:, 2], height, height, boxes[:, 0], device=x.device).to(acc)
+    crop_cols = operators.resize_operator(boxes[:, 3], width, width, boxes[:, 1], device=x.device).to(acc)
     crop_cols = torch.where(flip.to(x.device)[:, None, None], crop_cols.flip(-2), crop_cols)
-    rows = rows @ crop_rows.to(acc)[:, None]
-    cols = cols @ crop_cols.to(acc)[:, None]
+    # One product per axis: the rank-one term's input-side factor rides along as one more operator row.
+    if rank_one:
+        rows_and_v = torch.cat([rows[0, 0], row_v], 0) @ crop_rows
+        cols_and_v = torch.cat([cols[0, 0], col_v], 0) @ crop_cols
+        rows, row_v = rows_and_v[:, None, :-1], rows_and_v[:, -1]
+        cols, col_v = cols_and_v[:, None, :-1], cols_and_v[:, -1]
+        factors = (row_u, row_v, col_u, col_v)
+    else:
+        rows, cols, factors = rows @ crop_rows[:, None], cols @ crop_cols[:, None], (None,) * 4
     scale, shift = normalisation_affine(x, mean, std, acc)
-    return torch.ops.effkernels.separable_map(x, rows, cols, scale, shift, out_dtype)
+    return torch.ops.effkernels.separable_map(x, rows, cols, scale, shift, out_dtype, *factors)
 
 
 def _check_boxes_and_flip(boxes, flip, n, height, width):

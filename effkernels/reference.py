@@ -29,9 +29,18 @@ def lowfreq_crop(x, size, out_size=None, *, mean=None, std=None, out_dtype=None)
     return y.to(out_dtype or default_dtype)
 
 
-def separable_map(x, rows, cols, scale=None, shift=None, out_dtype=None):
-    """`out[n, c] = (Σ_k rows[n, k] @ x[n, c] @ cols[n, k]ᵀ) * scale[c] + shift[c]`, in float64."""
+def separable_map(x, rows, cols, scale=None, shift=None, out_dtype=None, rank_one=None):
+    """`out[n, c] = (Σ_k rows[n, k] @ x[n, c] @ cols[n, k]ᵀ + R[n, c]) * scale[c] + shift[c]`, in float64.
+
+    rank_one = (row_u, row_v, col_u, col_v) adds the term with rows = outer(row_u, row_v) and
+    cols = outer(col_u, col_v): `R[n, c] = outer(row_u[n], row_v[n]) @ x[n, c] @ outer(col_u[n], col_v[n])ᵀ`.
+    """
     y = torch.einsum("nkoh,nchw,nkvw->ncov", rows.double(), x.double(), cols.double())
+    if rank_one is not None:
+        row_u, row_v, col_u, col_v = (f.double() for f in rank_one)
+        term_rows = row_u[:, :, None] * row_v[:, None, :]
+        term_cols = col_u[:, :, None] * col_v[:, None, :]
+        y = y + torch.einsum("noh,nchw,nvw->ncov", term_rows, x.double(), term_cols)
     if scale is not None:
         y = y * scale.double()[:, None, None]
     if shift is not None:

@@ -1,19 +1,36 @@
 """Benchmark effkernels.lowfreq_crop against the alternatives a training loop would use.
 
+effkernels, on uint8 images (what a loader yields; conversion, normalisation and cast fused):
+- "bf16" / "f32": lowfreq_crop with bf16 / float32 output (the Triton kernel's bf16-only and
+  hi + lo tensor-core precisions on a GPU); "f32 in": float32 images in [0, 1], float32 out;
+- "aug bf16" / "aug f32": lowfreq_crop_augmented with per-sample crop boxes and flips.
 Peers, measured in the same run on the same batch:
 - fft: EfficientTrain's freq_crop in torch.fft (fft2, shift, crop the centred block, ifft2, real);
-- fft+resize: that, then F.interpolate(antialias=True) to the output size, when one is asked for;
+  fft+resize: that, then F.interpolate(antialias=True) to the output size, when one is asked for;
+- 2-GEMM: the low-pass as two plain library GEMMs from uint8, as /work/shared/gpu-probes/peers.py:
+  `T = (x / 255) @ [Re A_w; Im A_w]ᵀ`, `y = Re A_h @ T_re - Im A_h @ T_im`, normalised, bf16 out;
+  bf16 operands on a GPU (cuBLAS), float32 on a CPU (no fast bf16 GEMM there); eager and
+  torch.compile'd (the compiled one is skipped on a CPU unless --compile-peers: it compiles slowly
+  there and is no GPU fact);
 - resize peers, the "just resize" baselines a frequency curriculum replaces, to the output size:
   F.interpolate(mode="bilinear", antialias=True); torchvision.transforms.v2.functional.resize
-  (antialiased, what torchvision pipelines call on device tensors); and kornia's resize
-  (Gaussian-blur antialiasing), when kornia is installed.
-Peers get float32 input already in [0, 1]; effkernels is timed on uint8 (what a loader yields;
-conversion, normalisation and cast fused) and on float32. Roofline: bytes that must move (input
-read once, output written once) over the measured copy bandwidth of the device.
+  (antialiased); and kornia's resize (Gaussian-blur antialiasing), when kornia is installed.
+Peers other than 2-GEMM get float32 input already in [0, 1].
+Ceilings measured in the same run: the copy bandwidth (roofline: uint8 input read once, output
+written once) and a large matmul, bf16 on a GPU (the tensor-core rate), float32 on a CPU (what the
+CPU kernel multiplies in): "% GEMM" is the bf16-output op's useful FLOP rate (K = 1 GEMM chain; the
+rank-one term is O(H·W)) over it. On a CPU, lowfreq_crop without a resize runs folded (half those
+multiply-adds, see csrc/cpu/separable_map.cpp), so there it can pass 100 %.
+Host µs per call: many calls of each entry point on a tiny batch, timed on the host without
+synchronising; on a GPU the kernels queue behind the host, so this is the host cost per call
+(minus nothing: the GPU is idle most of the time); on a CPU the kernel itself is subtracted as the
+time of a direct torch.ops.effkernels.separable_map call with prepared operators.
 """
 import argparse
 import os
+import statistics
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 import effkernels  # noqa: E402
+from effkernels import operators  # noqa: E402
 
 try:
     import kornia.geometry.transform as kornia_transform
@@ -47,41 +65,127 @@ def fft_lowfreq_crop(x: torch.Tensor, band: int) -> torch.Tensor:
     return torch.fft.ifft2(block).real * (band * band) / (height * width)
 
 
-def bench_case(batch, size, band, out_size, device, repeats):
+def two_gemm_lowfreq_crop(size: int, band: int, out: tuple, device):
+    """The peer of /work/shared/gpu-probes/peers.py: two library GEMMs with dense Re/Im operators."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    axes = operators.lowfreq_crop_axes((size, size), (band, band), out)
+    real_h, real_w = axes[0][0, 0], axes[1][0, 0]
+    # Re A_h x Re A_wᵀ - Im A_h x Im A_wᵀ, with lowfreq_crop_axes' rank-one factors made dense again.
+    imag_h, imag_w = -torch.outer(axes[2][0], axes[3][0]), torch.outer(axes[4][0], axes[5][0])
+    stacked_w = torch.cat([real_w, imag_w], 0).T.contiguous().to(device, dtype)
+    real_h, imag_h = real_h.to(device, dtype), imag_h.to(device, dtype)
+    mean = torch.tensor(MEAN, device=device)[:, None, None]
+    std = torch.tensor(STD, device=device)[:, None, None]
+    width = out[1]
+
+    def run(images):
+        t = (images.to(dtype) * (1 / 255)) @ stacked_w
+        y = real_h @ t[..., :width] - imag_h @ t[..., width:]
+        return ((y.float() - mean) / std).to(torch.bfloat16)
+
+    return run
+
+
+def bench_case(batch, size, band, out_size, device, repeats, compile_peers):
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
     floats = images.float() / 255
     out = (out_size or band, out_size or band)
-    times = {
-        "effkernels uint8": common.median_ms(
-            lambda: effkernels.lowfreq_crop(images, band, out_size, mean=MEAN, std=STD), device, repeats),
-        "effkernels f32": common.median_ms(lambda: effkernels.lowfreq_crop(floats, band, out_size), device, repeats),
-        "fft": common.median_ms(lambda: fft_lowfreq_crop(floats, band), device, repeats),
-        "interpolate": common.median_ms(
-            lambda: F.interpolate(floats, size=out, mode="bilinear", antialias=True), device, repeats),
-        "torchvision resize": common.median_ms(
-            lambda: torchvision_functional.resize(floats, list(out), antialias=True), device, repeats),
+    module = effkernels.nn.LowFreqCrop(band, out_size, MEAN, STD, random_resized_crop=True, hflip_prob=0.5)
+    boxes, flip = module.sample_boxes(batch, size, size), torch.rand(batch) < 0.5
+
+    def ours(out_dtype, x=images, **extra):
+        return lambda: effkernels.lowfreq_crop(x, band, out_size, mean=MEAN, std=STD, out_dtype=out_dtype, **extra)
+
+    def augmented(out_dtype):
+        return lambda: effkernels.lowfreq_crop_augmented(
+            images, band, out_size, boxes=boxes, flip=flip, mean=MEAN, std=STD, out_dtype=out_dtype)
+
+    two_gemm = two_gemm_lowfreq_crop(size, band, out, device)
+    timed = {
+        "bf16": ours(torch.bfloat16),
+        "f32": ours(torch.float32),
+        "f32 in": lambda: effkernels.lowfreq_crop(floats, band, out_size),
+        "aug bf16": augmented(torch.bfloat16),
+        "aug f32": augmented(torch.float32),
+        "fft": lambda: fft_lowfreq_crop(floats, band),
+        "2-GEMM": lambda: two_gemm(images),
+        "interpolate": lambda: F.interpolate(floats, size=out, mode="bilinear", antialias=True),
+        "torchvision resize": lambda: torchvision_functional.resize(floats, list(out), antialias=True),
     }
+    if compile_peers:
+        compiled = torch.compile(two_gemm)
+        timed["2-GEMM compiled"] = lambda: compiled(images)
     if kornia_transform is not None:
-        times["kornia resize"] = common.median_ms(
-            lambda: kornia_transform.resize(floats, out, antialias=True), device, repeats)
+        timed["kornia resize"] = lambda: kornia_transform.resize(floats, out, antialias=True)
     if out_size is not None:
-        times["fft+resize"] = common.median_ms(
-            lambda: F.interpolate(fft_lowfreq_crop(floats, band), size=out, mode="bilinear", antialias=True),
-            device, repeats)
+        timed["fft+resize"] = lambda: F.interpolate(fft_lowfreq_crop(floats, band), size=out, mode="bilinear",
+                                                    antialias=True)
+    times = common.interleaved_median_ms(timed, device, repeats)  # a noisy neighbour hits every entry alike
     fft_peer = times.get("fft+resize", times["fft"])
-    terms = 2 if band % 2 == 0 else 1
-    flops = 2 * terms * batch * 3 * (size * size * out[1] + out[0] * size * out[1])
+    flops = 2 * batch * 3 * (size * size * out[1] + out[0] * size * out[1])
     return {
         "batch": batch,
         "input": size,
         "band": band,
         "output": out[0],
         **{f"{name} ms": ms for name, ms in times.items()},
-        "speed-up vs fft": fft_peer / times["effkernels f32"],
-        "vs best resize": min(times[name] for name in RESIZE_PEERS if name in times) / times["effkernels f32"],
-        "uint8 bytes": images.numel() + batch * 3 * out[0] * out[1] * 4,
-        "TFLOP/s": flops / times["effkernels uint8"] / 1e9,
+        "speed-up vs fft": fft_peer / times["f32"],
+        "vs 2-GEMM": times["2-GEMM"] / times["bf16"],
+        "vs best resize": min(times[name] for name in RESIZE_PEERS if name in times) / times["bf16"],
+        "uint8 bytes": images.numel() + batch * 3 * out[0] * out[1] * 2,
+        "TFLOP/s": flops / times["bf16"] / 1e9,
     }
+
+
+def host_us_per_call(device, calls):
+    """Host µs of one eager call of each entry point, on a tiny batch (see the module docstring)."""
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, device=device)
+    boxes, flip = torch.tensor([[0, 0, 32, 32], [4, 2, 20, 24]]), torch.tensor([False, True])
+    rows, cols, *factors = operators.lowfreq_crop_operators_cached((32, 32), (16, 16), (16, 16), torch.float32, device)
+    scale, shift = effkernels.ops.normalisation_affine(images, MEAN, STD, torch.float32)
+    op = torch.ops.effkernels.separable_map.default
+    entry_points = {
+        "lowfreq_crop": lambda: effkernels.lowfreq_crop(images, 16, mean=MEAN, std=STD, out_dtype=torch.bfloat16),
+        "lowfreq_crop_augmented": lambda: effkernels.lowfreq_crop_augmented(
+            images, 16, boxes=boxes, flip=flip, mean=MEAN, std=STD, out_dtype=torch.bfloat16),
+        "separable_map op, prepared": lambda: op(images, rows, cols, scale, shift, torch.bfloat16, *factors),
+    }
+    results = {}
+    threads = torch.get_num_threads()
+    if device.type != "cuda":  # one thread: an OpenMP barrier on a loaded host would swamp the µs
+        torch.set_num_threads(1)
+    for name, fn in entry_points.items():
+        for _ in range(10):
+            fn()
+        common.synchronize(device)
+        samples = []
+        for _ in range(5):
+            begin = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            samples.append((time.perf_counter() - begin) / calls * 1e6)
+            common.synchronize(device)
+        results[name] = statistics.median(samples)
+    torch.set_num_threads(threads)
+    if device.type != "cuda":  # the kernel runs on the host too: subtract it
+        kernel = results["separable_map op, prepared"]
+        results = {name: us - kernel if name != "separable_map op, prepared" else us for name, us in results.items()}
+    return results
+
+
+def gemm_dtype(device) -> torch.dtype:
+    """What the kernel multiplies in at bf16 output: bf16 tensor cores on a GPU, float32 on a CPU
+    (whose bf16 matmul, without AMX/AVX512-BF16, runs far below its float32 one)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def gemm_tflops(device, dtype):
+    """Measured rate of a large matmul of `dtype` on device, TFLOP/s."""
+    size = 8192 if device.type == "cuda" else 1024
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    ms = common.median_ms(lambda: a @ b, device, repeats=5 if device.type == "cuda" else 3)
+    return 2 * size**3 / ms / 1e9
 
 
 def main(argv=None):
@@ -89,23 +193,39 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sweep", choices=sorted(SWEEPS), default="small")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 50 GPU, 7 CPU)")
+    parser.add_argument("--compile-peers", action=argparse.BooleanOptionalAction, default=None,
+                        help="time the torch.compile'd 2-GEMM peer (default: on a GPU only)")
+    parser.add_argument("--host-calls", type=int, default=None, help="calls per host-overhead sample (default 200)")
     parser.add_argument("--out", default=None, help="results folder (default perf/results/<device>-<date>)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     repeats = args.repeats or (50 if device.type == "cuda" else 7)
+    compile_peers = device.type == "cuda" if args.compile_peers is None else args.compile_peers
+    if not compile_peers:
+        print("2-GEMM compiled: skipped (pass --compile-peers to time it; default on a GPU only)")
     bandwidth = common.copy_bandwidth_gbs(device)
+    gemm_rate = gemm_tflops(device, gemm_dtype(device))
     rows = []
     for case in SWEEPS[args.sweep]:
-        row = bench_case(*case, device, repeats)
-        row["GB/s"] = row["uint8 bytes"] / row["effkernels uint8 ms"] / 1e6
+        row = bench_case(*case, device, repeats, compile_peers)
+        row["GB/s"] = row["uint8 bytes"] / row["bf16 ms"] / 1e6
         row["% roofline"] = 100 * row["GB/s"] / bandwidth
+        row["% GEMM"] = 100 * row["TFLOP/s"] / gemm_rate
         rows.append(row)
-    meta = {**common.run_meta(device), "copy GB/s": bandwidth, "sweep": args.sweep, "repeats": repeats}
-    columns = ["batch", "input", "band", "output", "effkernels uint8 ms", "effkernels f32 ms", "fft ms",
-               "fft+resize ms", *(f"{name} ms" for name in RESIZE_PEERS), "speed-up vs fft", "vs best resize",
-               "GB/s", "% roofline", "TFLOP/s"]
-    print(common.write_results(args.out or common.default_out_dir(device), "lowfreq_crop", meta, rows, columns,
-                                       plot=(("band", "output"), "speed-up vs fft", "speed-up vs torch.fft freq_crop")))
+    host = host_us_per_call(device, args.host_calls or (200 if args.sweep != "tiny" else 20))
+    meta = {**common.run_meta(device), "copy GB/s": bandwidth, "GEMM dtype": str(gemm_dtype(device)),
+            "GEMM TFLOP/s": gemm_rate,
+            "host us per call": host, "2-GEMM compiled": "timed" if compile_peers else "skipped",
+            "sweep": args.sweep, "repeats": repeats}
+    columns = ["batch", "input", "band", "output", "bf16 ms", "f32 ms", "f32 in ms", "aug bf16 ms", "aug f32 ms",
+               "fft ms", "fft+resize ms", "2-GEMM ms", "2-GEMM compiled ms", *(f"{name} ms" for name in RESIZE_PEERS),
+               "speed-up vs fft", "vs 2-GEMM", "vs best resize", "GB/s", "% roofline", "TFLOP/s", "% GEMM"]
+    out_dir = args.out or common.default_out_dir(device)
+    print(common.write_results(out_dir, "lowfreq_crop", meta, rows, columns,
+                               plot=(("band", "output"), "speed-up vs fft", "speed-up vs torch.fft freq_crop")))
+    print(f"{gemm_dtype(device)} GEMM {gemm_rate:.3g} TFLOP/s; host µs per eager call (tiny batch, {device.type}):")
+    for name, us in host.items():
+        print(f"  {name}: {us:.1f}")
 
 
 if __name__ == "__main__":

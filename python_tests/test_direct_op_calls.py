@@ -33,7 +33,14 @@ def separable_map_args(device):
         scale=torch.rand(3),
         shift=torch.rand(3),
         out_dtype=None,
+        row_u=torch.rand(1, 4),  # the rank-one term's factors
+        row_v=torch.rand(1, 5),
+        col_u=torch.rand(1, 6),
+        col_v=torch.rand(1, 7),
     )
+
+
+RANK_ONE = ("row_u", "row_v", "col_u", "col_v")
 
 
 SEPARABLE_MAP_CASES = [  # (argument, replacement given the valid args, error, message)
@@ -49,22 +56,31 @@ SEPARABLE_MAP_CASES = [  # (argument, replacement given the valid args, error, m
     ("shift", lambda a: a["shift"].double(), TypeError, "shift must be"),
     ("shift", lambda a: a["shift"].to(elsewhere(a["x"].device.type)), ValueError, "shift must be on"),
     ("out_dtype", lambda a: torch.int64, TypeError, "out_dtype must be a floating dtype"),
+    ("row_u", lambda a: None, ValueError, "must be given all together"),
+    ("row_v", lambda a: a["row_v"].double(), TypeError, "row_v must be"),
+    ("col_v", lambda a: a["col_v"][:, :-1], ValueError, "col_v must have shape"),
+    ("col_u", lambda a: a["col_u"].to(elsewhere(a["x"].device.type)), ValueError, "col_u must be on"),
 ]
 
 
 def separable_map_ops(device):
-    ops = [torch.ops.effkernels.separable_map.default]
+    """(op, whether it takes the rank-one factors)."""
+    ops = [(torch.ops.effkernels.separable_map.default, True)]
     if device == "cuda" and HAS_CUDA_CPP:
-        ops.append(torch.ops.effkernels.separable_map_cuda.default)
+        ops.append((torch.ops.effkernels.separable_map_cuda.default, False))
     return ops
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("argument,replace,error,match", SEPARABLE_MAP_CASES)
 def test_separable_map_entry_points_check(device, argument, replace, error, match):
-    for op in separable_map_ops(device):
+    for op, takes_rank_one in separable_map_ops(device):
+        if argument in RANK_ONE and not takes_rank_one:
+            continue
         args = separable_map_args(device)
         args[argument] = replace(args)
+        if not takes_rank_one:
+            args = {name: value for name, value in args.items() if name not in RANK_ONE}
         with pytest.raises(error, match=match):
             op(*args.values())
 

@@ -141,3 +141,67 @@ def test_out_dtype():
 def test_bad_arguments_raise_clear_errors(call, error, match):
     with pytest.raises(error, match=match):
         call(torch.rand(2, 3, 16, 16))
+
+
+@pytest.mark.parametrize("in_size, band, out_size", [(16, 8, 8), (17, 6, 9), (15, 7, 7), (12, 12, 5), (9, 4, 11)])
+def test_imaginary_part_is_rank_one(in_size, band, out_size):
+    """Only the unpaired Nyquist frequency of an even band makes Im A non-zero: Im A = outer(u, v)."""
+    from effkernels import operators
+
+    _, imag = operators.lowfreq_axis_operator(in_size, band)
+    u, v = operators.lowfreq_imag_factors(in_size, band)
+    torch.testing.assert_close(torch.outer(u, v), imag, rtol=0, atol=1e-15)
+    # Zero for odd bands, and for the full band, where the unpaired frequency is the real Nyquist one.
+    assert (band % 2 == 1 or band == in_size) == bool((imag.abs() < 1e-15).all())
+    rows, cols, row_u, row_v, col_u, col_v = operators.lowfreq_crop_axes((in_size, in_size), (band, band), (out_size, out_size))
+    resize = operators.resize_operator(band, out_size, band) if out_size != band else torch.eye(band, dtype=torch.float64)
+    torch.testing.assert_close(torch.outer(row_u[0], row_v[0]), -resize @ imag, rtol=0, atol=1e-15)
+    assert rows.shape == (1, 1, out_size, in_size) and cols.shape == (1, 1, out_size, in_size)
+
+
+def test_eager_calls_reuse_a_cached_plan():
+    x = torch.randint(0, 256, (2, 3, 20, 18), dtype=torch.uint8)
+    args = ((10, 8), (12, 9))
+    kwargs = dict(mean=(0.1, 0.2, 0.3), std=[0.7, 0.8, 0.9], out_dtype=torch.float32)
+    first = effkernels.lowfreq_crop(x, *args, **kwargs)
+    key = effkernels.ops._plan_key(x, *args, kwargs["mean"], kwargs["std"], kwargs["out_dtype"])
+    plan = effkernels.ops._LOWFREQ_PLANS[key]
+    again = effkernels.lowfreq_crop(torch.randint(0, 256, (2, 3, 20, 18), dtype=torch.uint8), *args, **kwargs)
+    assert effkernels.ops._LOWFREQ_PLANS[key] is plan
+    assert relative_error(first, reference.lowfreq_crop(x, *args, **kwargs)) < 1e-5
+    assert not torch.equal(first, again)
+
+
+def test_op_path_and_plan_path_agree():
+    """Calls that autograd or a dispatch mode watches go through the op, others through the plan."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.rand(2, 3, 16, 14)
+    fast = effkernels.lowfreq_crop(x, (8, 6), mean=MEAN, std=STD)
+    with FlopCounterMode(display=False):
+        traced = effkernels.lowfreq_crop(x, (8, 6), mean=MEAN, std=STD)
+    graded = effkernels.lowfreq_crop(x.clone().requires_grad_(), (8, 6), mean=MEAN, std=STD)
+    assert graded.grad_fn is not None and fast.grad_fn is None
+    torch.testing.assert_close(fast, traced, rtol=0, atol=0)
+    torch.testing.assert_close(fast, graded.detach(), rtol=0, atol=0)
+
+
+def test_plan_path_checks_arguments_on_first_use():
+    x = torch.rand(2, 3, 16, 16)
+    with pytest.raises(ValueError, match="size must lie in"):
+        effkernels.lowfreq_crop(x, 17)
+    with pytest.raises(TypeError, match="mean must be a sequence"):
+        effkernels.lowfreq_crop(x, 8, mean=[0.1, "a", 0.2])
+
+
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
+def test_triton_precision_at_training_size(out_dtype):
+    """The Triton kernel's precision rule at a real size (uint8 224² -> 96, normalised): 3 bf16
+    parts for float32 output give float32 accuracy, 1 part for bf16 output stays within bf16's."""
+    from conftest import triton_kernel_on_cpu
+
+    x = torch.randint(0, 256, (1, 3, 224, 224), dtype=torch.uint8)
+    with triton_kernel_on_cpu():
+        out = effkernels.lowfreq_crop(x, 96, mean=MEAN, std=STD, out_dtype=out_dtype)
+    expected = reference.lowfreq_crop(x, 96, mean=MEAN, std=STD, out_dtype=torch.float64)
+    assert relative_error(out, expected) < TOLERANCE[out_dtype]

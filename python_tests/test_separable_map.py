@@ -141,3 +141,131 @@ def test_direct_op_call_checks_in_cpp():
     args = _bad(cols=lambda c: c[..., :-1])
     with pytest.raises(ValueError, match="cols must have W=7 columns"):
         torch.ops.effkernels.separable_map(*args.values())
+
+
+def random_rank_one(n, oh, h, ow, w, per_sample, dtype, device):
+    """(row_u, row_v, col_u, col_v), each factor shared or per sample as `per_sample` (4 bools) says."""
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    return tuple(
+        torch.randn(n if each else 1, length, dtype=acc, device=device) / length**0.25
+        for each, length in zip(per_sample, (oh, h, ow, w))
+    )
+
+
+@pytest.mark.parametrize("shape", SHAPES[1:])
+@pytest.mark.parametrize("dtype, out_dtype", [
+    (torch.uint8, None), (torch.uint8, torch.bfloat16), (torch.bfloat16, None), (torch.float32, None),
+    (torch.float16, torch.float32), (torch.float64, None),
+])
+def test_rank_one_term_matches_reference(backend, shape, dtype, out_dtype):
+    n, c, h, w, k, oh, ow, per_sample = shape
+    x, rows, cols, scale, shift = random_operands(*shape, dtype, backend)
+    rank_one = random_rank_one(n, oh, h, ow, w, (per_sample, True, False, per_sample), dtype, backend)
+    out = effkernels.separable_map(x, rows, cols, scale, shift, out_dtype, rank_one=rank_one)
+    expected = reference.separable_map(x, rows, cols, scale, shift, torch.float64, rank_one=rank_one)
+    assert relative_error(out, expected) < TOLERANCE[out.dtype]
+
+
+def test_rank_one_term_is_one_more_dense_term():
+    x, rows, cols, scale, shift = random_operands(2, 3, 9, 8, 1, 5, 6, True, torch.float64, "cpu")
+    row_u, row_v, col_u, col_v = random_rank_one(2, 5, 9, 6, 8, (True, False, False, True), torch.float64, "cpu")
+    dense_rows = torch.cat([rows, (row_u[:, :, None] * row_v[:, None, :])[:, None]], 1)
+    dense_cols = torch.cat([cols.expand(2, -1, -1, -1), (col_u[:, :, None] * col_v[:, None, :]).expand(2, -1, -1)[:, None]], 1)
+    out = effkernels.separable_map(x, rows, cols, scale, shift, rank_one=(row_u, row_v, col_u, col_v))
+    torch.testing.assert_close(out, effkernels.separable_map(x, dense_rows, dense_cols, scale, shift), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_rank_one_gradients_match_reference(backend, per_sample):
+    operands = list(random_operands(2, 3, 10, 9, 1, 6, 7, per_sample, torch.float32, backend))
+    factors = random_rank_one(2, 6, 10, 7, 9, (per_sample, not per_sample, True, False), torch.float32, backend)
+    leaves = [t.clone().requires_grad_() for t in operands + list(factors)]
+    grad_out = torch.randn(2, 3, 6, 7, device=backend)
+    effkernels.separable_map(*leaves[:5], rank_one=leaves[5:]).backward(grad_out)
+    ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
+    reference.separable_map(*ref_leaves[:5], rank_one=ref_leaves[5:]).backward(grad_out.double())
+    names = ["x", "rows", "cols", "scale", "shift", "row_u", "row_v", "col_u", "col_v"]
+    for name, leaf, ref in zip(names, leaves, ref_leaves):
+        # grad_scale sums grad * out over 84 random-sign products per channel: the Triton kernel's
+        # bf16 hi + lo error (~1e-5 of the summed magnitudes) grows by that cancellation.
+        assert relative_error(leaf.grad, ref.grad) < (5e-5 if name == "scale" else 1e-5), name
+
+
+def test_rank_one_gradcheck_float64():
+    operands = random_operands(2, 2, 5, 4, 1, 3, 6, False, torch.float64, "cpu")
+    factors = random_rank_one(2, 3, 5, 6, 4, (False, True, True, False), torch.float64, "cpu")
+    leaves = tuple(t.requires_grad_() for t in operands + factors)
+
+    def fn(*tensors):
+        return effkernels.separable_map(*tensors[:5], rank_one=tensors[5:])
+
+    assert torch.autograd.gradcheck(fn, leaves)
+    assert torch.autograd.gradgradcheck(fn, leaves)
+
+
+def test_rank_one_opcheck_and_compile():
+    x, rows, cols, scale, shift = random_operands(2, 3, 8, 7, 1, 5, 6, True, torch.float32, "cpu")
+    factors = random_rank_one(2, 5, 8, 6, 7, (True, False, True, False), torch.float32, "cpu")
+    torch.library.opcheck(torch.ops.effkernels.separable_map, (x.requires_grad_(), rows, cols, scale, shift, None, *factors))
+    compiled = torch.compile(lambda *t: effkernels.separable_map(*t[:5], rank_one=t[5:]), fullgraph=True)
+    out = compiled(x, rows, cols, scale, shift, *factors)
+    expected = reference.separable_map(x.detach(), rows, cols, scale, shift, rank_one=factors)
+    assert relative_error(out, expected) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "factors, error, match",
+    [
+        (lambda f: f[:3], TypeError, "rank_one must be None or four Tensors"),
+        (lambda f: (f[0][:, :-1], *f[1:]), ValueError, r"row_u must have shape \(1 or N=2, 5\)"),
+        (lambda f: (f[0], f[1].expand(3, -1), *f[2:]), ValueError, "row_v must have shape"),
+        (lambda f: (*f[:3], f[3].double()), TypeError, "col_v must be torch.float32"),
+    ],
+)
+def test_bad_rank_one_raises_clear_errors(factors, error, match):
+    args = _bad()
+    rank_one = factors(random_rank_one(2, 5, 8, 6, 7, (False,) * 4, torch.float32, "cpu"))
+    with pytest.raises(error, match=match):
+        effkernels.separable_map(**args, rank_one=rank_one)
+
+
+def test_direct_op_call_checks_rank_one_in_cpp():
+    args = _bad()
+    row_u, row_v, col_u, col_v = random_rank_one(2, 5, 8, 6, 7, (False,) * 4, torch.float32, "cpu")
+    with pytest.raises(ValueError, match="all together"):
+        torch.ops.effkernels.separable_map(*args.values(), row_u, row_v, None, None)
+    with pytest.raises(ValueError, match=r"col_v must have shape \(1 or N, 7\)"):
+        torch.ops.effkernels.separable_map(*args.values(), row_u, row_v, col_u, col_v[:, :3])
+
+
+def reflection_symmetric(operator):
+    """operator + its DFT reflection A[-m, -n]: it commutes with the reflection."""
+    out_len, in_len = operator.shape[-2:]
+    rows = (-torch.arange(out_len)) % out_len
+    cols = (-torch.arange(in_len)) % in_len
+    return operator + operator[..., rows, :][..., cols]
+
+
+@pytest.mark.parametrize("h, w, oh, ow", [(16, 16, 8, 8), (17, 12, 9, 5), (9, 33, 4, 3), (12, 10, 14, 11)])
+@pytest.mark.parametrize("dtype, out_dtype", [(torch.uint8, torch.bfloat16), (torch.float32, None), (torch.float64, None)])
+def test_reflection_symmetric_operators_take_the_folded_cpu_path(h, w, oh, ow, dtype, out_dtype):
+    """Shared K = 1 operators that commute with the DFT reflection (lowfreq_crop without a resize)
+    run folded on the CPU, half the multiply-adds: same map, with and without the rank-one term."""
+    x, rows, cols, scale, shift = random_operands(2, 3, h, w, 1, oh, ow, False, dtype, "cpu")
+    rows, cols = reflection_symmetric(rows), reflection_symmetric(cols)
+    factors = random_rank_one(2, oh, h, ow, w, (False, True, False, True), dtype, "cpu")
+    for rank_one in (None, factors):
+        out = effkernels.separable_map(x, rows, cols, scale, shift, out_dtype, rank_one=rank_one)
+        expected = reference.separable_map(x, rows, cols, scale, shift, torch.float64, rank_one=rank_one)
+        assert relative_error(out, expected) < TOLERANCE[out.dtype]
+
+
+def test_cuda_cpp_route_folds_the_rank_one_term_into_a_dense_term():
+    """The CUDA C++ kernel knows no rank-one term: effkernels.ops appends it as one more K-term."""
+    x, rows, cols, scale, shift = random_operands(2, 3, 9, 8, 2, 5, 6, False, torch.float64, "cpu")
+    row_u, row_v, col_u, col_v = random_rank_one(2, 5, 9, 6, 8, (False, True, True, False), torch.float64, "cpu")
+    dense_rows = effkernels.ops._with_dense_term(rows, row_u, row_v)
+    dense_cols = effkernels.ops._with_dense_term(cols, col_u, col_v)
+    assert dense_rows.shape == (2, 3, 5, 9) and dense_cols.shape == (2, 3, 6, 8)
+    expected = reference.separable_map(x, rows, cols, scale, shift, rank_one=(row_u, row_v, col_u, col_v))
+    torch.testing.assert_close(effkernels.separable_map(x, dense_rows, dense_cols, scale, shift), expected)

@@ -1,12 +1,310 @@
-// CPU kernel of effkernels::separable_map: per image plane, two small GEMMs and a fused epilogue.
+// CPU kernel of effkernels::separable_map: per image plane one GEMM along the width (all K terms and
+// the rank-one term's weight vector at once), K GEMMs along the height, and a fused epilogue.
+//
+// Per plane p = (n, c), with x_p converted once to the accumulation type:
+//   P = x_p @ [cols_0; ...; cols_{K-1}; col_v]^T          (H, K*OW [+1]): one GEMM
+//   R = sum_k rows_k @ P[:, k*OW:(k+1)*OW]                (OH, OW): K GEMMs, written in place
+//   R += (row_v . P[:, K*OW]) * row_u col_u^T             the rank-one term, O(H + OH*OW)
+//   out_p = cast(R * scale[c] + shift[c])
+// The rank-one term costs one extra column in the first GEMM instead of a second GEMM chain. Buffers
+// are allocated once per thread chunk; when out is of the accumulation type the second GEMM writes
+// straight into out, and float x with unit width stride is read in place.
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <vector>
 
 #include "../separable_map_checks.h"
 
 namespace effkernels {
 namespace {
+
+// x_p (any strides) converted to a contiguous (H, W) plane of the accumulation type.
+template <typename in_t, typename acc_t>
+void load_plane(const in_t* src, int64_t sh, int64_t sw, int64_t h, int64_t w, acc_t* dst) {
+  for (int64_t i = 0; i < h; ++i) {
+    const in_t* row = src + i * sh;
+    acc_t* out = dst + i * w;
+    if (sw == 1) {
+      for (int64_t j = 0; j < w; ++j) out[j] = static_cast<acc_t>(row[j]);
+    } else {
+      for (int64_t j = 0; j < w; ++j) out[j] = static_cast<acc_t>(row[j * sw]);
+    }
+  }
+}
+
+struct RankOne {
+  const void *row_u, *row_v, *col_u, *col_v;  // contiguous, batch stride 0 when shared
+  int64_t row_u_sn, row_v_sn, col_u_sn, col_v_sn;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The folded path. An operator A (OL, L) that commutes with the DFT reflection, A[m, n] =
+// A[-m mod OL, -n mod L] (the real part of the low-frequency crop does: A[-m, -n] = conj A[m, n]),
+// maps reflection-even vectors to even ones and odd to odd. With x_e[n] = x[n] + x[-n] and
+// x_o[n] = x[n] - x[-n] over the representatives n = 0..L/2 (even) and 1..(L-1)/2 (odd):
+//   y_e[m] = (y[m] + y[-m]) / 2 = E x_e,  E[m, n] = A[m, n] (n = -n) or (A[m, n] + A[m, -n]) / 2
+//   y_o[m] = (y[m] - y[-m]) / 2 = O x_o,  O[m, n] = (A[m, n] - A[m, -n]) / 2
+// and y[m] = y_e + y_o, y[-m] = y_e - y_o. In 2-D the plane splits into four quadrants, each mapped
+// by half-size operators on both sides: half the multiply-adds of the plain two GEMMs.
+// ---------------------------------------------------------------------------------------------
+
+struct FoldedAxis {
+  int64_t out_even, out_odd, in_even, in_odd;
+  at::Tensor even, odd;  // (out_even, in_even), (out_odd, in_odd), contiguous
+};
+
+int64_t reflection_even(int64_t length) { return length / 2 + 1; }
+int64_t reflection_odd(int64_t length) { return (length - 1) / 2; }
+
+// Whether A (contiguous) commutes with the DFT reflection to within a few ulps of its largest entry.
+template <typename acc_t>
+bool commutes_with_reflection(const at::Tensor& a) {
+  const auto* d = static_cast<const acc_t*>(a.data_ptr());
+  const int64_t rows = a.size(0), cols = a.size(1);
+  acc_t largest = 0, deviation = 0;
+  for (int64_t m = 0; m < rows; ++m) {
+    const acc_t* row = d + m * cols;
+    const acc_t* mirror = d + (m == 0 ? 0 : rows - m) * cols;
+    largest = std::max(largest, std::abs(row[0]));
+    deviation = std::max(deviation, std::abs(row[0] - mirror[0]));
+    for (int64_t n = 1; n < cols; ++n) {
+      largest = std::max(largest, std::abs(row[n]));
+      deviation = std::max(deviation, std::abs(row[n] - mirror[cols - n]));
+    }
+  }
+  const acc_t ulps = std::is_same<acc_t, double>::value ? acc_t(1e-14) : acc_t(4e-7);
+  return deviation <= ulps * largest;
+}
+
+// E and O of a contiguous operator A (see above), built with plain loops: no per-call ATen graph.
+template <typename acc_t>
+FoldedAxis fold_axis(const at::Tensor& a) {
+  const int64_t out_len = a.size(0), len = a.size(1);
+  FoldedAxis f{reflection_even(out_len), reflection_odd(out_len), reflection_even(len), reflection_odd(len), {}, {}};
+  f.even = at::empty({f.out_even, f.in_even}, a.options());
+  f.odd = at::empty({f.out_odd, f.in_odd}, a.options());
+  const auto* d = static_cast<const acc_t*>(a.data_ptr());
+  auto* even = static_cast<acc_t*>(f.even.data_ptr());
+  auto* odd = static_cast<acc_t*>(f.odd.data_ptr());
+  for (int64_t m = 0; m < f.out_even; ++m) {
+    const acc_t* row = d + m * len;
+    acc_t* e = even + m * f.in_even;
+    e[0] = row[0];
+    for (int64_t n = 1; n <= f.in_odd; ++n) e[n] = acc_t(0.5) * (row[n] + row[len - n]);
+    if (len % 2 == 0) e[len / 2] = row[len / 2];
+  }
+  for (int64_t i = 0; i < f.out_odd; ++i) {
+    const acc_t* row = d + (i + 1) * len;
+    for (int64_t q = 0; q < f.in_odd; ++q) odd[i * f.in_odd + q] = acc_t(0.5) * (row[q + 1] - row[len - q - 1]);
+  }
+  return f;
+}
+
+// Output index m of an axis as (even row, odd row or -1, sign of the odd part).
+struct Unfold {
+  int64_t even, odd, sign;
+};
+
+std::vector<Unfold> unfold_table(int64_t length) {
+  std::vector<Unfold> table(length);
+  for (int64_t m = 0; m < length; ++m) {
+    const int64_t rep = m <= length / 2 ? m : length - m;
+    const bool fixed = rep == 0 || 2 * rep == length;
+    table[m] = Unfold{rep, fixed ? -1 : rep - 1, fixed ? 0 : (m == rep ? 1 : -1)};
+  }
+  return table;
+}
+
+// Rows of full width from their even and odd column parts: y[v] = e[v] + o[v - 1] and
+// y[-v] = e[v] - o[v - 1] for the pair columns v = 1..odd, y[v] = e[v] at the fixed columns 0, OW/2.
+template <typename acc_t>
+void unfold_columns(const acc_t* even, const acc_t* odd, int64_t rows, int64_t width, int64_t odd_width, acc_t* dst) {
+  const int64_t even_width = reflection_even(width);
+  for (int64_t r = 0; r < rows; ++r) {
+    const acc_t* e = even + r * even_width;
+    const acc_t* o = odd + r * odd_width;
+    acc_t* d = dst + r * width;
+    d[0] = e[0];
+    for (int64_t v = 1; v <= odd_width; ++v) d[v] = e[v] + o[v - 1];
+    if (width % 2 == 0) d[width / 2] = e[width / 2];
+    for (int64_t v = 1; v <= odd_width; ++v) d[width - v] = e[v] - o[v - 1];
+  }
+}
+
+template <typename in_t, typename acc_t>
+void run_planes_folded(const at::Tensor& x, const FoldedAxis& fh, const FoldedAxis& fw, const RankOne* rank_one,
+                       const acc_t* scale, const acc_t* shift, at::Tensor& out, const SeparableMapShape& s) {
+  const auto* x_data = static_cast<const in_t*>(x.data_ptr());
+  const int64_t sn = x.stride(0), sc = x.stride(1), sh = x.stride(2), sw = x.stride(3);
+  const auto rows_out = unfold_table(s.oh);
+  const auto even_w_t = fw.even.t(), odd_w_t = fw.odd.t();
+
+  at::parallel_for(0, s.n * s.c, 1, [&](int64_t begin, int64_t end) {
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    const auto opts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+    auto plane = at::empty({s.h, s.w}, opts);
+    // Quadrants stacked by input row parity: [x_ee; x_oe] (H, W_even), [x_eo; x_oo] (H, W_odd).
+    auto fold_e = at::empty({s.h, fw.in_even}, opts), fold_o = at::empty({s.h, fw.in_odd}, opts);
+    auto t_e = at::empty({s.h, fw.out_even}, opts), t_o = at::empty({s.h, fw.out_odd}, opts);
+    auto y_ee = at::empty({fh.out_even, fw.out_even}, opts), y_eo = at::empty({fh.out_even, fw.out_odd}, opts);
+    auto y_oe = at::empty({fh.out_odd, fw.out_even}, opts), y_oo = at::empty({fh.out_odd, fw.out_odd}, opts);
+    const auto t_e_even = t_e.narrow(0, 0, fh.in_even), t_e_odd = t_e.narrow(0, fh.in_even, fh.in_odd);
+    const auto t_o_even = t_o.narrow(0, 0, fh.in_even), t_o_odd = t_o.narrow(0, fh.in_even, fh.in_odd);
+    acc_t* p = static_cast<acc_t*>(plane.data_ptr());
+    acc_t* fe = static_cast<acc_t*>(fold_e.data_ptr());
+    acc_t* fo = static_cast<acc_t*>(fold_o.data_ptr());
+    std::vector<acc_t> row(s.w);
+    std::vector<acc_t> wide(s.oh * s.ow);  // rows 0..OH_even-1: even rows, then odd rows, full width
+    acc_t* wide_e = wide.data();
+    acc_t* wide_o = wide.data() + fh.out_even * s.ow;
+
+    for (int64_t pl = begin; pl < end; ++pl) {
+      const int64_t n = pl / s.c, c = pl % s.c;
+      load_plane<in_t, acc_t>(x_data + n * sn + pl % s.c * sc, sh, sw, s.h, s.w, p);
+      acc_t weight = 0;
+      if (rank_one != nullptr) {  // row_v . x col_v as (row_v^T x) . col_v: vectorisable row updates
+        const auto* rv = static_cast<const acc_t*>(rank_one->row_v) + n * rank_one->row_v_sn;
+        const auto* cv = static_cast<const acc_t*>(rank_one->col_v) + n * rank_one->col_v_sn;
+        std::fill(row.begin(), row.end(), acc_t(0));
+        for (int64_t i = 0; i < s.h; ++i) {
+          const acc_t r = rv[i];
+          const acc_t* src = p + i * s.w;
+          for (int64_t j = 0; j < s.w; ++j) row[j] += r * src[j];
+        }
+        for (int64_t j = 0; j < s.w; ++j) weight += row[j] * cv[j];
+      }
+      // Fold rows (x[i] +- x[-i]), then columns, into the two stacked buffers.
+      for (int64_t r = 0; r < s.h; ++r) {
+        const bool odd = r >= fh.in_even;
+        const int64_t i = odd ? r - fh.in_even + 1 : r;
+        const int64_t mirror = i == 0 ? 0 : s.h - i;
+        const acc_t* a = p + i * s.w;
+        const acc_t* b = p + mirror * s.w;
+        if (odd) {
+          for (int64_t j = 0; j < s.w; ++j) row[j] = a[j] - b[j];
+        } else if (mirror == i) {
+          for (int64_t j = 0; j < s.w; ++j) row[j] = a[j];
+        } else {
+          for (int64_t j = 0; j < s.w; ++j) row[j] = a[j] + b[j];
+        }
+        acc_t* e = fe + r * fw.in_even;
+        acc_t* o = fo + r * fw.in_odd;
+        e[0] = row[0];
+        for (int64_t j = 1; j <= fw.in_odd; ++j) e[j] = row[j] + row[s.w - j];
+        if (s.w % 2 == 0) e[s.w / 2] = row[s.w / 2];
+        for (int64_t j = 0; j < fw.in_odd; ++j) o[j] = row[j + 1] - row[s.w - j - 1];
+      }
+      at::mm_out(t_e, fold_e, even_w_t);
+      at::mm_out(t_o, fold_o, odd_w_t);
+      at::mm_out(y_ee, fh.even, t_e_even);
+      at::mm_out(y_eo, fh.even, t_o_even);
+      at::mm_out(y_oe, fh.odd, t_e_odd);
+      at::mm_out(y_oo, fh.odd, t_o_odd);
+
+      // Unfold columns into full-width even and odd rows, then rows, with the rank-one term,
+      // per-channel affine and cast.
+      unfold_columns<acc_t>(static_cast<const acc_t*>(y_ee.data_ptr()), static_cast<const acc_t*>(y_eo.data_ptr()),
+                            fh.out_even, s.ow, fw.out_odd, wide_e);
+      unfold_columns<acc_t>(static_cast<const acc_t*>(y_oe.data_ptr()), static_cast<const acc_t*>(y_oo.data_ptr()),
+                            fh.out_odd, s.ow, fw.out_odd, wide_o);
+      const acc_t sa = scale != nullptr ? scale[c] : acc_t(1);
+      const acc_t sb = shift != nullptr ? shift[c] : acc_t(0);
+      const acc_t* row_u = rank_one != nullptr ? static_cast<const acc_t*>(rank_one->row_u) + n * rank_one->row_u_sn : nullptr;
+      const acc_t* col_u = rank_one != nullptr ? static_cast<const acc_t*>(rank_one->col_u) + n * rank_one->col_u_sn : nullptr;
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "separable_map_unfold", [&] {
+        scalar_t* dst = static_cast<scalar_t*>(out.data_ptr()) + pl * s.oh * s.ow;
+        for (int64_t m = 0; m < s.oh; ++m) {
+          const Unfold rm = rows_out[m];
+          const acc_t* e = wide_e + rm.even * s.ow;
+          // A fixed row has no odd part: it reads the even row twice, with sign 0.
+          const acc_t* o = rm.sign != 0 ? wide_o + rm.odd * s.ow : e;
+          const acc_t sign = static_cast<acc_t>(rm.sign);
+          const acc_t wu = row_u != nullptr ? weight * row_u[m] : acc_t(0);
+          scalar_t* d = dst + m * s.ow;
+          if (col_u != nullptr) {
+            for (int64_t v = 0; v < s.ow; ++v) d[v] = static_cast<scalar_t>((e[v] + sign * o[v] + wu * col_u[v]) * sa + sb);
+          } else {
+            for (int64_t v = 0; v < s.ow; ++v) d[v] = static_cast<scalar_t>((e[v] + sign * o[v]) * sa + sb);
+          }
+        }
+      });
+    }
+  });
+}
+
+template <typename in_t, typename acc_t>
+void run_planes(const at::Tensor& x, const std::vector<at::Tensor>& cols_t, const std::vector<at::Tensor>& row_ops,
+                const RankOne* rank_one, const acc_t* scale, const acc_t* shift, at::Tensor& out,
+                const SeparableMapShape& s, int64_t width_terms) {
+  const bool in_place_x = std::is_same<in_t, acc_t>::value && x.stride(3) == 1 && x.stride(2) >= s.w;
+  const bool in_place_out = out.scalar_type() == c10::CppTypeToScalarType<acc_t>::value;
+  const auto* x_data = static_cast<const in_t*>(x.data_ptr());
+  const int64_t sn = x.stride(0), sc = x.stride(1), sh = x.stride(2), sw = x.stride(3);
+  const int64_t n_cols = static_cast<int64_t>(cols_t.size()), n_rows = static_cast<int64_t>(row_ops.size()) / s.k;
+
+  at::parallel_for(0, s.n * s.c, 1, [&](int64_t begin, int64_t end) {
+    // OpenMP workers do not inherit the caller's dispatch state: keep their ATen calls below autograd.
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    const auto opts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+    auto plane = in_place_x ? at::Tensor() : at::empty({s.h, s.w}, opts);
+    auto partial = at::empty({s.h, width_terms}, opts);
+    auto result = in_place_out ? at::Tensor() : at::empty({s.oh, s.ow}, opts);
+    std::vector<at::Tensor> partial_k;
+    for (int64_t k = 0; k < s.k; ++k) partial_k.push_back(partial.narrow(1, k * s.ow, s.ow));
+    const acc_t* p_data = static_cast<acc_t*>(partial.data_ptr());
+
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t n = p / s.c, c = p % s.c;
+      const in_t* src = x_data + n * sn + c * sc;
+      at::Tensor x_plane;
+      if (in_place_x) {
+        x_plane = at::from_blob(const_cast<in_t*>(src), {s.h, s.w}, {sh, 1}, opts);
+      } else {
+        load_plane<in_t, acc_t>(src, sh, sw, s.h, s.w, static_cast<acc_t*>(plane.data_ptr()));
+        x_plane = plane;
+      }
+      at::mm_out(partial, x_plane, cols_t[n_cols == 1 ? 0 : n]);
+
+      at::Tensor r = in_place_out ? out.select(0, n).select(0, c) : result;
+      const at::Tensor* rows_n = &row_ops[(n_rows == 1 ? 0 : n) * s.k];
+      at::mm_out(r, rows_n[0], partial_k[0]);
+      for (int64_t k = 1; k < s.k; ++k) r.addmm_(rows_n[k], partial_k[k]);
+
+      // Epilogue: rank-one term, per-channel affine, cast.
+      acc_t* r_data = static_cast<acc_t*>(r.data_ptr());
+      const acc_t a = scale != nullptr ? scale[c] : acc_t(1);
+      const acc_t b = shift != nullptr ? shift[c] : acc_t(0);
+      const acc_t* row_u = nullptr;
+      const acc_t* col_u = nullptr;
+      acc_t weight = 0;
+      if (rank_one != nullptr) {
+        const auto* row_v = static_cast<const acc_t*>(rank_one->row_v) + n * rank_one->row_v_sn;
+        for (int64_t i = 0; i < s.h; ++i) weight += row_v[i] * p_data[i * width_terms + s.k * s.ow];
+        row_u = static_cast<const acc_t*>(rank_one->row_u) + n * rank_one->row_u_sn;
+        col_u = static_cast<const acc_t*>(rank_one->col_u) + n * rank_one->col_u_sn;
+      }
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "separable_map_epilogue", [&] {
+        scalar_t* dst = static_cast<scalar_t*>(out.data_ptr()) + p * s.oh * s.ow;
+        for (int64_t o = 0; o < s.oh; ++o) {
+          const acc_t* r_row = r_data + o * s.ow;
+          scalar_t* d_row = dst + o * s.ow;
+          if (row_u != nullptr) {
+            const acc_t wu = weight * row_u[o];
+            for (int64_t v = 0; v < s.ow; ++v) d_row[v] = static_cast<scalar_t>((r_row[v] + wu * col_u[v]) * a + b);
+          } else {
+            for (int64_t v = 0; v < s.ow; ++v) d_row[v] = static_cast<scalar_t>(r_row[v] * a + b);
+          }
+        }
+      });
+    }
+  });
+}
 
 at::Tensor separable_map_cpu(
     const at::Tensor& x,
@@ -14,39 +312,66 @@ at::Tensor separable_map_cpu(
     const at::Tensor& cols,
     const std::optional<at::Tensor>& scale,
     const std::optional<at::Tensor>& shift,
-    std::optional<at::ScalarType> out_dtype) {
-  const auto shape = check_separable_map(x, rows, cols, scale, shift, out_dtype);
+    std::optional<at::ScalarType> out_dtype,
+    const std::optional<at::Tensor>& row_u,
+    const std::optional<at::Tensor>& row_v,
+    const std::optional<at::Tensor>& col_u,
+    const std::optional<at::Tensor>& col_v) {
+  const auto s = check_separable_map(x, rows, cols, scale, shift, out_dtype);
+  const bool has_rank_one = check_rank_one(x, s, row_u, row_v, col_u, col_v);
   const auto acc_dtype = rows.scalar_type();
-  auto out = at::empty({shape.n, shape.c, shape.oh, shape.ow},
-                       x.options().dtype(out_dtype.value_or(default_out_dtype(x, rows))));
+  auto out = at::empty({s.n, s.c, s.oh, s.ow}, x.options().dtype(out_dtype.value_or(default_out_dtype(x, rows))));
+  if (out.numel() == 0) return out;
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+
   const auto scale_acc = scale.has_value() ? scale->contiguous() : at::Tensor();
   const auto shift_acc = shift.has_value() ? shift->contiguous() : at::Tensor();
-  const int64_t planes = shape.n * shape.c;
-  // A grain of one plane: each plane is ~H*W*OW*K multiply-adds, plenty to amortise a task.
-  at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
-    // OpenMP workers do not inherit the caller's dispatch state: keep their ATen calls below autograd.
-    const at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto opts = x.options().dtype(acc_dtype);
-    auto plane = at::empty({shape.h, shape.w}, opts);
-    auto partial = at::empty({shape.h, shape.ow}, opts);
-    auto result = at::empty({shape.oh, shape.ow}, opts);
-    for (int64_t p = begin; p < end; ++p) {
-      const int64_t n = p / shape.c, c = p % shape.c;
-      plane.copy_(x[n][c]);
-      const auto row_ops = rows[rows.size(0) == 1 ? 0 : n];
-      const auto col_ops = cols[cols.size(0) == 1 ? 0 : n];
-      for (int64_t k = 0; k < shape.k; ++k) {
-        at::mm_out(partial, plane, col_ops[k].t());
-        if (k == 0) {
-          at::mm_out(result, row_ops[k], partial);
-        } else {
-          result.addmm_(row_ops[k], partial);
-        }
-      }
-      if (scale_acc.defined()) result.mul_(scale_acc[c]);
-      if (shift_acc.defined()) result.add_(shift_acc[c]);
-      out[n][c].copy_(result);
+  at::Tensor ru, rv, cu, cv;
+  RankOne rank_one{};
+  if (has_rank_one) {
+    ru = row_u->contiguous(), rv = row_v->contiguous(), cu = col_u->contiguous();
+    cv = col_v->contiguous();
+    rank_one = RankOne{ru.data_ptr(), rv.data_ptr(), cu.data_ptr(), cv.data_ptr(), ru.size(0) == 1 ? 0 : s.oh,
+                       rv.size(0) == 1 ? 0 : s.h, cu.size(0) == 1 ? 0 : s.ow, cv.size(0) == 1 ? 0 : s.w};
+  }
+  // Shared single-term operators that commute with the DFT reflection (lowfreq_crop without a
+  // resize) take the folded path: half the multiply-adds.
+  bool folded = s.k == 1 && rows.size(0) == 1 && cols.size(0) == 1 && std::min({s.h, s.w, s.oh, s.ow}) >= 3;
+  FoldedAxis fh{}, fw{};
+  if (folded) {
+    const auto row_op = rows[0][0].contiguous(), col_op = cols[0][0].contiguous();
+    AT_DISPATCH_FLOATING_TYPES(acc_dtype, "separable_map_fold", [&] {
+      folded = commutes_with_reflection<scalar_t>(row_op) && commutes_with_reflection<scalar_t>(col_op);
+      if (folded) fh = fold_axis<scalar_t>(row_op), fw = fold_axis<scalar_t>(col_op);
+    });
+  }
+  // Otherwise: the width operators of all K terms, plus col_v, stacked once per call: (n', K*OW [+1], W).
+  const int64_t width_terms = s.k * s.ow + (has_rank_one ? 1 : 0);
+  std::vector<at::Tensor> cols_t, row_ops;
+  if (!folded) {
+    auto cols_stacked = cols.reshape({cols.size(0), s.k * s.ow, s.w});
+    if (has_rank_one) {
+      const int64_t batch = std::max(cols.size(0), col_v->size(0));
+      cols_stacked = at::cat({cols_stacked.expand({batch, -1, -1}), col_v->unsqueeze(1).expand({batch, 1, -1})}, 1);
     }
+    for (int64_t i = 0; i < cols_stacked.size(0); ++i) cols_t.push_back(cols_stacked[i].t());
+    for (int64_t i = 0; i < rows.size(0); ++i) {
+      for (int64_t k = 0; k < s.k; ++k) row_ops.push_back(rows[i][k]);
+    }
+  }
+
+  AT_DISPATCH_FLOATING_TYPES(acc_dtype, "separable_map_cpu", [&] {
+    using acc_t = scalar_t;
+    const acc_t* a = scale_acc.defined() ? static_cast<acc_t*>(scale_acc.data_ptr()) : nullptr;
+    const acc_t* b = shift_acc.defined() ? static_cast<acc_t*>(shift_acc.data_ptr()) : nullptr;
+    const RankOne* r1 = has_rank_one ? &rank_one : nullptr;
+    AT_DISPATCH_FLOATING_TYPES_AND3(at::kByte, at::kHalf, at::kBFloat16, x.scalar_type(), "separable_map_cpu_x", [&] {
+      if (folded) {
+        run_planes_folded<scalar_t, acc_t>(x, fh, fw, r1, a, b, out, s);
+      } else {
+        run_planes<scalar_t, acc_t>(x, cols_t, row_ops, r1, a, b, out, s, width_terms);
+      }
+    });
   });
   return out;
 }

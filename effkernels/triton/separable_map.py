@@ -1,10 +1,26 @@
-"""Triton kernel of effkernels::separable_map: a chain of two GEMMs per image plane, one launch.
+"""Triton kernel of effkernels::separable_map: a chain of two tensor-core GEMMs per image plane.
 
 Each program owns one (BLOCK_M, BLOCK_N) tile of one output plane. It streams x's plane in
 (BLOCK_H, BLOCK_W) blocks: the first GEMM maps a band of BLOCK_H rows along the width
-(x_band @ colsᵀ), the second folds that band into the tile (rows @ band), so the intermediate
-never leaves registers and x is read straight from its own strides (any layout, uint8 included).
-The per-channel affine and the output cast are the epilogue.
+(x_band @ colsᵀ, fp32 accumulator), the second folds that band into the tile (rows @ band), so the
+intermediate never leaves registers and x is read straight from its own strides (any layout, uint8
+included). The rank-one term, the per-channel affine and the output cast are the epilogue.
+
+Precision (chosen per call by `precision_parts`, documented there): the dots take bf16 operands
+(2-D tl.dot, fp32 accumulation: Hopper wgmma / Ampere mma). uint8 values 0..255 and bf16 x are exact
+in bf16. Operators and the intermediate are split into 1, 2 or 3 bf16 parts (bf16 output from uint8
+x: 1, one pass per GEMM; float32 output: 3, float32 accuracy), and float64 (x or output) runs the
+same structure with IEEE dots (input_precision="ieee"). The splits happen in registers after the
+loads, so operators stay float32 in memory and any operator tensor works as is.
+
+The rank-one term `(row_vᵀ x col_v) row_u col_uᵀ` (lowfreq_crop's imaginary part) is a weighted sum
+of the plane, accumulated elementwise from the x blocks the program loads anyway (2 FLOP per
+element, no extra memory traffic), then added as an outer product in the epilogue.
+
+Tiles: fixed by shape, no autotuning (nothing to look up per call): BLOCK_M is the smallest power of
+two >= OH up to 128, so a plane's first GEMM is recomputed at most ceil(OH / 128) times; BLOCK_N,
+BLOCK_H, BLOCK_W are 64 (smaller only for tiny planes; tl.dot needs 16). 4 warps (one warpgroup)
+for BLOCK_M <= 64, 8 for 128, 3 pipeline stages.
 """
 import os
 
@@ -12,40 +28,114 @@ import torch
 import triton
 import triton.language as tl
 
+def precision_parts(x_dtype: torch.dtype, out_dtype: torch.dtype) -> tuple[int, int]:
+    """The automatic precision rule of the Triton kernel: (operator parts, x parts).
 
-def _interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
+    Operators, the intermediate band and (when not exact) x go into the tensor cores as sums of
+    `parts` bf16 numbers (v ≈ v0 + v1 + v2, each part the bf16 rounding of what the previous ones
+    left), and the partial products v_i·w_j with i + j < parts are accumulated in float32.
+    Residual per operand: ~2^-9 (1 part), ~2^-17 (2), ~2^-25 (3, float32's own precision).
+    - float64 x or float64 output: 0, IEEE dots in the operators' dtype, no tensor cores.
+    - float32 output: 3 parts (6 tensor-core passes per GEMM, 3 for the first one from uint8/bf16
+      x), float32 accuracy even where the output cancels (normalisation, random-sign operators):
+      2 parts measured 1.3e-5..5e-5 relative error on such cases, over the 1e-5 float32 bound.
+    - bf16 output from uint8 x, the training path: 1 part, one pass per GEMM; error ~3e-3..9e-3
+      relative, as the plain bf16 cuBLAS formulation, within bf16 tolerance (1e-2).
+    - other half-precision outputs (bf16 from floating x, float16): 2 parts (3 passes), so the
+      output's own rounding dominates.
+    x parts: 1 for uint8 and bf16 x (exact in bf16), else as many as the operators, at most 2 for
+    float16 x (11 significant bits fit in two bf16 parts).
+    """
+    if x_dtype == torch.float64 or out_dtype == torch.float64:
+        return 0, 0
+    if out_dtype == torch.float32:
+        parts = 3
+    elif out_dtype == torch.bfloat16 and x_dtype == torch.uint8:
+        parts = 1
+    else:
+        parts = 2
+    if x_dtype in (torch.uint8, torch.bfloat16):
+        return parts, 1
+    return parts, min(parts, 2) if x_dtype == torch.float16 else parts
 
 
-def _configs():
-    if _interpreted():  # the interpreter runs every config: keep one small one
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_H": 16, "BLOCK_W": 16}, num_warps=1)]
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_H": bh, "BLOCK_W": bw}, num_warps=warps, num_stages=stages)
-        for bm, bn, bh, bw, warps, stages in [
-            (64, 64, 32, 32, 4, 3),
-            (64, 64, 64, 32, 4, 3),
-            (128, 64, 32, 32, 8, 3),
-            (64, 128, 32, 32, 8, 3),
-            (128, 128, 32, 32, 8, 2),
-            (32, 32, 32, 32, 2, 3),
-            (32, 64, 32, 64, 4, 3),
-        ]
-    ]
+@triton.jit
+def _bf16(v, INTERPRETED: tl.constexpr):
+    """float32 v rounded to bf16, to nearest even (the GPU's cvt.rn). triton 3.8's interpreter
+    truncates instead, with or without fp_downcast_rounding="rtne", so there the rounding is done
+    on the bits (finite values only) and the final conversion is exact."""
+    if INTERPRETED:
+        bits = v.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        return bits.to(tl.float32, bitcast=True).to(tl.bfloat16)
+    return v.to(tl.bfloat16)
 
 
-@triton.autotune(configs=_configs(), key=["H", "W", "OH", "OW", "K", "PRECISION"])
+@triton.jit
+def _split_bf16(v, PARTS: tl.constexpr, INTERPRETED: tl.constexpr):
+    """float32 v as up to three bf16 parts v0 + v1 + v2 (unused parts repeat v0)."""
+    p0 = _bf16(v, INTERPRETED)
+    p1 = p0
+    p2 = p0
+    if PARTS >= 2:
+        rest = v - p0.to(tl.float32)
+        p1 = _bf16(rest, INTERPRETED)
+        if PARTS == 3:
+            p2 = _bf16(rest - p1.to(tl.float32), INTERPRETED)
+    return p0, p1, p2
+
+
+@triton.jit
+def _mma(a, b, acc, INTERPRETED: tl.constexpr):
+    """acc + a @ b for bf16 a, b with float32 accumulation (a tensor-core dot on the GPU).
+
+    triton 3.8's interpreter multiplies bf16 operands as their raw uint16 bits, so there the
+    operands go up to float32 first: products of bf16 values are exact in float32, so the result
+    is the tensor-core result up to the order of the float32 additions.
+    """
+    if INTERPRETED:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    return tl.dot(a, b, acc)
+
+
+@triton.jit
+def _dot_parts(a, b, acc, A_PARTS: tl.constexpr, PARTS: tl.constexpr, INTERPRETED: tl.constexpr):
+    """acc + a @ b: a in A_PARTS and b in PARTS bf16 parts, products a_i·b_j with i + j < PARTS
+    (A_PARTS <= PARTS); PARTS = 0: one IEEE dot in the operands' own dtype."""
+    if PARTS == 0:
+        acc = tl.dot(a, b, acc, input_precision="ieee")
+    else:
+        a0, a1, a2 = _split_bf16(a, A_PARTS, INTERPRETED)
+        b0, b1, b2 = _split_bf16(b, PARTS, INTERPRETED)
+        acc = _mma(a0, b0, acc, INTERPRETED)
+        if PARTS >= 2:
+            acc = _mma(a0, b1, acc, INTERPRETED)
+            if A_PARTS >= 2:
+                acc = _mma(a1, b0, acc, INTERPRETED)
+        if PARTS == 3:
+            acc = _mma(a0, b2, acc, INTERPRETED)
+            if A_PARTS >= 2:
+                acc = _mma(a1, b1, acc, INTERPRETED)
+            if A_PARTS == 3:
+                acc = _mma(a2, b0, acc, INTERPRETED)
+    return acc
+
+
 @triton.jit
 def _separable_map_kernel(
-    x_ptr, rows_ptr, cols_ptr, scale_ptr, shift_ptr, out_ptr,
+    x_ptr, rows_ptr, cols_ptr, scale_ptr, shift_ptr, ru_ptr, rv_ptr, cu_ptr, cv_ptr, out_ptr,
     C, H, W, OH, OW,
     x_sn, x_sc, x_sh, x_sw,
     r_sn, r_sk, r_so, r_sh,
     c_sn, c_sk, c_so, c_sw,
+    ru_sn, rv_sn, cu_sn, cv_sn,
     K: tl.constexpr,
     HAS_SCALE: tl.constexpr,
     HAS_SHIFT: tl.constexpr,
-    PRECISION: tl.constexpr,
+    HAS_RANK_ONE: tl.constexpr,
+    PARTS: tl.constexpr,
+    X_PARTS: tl.constexpr,
+    INTERPRETED: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_H: tl.constexpr,
@@ -67,12 +157,15 @@ def _separable_map_kernel(
     acc_dtype = rows_ptr.dtype.element_ty
     x_plane = x_ptr + n * x_sn + c.to(tl.int64) * x_sc
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_dtype)
+    weights = tl.zeros((BLOCK_H, BLOCK_W), dtype=acc_dtype)  # rank-one term: row_v ⊗ col_v ∘ x, summed
     for k in tl.static_range(K):
         row_ops = rows_ptr + n * r_sn + k * r_sk
         col_ops = cols_ptr + n * c_sn + k * c_sk
         for h0 in range(0, H, BLOCK_H):
             offs_h = h0 + tl.arange(0, BLOCK_H)
             mask_h = offs_h < H
+            if HAS_RANK_ONE and k == 0:
+                row_v = tl.load(rv_ptr + n * rv_sn + offs_h, mask=mask_h, other=0)
             band = tl.zeros((BLOCK_H, BLOCK_N), dtype=acc_dtype)
             for w0 in range(0, W, BLOCK_W):
                 offs_w = w0 + tl.arange(0, BLOCK_W)
@@ -87,18 +180,27 @@ def _separable_map_kernel(
                     mask=mask_w[:, None] & mask_n[None, :],
                     other=0,
                 )
-                band = tl.dot(x_block, col_block, band, input_precision=PRECISION)
+                band = _dot_parts(x_block, col_block, band, X_PARTS, PARTS, INTERPRETED)
+                if HAS_RANK_ONE and k == 0:
+                    col_v = tl.load(cv_ptr + n * cv_sn + offs_w, mask=mask_w, other=0)
+                    weights += x_block * (row_v[:, None] * col_v[None, :])
             row_block = tl.load(
                 row_ops + offs_m[:, None] * r_so + offs_h[None, :] * r_sh,
                 mask=mask_m[:, None] & mask_h[None, :],
                 other=0,
             )
-            acc = tl.dot(row_block, band, acc, input_precision=PRECISION)
+            acc = _dot_parts(row_block, band, acc, PARTS, PARTS, INTERPRETED)
 
+    if HAS_RANK_ONE:
+        row_u = tl.load(ru_ptr + n * ru_sn + offs_m, mask=mask_m, other=0)
+        col_u = tl.load(cu_ptr + n * cu_sn + offs_n, mask=mask_n, other=0)
+        acc += tl.sum(tl.sum(weights, axis=1), axis=0) * (row_u[:, None] * col_u[None, :])
     if HAS_SCALE:
         acc = acc * tl.load(scale_ptr + c)
     if HAS_SHIFT:
         acc = acc + tl.load(shift_ptr + c)
+    if out_ptr.dtype.element_ty == tl.bfloat16:  # via float32: the interpreter casts only that to bf16
+        acc = _bf16(acc.to(tl.float32), INTERPRETED)
     out_plane = out_ptr + plane.to(tl.int64) * OH * OW
     tl.store(
         out_plane + offs_m[:, None] * OW + offs_n[None, :],
@@ -107,41 +209,75 @@ def _separable_map_kernel(
     )
 
 
-def _precision(acc_dtype: torch.dtype) -> str:
-    """Full float32 accuracy by default (3 TF32 passes on tensor cores); 1 pass when torch allows TF32."""
-    if acc_dtype == torch.float64:
-        return "ieee"
-    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "tf32x3"
+def _block(size: int, cap: int) -> int:
+    return min(cap, max(16, triton.next_power_of_2(size)))
 
 
-def separable_map_triton(x, rows, cols, scale=None, shift=None, out_dtype=None):
-    """Launch the kernel; arguments as effkernels.ops.separable_map, already checked."""
-    n, c, h, w = x.shape
+def prepare_separable_map(x_shape, x_dtype, rows, cols, scale=None, shift=None, out_dtype=None, rank_one=None):
+    """Everything about a launch that does not depend on x's data: returns `launch(x) -> out`.
+
+    Arguments as effkernels.ops.separable_map, already checked; x is only described by its shape
+    and dtype. The returned closure allocates the output and launches the raw kernel: no checks,
+    no autotuning, no wrap_triton (a registered kernel of a custom op is opaque to torch.compile
+    and always runs on real tensors). lowfreq_crop caches these closures per configuration.
+    """
+    n, c, h, w = x_shape
     k, oh, ow = rows.shape[1], rows.shape[2], cols.shape[2]
     if out_dtype is None:
-        out_dtype = x.dtype if x.dtype.is_floating_point else rows.dtype
-    out = torch.empty((n, c, oh, ow), dtype=out_dtype, device=x.device)
-    if out.numel() == 0:
-        return out
+        out_dtype = x_dtype if x_dtype.is_floating_point else rows.dtype
+    device = rows.device
+    block_m, block_n, block_h, block_w = _block(oh, 128), _block(ow, 64), _block(h, 64), _block(w, 64)
+    grid = (n * c * triton.cdiv(oh, block_m) * triton.cdiv(ow, block_n),)
+    parts, x_parts = precision_parts(x_dtype, out_dtype)
+    has_rank_one = rank_one is not None
+    if has_rank_one:
+        rank_one = [f.contiguous() for f in rank_one]
+        factor_strides = [f.stride(0) if f.shape[0] > 1 else 0 for f in rank_one]
+    else:
+        rank_one, factor_strides = [rows] * 4, [0] * 4
     # A single shared operator is read with a zero batch stride.
-    r_sn = rows.stride(0) if rows.shape[0] > 1 else 0
-    c_sn = cols.stride(0) if cols.shape[0] > 1 else 0
-
-    def grid(meta):
-        return (n * c * triton.cdiv(oh, meta["BLOCK_M"]) * triton.cdiv(ow, meta["BLOCK_N"]),)
-
-    torch.library.wrap_triton(_separable_map_kernel)[grid](
-        x, rows, cols,
+    operands = (
+        rows, cols,
         scale if scale is not None else rows,
         shift if shift is not None else rows,
-        out,
-        c, h, w, oh, ow,
-        *x.stride(),
-        r_sn, *rows.stride()[1:],
-        c_sn, *cols.stride()[1:],
+        *rank_one,
+    )
+    shape_args = (c, h, w, oh, ow)
+    operator_strides = (
+        rows.stride(0) if rows.shape[0] > 1 else 0, *rows.stride()[1:],
+        cols.stride(0) if cols.shape[0] > 1 else 0, *cols.stride()[1:],
+        *factor_strides,
+    )
+    meta = dict(
         K=k,
         HAS_SCALE=scale is not None,
         HAS_SHIFT=shift is not None,
-        PRECISION=_precision(rows.dtype),
+        HAS_RANK_ONE=has_rank_one,
+        PARTS=parts,
+        X_PARTS=x_parts,
+        INTERPRETED=os.environ.get("TRITON_INTERPRET") == "1",
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        BLOCK_H=block_h,
+        BLOCK_W=block_w,
+        num_warps=8 if block_m > 64 else 4,
+        num_stages=3,
     )
-    return out
+    kernel = _separable_map_kernel[grid]
+    empty_args = ((n, c, oh, ow),)
+    empty_kwargs = dict(dtype=out_dtype, device=device)
+
+    def launch(x):
+        out = torch.empty(*empty_args, **empty_kwargs)
+        if grid[0]:
+            kernel(x, *operands, out, *shape_args, *x.stride(), *operator_strides, **meta)
+        return out
+
+    return launch
+
+
+def separable_map_triton(x, rows, cols, scale=None, shift=None, out_dtype=None, row_u=None, row_v=None, col_u=None,
+                         col_v=None):
+    """The op's kernel: arguments as torch.ops.effkernels.separable_map, already checked."""
+    rank_one = None if row_u is None else (row_u, row_v, col_u, col_v)
+    return prepare_separable_map(x.shape, x.dtype, rows, cols, scale, shift, out_dtype, rank_one)(x)
