@@ -4,9 +4,9 @@
 effkernels._C; fake kernels, autograd and GPU kernels from effkernels.ops and
 effkernels.local_ffn_ops) and the LocalFFN timm models (effkernels.timm).
 """
-from . import nn, timm
+from . import augment, nn, timm
 from .local_ffn_ops import dwconv_act, local_ffn
 from .ops import lowfreq_crop, lowfreq_crop_augmented, separable_map
 
-__all__ = ["dwconv_act", "local_ffn", "lowfreq_crop", "lowfreq_crop_augmented", "separable_map", "nn", "timm"]
+__all__ = ["augment", "dwconv_act", "local_ffn", "lowfreq_crop", "lowfreq_crop_augmented", "separable_map", "nn", "timm"]
 __version__ = "0.1.0"
