@@ -18,9 +18,12 @@ stages and every image takes the result of the one stage its op belongs to:
 Nothing in rand_augment reads a value back to the host, so it queues on a GPU without syncs.
 
 Integer results follow Pillow's rounding (truncation after float blends, the 16-bit fixed point
-grayscale, the rounded smooth filter), so the pointwise and enhance ops match Pillow exactly; the
-warps compute coordinates in float32 where Pillow uses double, which moves a few pixels by one level
-and, rarely, a pixel on the image border between sample and fill.
+grayscale, the rounded smooth filter), so the pointwise and enhance ops match Pillow exactly. The
+warps compute sample positions in double as Pillow does (same fill decisions, same taps) but
+interpolate in float32 where Pillow uses double, which moves some pixels by one level (measured: at
+most 1 level, on up to 6 % of the pixels for a translation by a near-integer number of pixels, where
+Pillow truncates b - 1e-14 to b - 1); interpolating in float64 would match exactly, at a cost on GPUs
+with slow double arithmetic.
 """
 import math
 import numbers
@@ -230,10 +233,10 @@ def _affine_coefficients(op, magnitude, negate, height, width):
     fraction = _fraction(magnitude)
     shear = _signed(fraction * 0.3, negate)
     shift = _signed(fraction * 0.45, negate)
-    # Image.rotate: angle % 360, then the matrix about the centre (w / 2, h / 2). Pillow rounds cos and
-    # sin to 15 decimals, below float32 resolution, so that is not repeated here.
+    # Image.rotate: angle % 360, cos and sin rounded to 15 decimals, the matrix about the centre
+    # (w / 2, h / 2); repeated in double so that sample positions (and fill decisions) are Pillow's.
     angle = -torch.deg2rad(torch.remainder(_signed(fraction * 30.0, negate), 360.0))
-    cos, sin = torch.cos(angle), torch.sin(angle)
+    cos, sin = torch.cos(angle).round(decimals=15), torch.sin(angle).round(decimals=15)
     cx, cy = width / 2.0, height / 2.0
     rotate = torch.stack([cos, sin, cos * -cx + sin * -cy + cx, -sin, cos, -sin * -cx + cos * -cy + cy], 1)
     matrices = {
@@ -259,16 +262,18 @@ def _cubic(v1, v2, v3, v4, d):
 
 def _sample_positions(coefficients, height, width):
     """Source positions of the output pixel centres: the inside mask (Pillow's filters return fill
-    outside [0, W) x [0, H)), the top-left integer tap and the fractional offsets."""
-    a = coefficients.float().unsqueeze(-1).unsqueeze(-1).unbind(1)
-    ys = torch.arange(height, device=coefficients.device, dtype=torch.float32).view(-1, 1) + 0.5
-    xs = torch.arange(width, device=coefficients.device, dtype=torch.float32) + 0.5
+    outside [0, W) x [0, H)), the top-left integer tap and the fractional offsets. Positions are
+    computed in double as Pillow does (one value per pixel, not per channel, so cheap); the offsets
+    are then rounded to float32 for the per-channel blends."""
+    a = coefficients.unsqueeze(-1).unsqueeze(-1).unbind(1)
+    ys = torch.arange(height, device=coefficients.device, dtype=torch.float64).view(-1, 1) + 0.5
+    xs = torch.arange(width, device=coefficients.device, dtype=torch.float64) + 0.5
     x_in = a[0] * xs + a[1] * ys + a[2]
     y_in = a[3] * xs + a[4] * ys + a[5]
     inside = (x_in >= 0) & (x_in < width) & (y_in >= 0) & (y_in < height)
     x_in, y_in = x_in - 0.5, y_in - 0.5
     x0, y0 = x_in.floor(), y_in.floor()
-    return inside, x0.long(), y0.long(), x_in - x0, y_in - y0
+    return inside, x0.long(), y0.long(), (x_in - x0).float(), (y_in - y0).float()
 
 
 def _warp(images, op, magnitude, negate, bicubic, fill):
