@@ -189,36 +189,38 @@ def _gray_mean(gray):
     return ((2 * total + count) // (2 * count)).view(-1, 1, 1, 1)
 
 
-def _smooth(images):
-    """ImageFilter.SMOOTH (3x3 kernel 1 1 1 / 1 5 1 / 1 1 1, scale 13): Pillow's Filter.c adds 0.5
-    and truncates, i.e. (2 S + 13) // 26 of the integer sum S, and copies the border pixels unchanged."""
-    c = images.shape[1]
-    kernel = torch.ones(3, 3, device=images.device)
+def _smooth(pixels):
+    """ImageFilter.SMOOTH (3x3 kernel 1 1 1 / 1 5 1 / 1 1 1, scale 13) of float32 pixels. Pillow's
+    Filter.c adds 0.5 and truncates: floor((S + 6.5) / 13) of the integer sum S, which lies at least
+    1/26 from an integer, so float32 gets it exactly; the border pixels stay unchanged."""
+    c = pixels.shape[1]
+    kernel = torch.ones(3, 3, device=pixels.device)
     kernel[1, 1] = 5
-    sums = F.conv2d(images.float(), kernel.expand(c, 1, 3, 3), groups=c).int()  # exact: integers < 2**24
-    out = images.clone()
-    out[:, :, 1:-1, 1:-1] = ((2 * sums + 13) // 26).to(torch.uint8)
+    bias = torch.full((c,), 6.5, device=pixels.device)
+    sums = F.conv2d(pixels, kernel.expand(c, 1, 3, 3), bias, groups=c)  # exact: integers < 2**24
+    out = pixels.clone()
+    out[:, :, 1:-1, 1:-1] = (sums / 13).floor()
     return out
 
 
-def _blend(degenerate, images, alpha):
-    """Image.blend(degenerate, image, alpha) as Blend.c computes it: in1 + alpha * (in2 - in1) in float32,
-    clipped to [0, 255] and truncated to uint8."""
-    base = degenerate.float()
-    return (base + alpha * (images.float() - base)).clamp(0, 255).trunc().to(torch.uint8)
+def _blend(degenerate, pixels, alpha):
+    """Image.blend(degenerate, image, alpha) as Blend.c computes it: in1 + alpha * (in2 - in1) in float32
+    (a separate multiply and add, no fused multiply-add), clipped to [0, 255], truncated to uint8."""
+    return (degenerate + alpha * (pixels - degenerate)).clamp(0, 255).to(torch.uint8)  # the cast truncates
 
 
 def _enhance(images, op, magnitude, negate, bicubic, fill):
     """Color, Contrast, Brightness and Sharpness as blends with a per-image degenerate image."""
     n = images.shape[0]
+    pixels = images.float()
     gray = _grayscale(images)
     op = op.view(n, 1, 1, 1)
-    degenerate = torch.where(op == _ID["ColorIncreasing"], gray, 0)
-    degenerate = torch.where(op == _ID["ContrastIncreasing"], _gray_mean(gray), degenerate)
-    degenerate = torch.where(op == _ID["SharpnessIncreasing"], _smooth(images), degenerate)
+    degenerate = torch.where(op == _ID["ColorIncreasing"], gray.float(), 0.0)
+    degenerate = torch.where(op == _ID["ContrastIncreasing"], _gray_mean(gray).float(), degenerate)
+    degenerate = torch.where(op == _ID["SharpnessIncreasing"], _smooth(pixels), degenerate)
     # Pillow takes the factor as a C float.
     alpha = _enhance_factor(magnitude, negate).float().view(n, 1, 1, 1)
-    blended = _blend(degenerate, images, alpha)
+    blended = _blend(degenerate, pixels, alpha)
     members = [_ID[name] for name in ("ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing",
                                       "SharpnessIncreasing")]
     return torch.where(torch.isin(op, torch.tensor(members, device=op.device)), blended, images)
@@ -253,11 +255,15 @@ def _affine_coefficients(op, magnitude, negate, height, width):
 
 
 def _cubic(v1, v2, v3, v4, d):
-    """Pillow's BICUBIC macro (a = -1). With v1 = v2 and v3 = v4 it is exactly its BILINEAR, v2 + d (v3 - v2)."""
-    p2 = -v1 + v3
-    p3 = 2 * (v1 - v2) + v3 - v4
-    p4 = -v1 + v2 - v3 + v4
-    return v2 + d * (p2 + d * (p3 + d * p4))
+    """Pillow's BICUBIC macro (a = -1) in its Horner form, v2 + d (p2 + d (p3 + d p4)), in 8 tensor ops.
+    The difference form returns v2 exactly at d = 0 and a constant exactly, which matters because the
+    result is truncated. With v1 = v2 and v3 = v4 it is Pillow's BILINEAR, v2 + d (v3 - v2)."""
+    a, b = v1 - v2, v3 - v4
+    p2 = v3 - v1
+    p3 = torch.add(b, a, alpha=2)
+    minus_p4 = a + b
+    t = torch.addcmul(p3, d, minus_p4, value=-1)
+    return torch.addcmul(v2, d, torch.addcmul(p2, d, t))
 
 
 def _sample_positions(coefficients, height, width):
@@ -286,16 +292,17 @@ def _warp(images, op, magnitude, negate, bicubic, fill):
                           torch.tensor([0, 0, 1, 1], device=images.device)).view(n, 4, 1, 1)
     columns = (x0.unsqueeze(1) + offsets).clamp(0, w - 1)  # (N, 4, H, W)
     rows = (y0.unsqueeze(1) + offsets).clamp(0, h - 1) * w
-    flat = images.reshape(n, c, h * w)
+    flat = images.reshape(n, c, h * w).float()
     dx, dy = dx.unsqueeze(1), dy.unsqueeze(1)
 
-    def tap(i, j):
-        index = (rows[:, i] + columns[:, j]).view(n, 1, h * w).expand(n, c, h * w)
-        return flat.gather(2, index).view(n, c, h, w).float()
+    def row(i):
+        """Taps of row i, blended horizontally."""
+        indices = ((rows[:, i] + columns[:, j]).view(n, 1, h * w).expand(n, c, h * w) for j in range(4))
+        return _cubic(*(flat.gather(2, index).view(n, c, h, w) for index in indices), dx)
 
-    row_values = [_cubic(*(tap(i, j) for j in range(4)), dx) for i in range(4)]
+    warped = _cubic(*(row(i) for i in range(4)), dy)
     # Pillow clamps the bicubic value to [0, 255] and truncates; the bilinear value stays in range.
-    warped = _cubic(*row_values, dy).clamp(0, 255).trunc().to(torch.uint8)
+    warped = warped.clamp(0, 255).to(torch.uint8)  # the cast truncates
     fill = torch.tensor(fill, dtype=torch.uint8, device=images.device).view(1, c, 1, 1)
     warped = torch.where(inside.unsqueeze(1), warped, fill)
     members = [_ID[name] for name in ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")]

@@ -99,6 +99,17 @@ def test_warps_match_pillow_up_to_interpolation_edges(images, name, magnitude, n
     assert (diff > 0).float().mean() <= WARP_MAX_FRACTION_OFF
 
 
+@pytest.mark.parametrize("name", ["AutoContrast", "Equalize"])
+def test_histogram_ops_on_few_levels(name, monkeypatch):
+    # Few distinct values in many pixels: equalize's table runs past 255 at the top values (Pillow
+    # clips it) and autocontrast stretches wide gaps.
+    g = torch.Generator().manual_seed(11)
+    levels = torch.randint(0, 256, (5, 3, 6), generator=g)
+    pick = torch.randint(0, 6, (5, 3, 41 * 37), generator=g)
+    images = levels.gather(2, pick).view(5, 3, 41, 37).to(torch.uint8)
+    assert compare(images, name, 5.0, False, True, monkeypatch).max() == 0
+
+
 @pytest.mark.parametrize("name", augment.OPS)
 def test_per_sample_parameters(name, monkeypatch):
     images = make_images(6, 3, 33, 27, seed=7)
