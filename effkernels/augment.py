@@ -40,6 +40,9 @@ OPS = (
 )
 _ID = {name: index for index, name in enumerate(OPS)}
 _SKIPPED = len(OPS)  # op id of a slot whose coin said "not applied"
+_POINTWISE_OPS = ("AutoContrast", "Equalize", "Invert", "PosterizeIncreasing", "SolarizeIncreasing", "SolarizeAdd")
+_ENHANCE_OPS = ("ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing", "SharpnessIncreasing")
+_WARP_OPS = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
 _LEVEL_DENOM = 10.0  # timm: magnitude M maps to the fraction M / 10 of each op's range
 _DEFAULT_FILL = (124, 116, 104)
 
@@ -88,6 +91,26 @@ def _per_sample_flag(value, n, device, name):
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool or a bool tensor, got {type(value).__name__}")
     return torch.full((n,), value, dtype=torch.bool, device=device)
+
+
+# ---------------------------------------------------------------------------------- device constants
+# Tensors made from Python lists are copied host-to-device, and torch follows a copy from pageable
+# memory with a stream sync; the hot path builds its constants with kernels instead.
+def _is_one_of(op, names):
+    """Bool mask of the images whose op is one of names."""
+    mask = op == _ID[names[0]]
+    for name in names[1:]:
+        mask = mask | (op == _ID[name])
+    return mask
+
+
+def _channel_constant(values, like):
+    """(1, C, 1, 1) tensor of per-channel Python numbers, dtype and device of like."""
+    channel = torch.arange(len(values), device=like.device).view(1, -1, 1, 1)
+    out = torch.zeros((1, len(values), 1, 1), dtype=like.dtype, device=like.device)
+    for index, value in enumerate(values):
+        out = torch.where(channel == index, value, out)
+    return out
 
 
 # ---------------------------------------------------------------------------------- level functions
@@ -159,16 +182,16 @@ def _pointwise(images, op, magnitude, negate, bicubic, fill):
     levels = torch.arange(256, device=images.device).expand(n, c, 256)
     m = magnitude.view(n, 1, 1)
     tables = {
-        "AutoContrast": lambda: _autocontrast_lut(flat, levels),
-        "Equalize": lambda: _equalize_lut(flat, index, levels),
-        "Invert": lambda: 255 - levels,
-        "PosterizeIncreasing": lambda: _posterize_lut(m, levels),
-        "SolarizeIncreasing": lambda: _solarize_lut(m, levels),
-        "SolarizeAdd": lambda: _solarize_add_lut(m, levels),
+        "AutoContrast": _autocontrast_lut(flat, levels),
+        "Equalize": _equalize_lut(flat, index, levels),
+        "Invert": 255 - levels,
+        "PosterizeIncreasing": _posterize_lut(m, levels),
+        "SolarizeIncreasing": _solarize_lut(m, levels),
+        "SolarizeAdd": _solarize_add_lut(m, levels),
     }
     lut = levels
     for name, table in tables.items():
-        lut = torch.where(op.view(n, 1, 1) == _ID[name], table(), lut)
+        lut = torch.where(op.view(n, 1, 1) == _ID[name], table, lut)
     return lut.to(torch.uint8).gather(2, index).view(n, c, h, w)
 
 
@@ -194,8 +217,7 @@ def _smooth(pixels):
     Filter.c adds 0.5 and truncates: floor((S + 6.5) / 13) of the integer sum S, which lies at least
     1/26 from an integer, so float32 gets it exactly; the border pixels stay unchanged."""
     c = pixels.shape[1]
-    kernel = torch.ones(3, 3, device=pixels.device)
-    kernel[1, 1] = 5
+    kernel = torch.where(torch.arange(9, device=pixels.device).view(3, 3) == 4, 5.0, 1.0)
     bias = torch.full((c,), 6.5, device=pixels.device)
     sums = F.conv2d(pixels, kernel.expand(c, 1, 3, 3), bias, groups=c)  # exact: integers < 2**24
     out = pixels.clone()
@@ -221,9 +243,7 @@ def _enhance(images, op, magnitude, negate, bicubic, fill):
     # Pillow takes the factor as a C float.
     alpha = _enhance_factor(magnitude, negate).float().view(n, 1, 1, 1)
     blended = _blend(degenerate, pixels, alpha)
-    members = [_ID[name] for name in ("ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing",
-                                      "SharpnessIncreasing")]
-    return torch.where(torch.isin(op, torch.tensor(members, device=op.device)), blended, images)
+    return torch.where(_is_one_of(op, _ENHANCE_OPS), blended, images)
 
 
 # ---------------------------------------------------------------------------------- warp stage
@@ -288,8 +308,8 @@ def _warp(images, op, magnitude, negate, bicubic, fill):
     n, c, h, w = images.shape
     coefficients = _affine_coefficients(op, magnitude, negate, h, w)
     inside, x0, y0, dx, dy = _sample_positions(coefficients, h, w)
-    offsets = torch.where(bicubic.view(n, 1), torch.tensor([-1, 0, 1, 2], device=images.device),
-                          torch.tensor([0, 0, 1, 1], device=images.device)).view(n, 4, 1, 1)
+    taps = torch.arange(4, device=images.device)
+    offsets = torch.where(bicubic.view(n, 1), taps - 1, taps // 2).view(n, 4, 1, 1)
     columns = (x0.unsqueeze(1) + offsets).clamp(0, w - 1)  # (N, 4, H, W)
     rows = (y0.unsqueeze(1) + offsets).clamp(0, h - 1) * w
     flat = images.reshape(n, c, h * w).float()
@@ -303,18 +323,12 @@ def _warp(images, op, magnitude, negate, bicubic, fill):
     warped = _cubic(*(row(i) for i in range(4)), dy)
     # Pillow clamps the bicubic value to [0, 255] and truncates; the bilinear value stays in range.
     warped = warped.clamp(0, 255).to(torch.uint8)  # the cast truncates
-    fill = torch.tensor(fill, dtype=torch.uint8, device=images.device).view(1, c, 1, 1)
-    warped = torch.where(inside.unsqueeze(1), warped, fill)
-    members = [_ID[name] for name in ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")]
-    return torch.where(torch.isin(op, torch.tensor(members, device=op.device)).view(n, 1, 1, 1), warped, images)
+    warped = torch.where(inside.unsqueeze(1), warped, _channel_constant(fill, images))
+    return torch.where(_is_one_of(op, _WARP_OPS).view(n, 1, 1, 1), warped, images)
 
 
 _STAGES = (_pointwise, _enhance, _warp)
-_STAGE_OF = {name: stage for stage, names in (
-    (_pointwise, ("AutoContrast", "Equalize", "Invert", "PosterizeIncreasing", "SolarizeIncreasing", "SolarizeAdd")),
-    (_enhance, ("ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing", "SharpnessIncreasing")),
-    (_warp, ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")),
-) for name in names}
+_STAGE_OF = {name: stage for stage, names in zip(_STAGES, (_POINTWISE_OPS, _ENHANCE_OPS, _WARP_OPS)) for name in names}
 
 
 # ---------------------------------------------------------------------------------- public API

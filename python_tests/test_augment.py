@@ -168,6 +168,27 @@ def test_rand_augment_all_ops_at_prob_one():
     assert (out != images).flatten(1).any(1).float().mean() > 0.9
 
 
+def test_rand_augment_reads_nothing_back_and_copies_nothing_in():
+    # The GPU hot path must queue without host syncs: no .item()/bool() on a tensor (_local_scalar_dense)
+    # and no tensor made from Python data (lift_fresh: a host-to-device copy, followed by a stream sync).
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.add(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    images = make_images(6, 3, 16, 14, seed=5)
+    with Recorder() as recorder:
+        augment.rand_augment(images, 7, prob=1.0, num_ops=3, generator=torch.Generator().manual_seed(0))
+    assert "aten.gather" in recorder.ops  # the recorder sees the ops
+    assert not recorder.ops & {"aten._local_scalar_dense", "aten.lift_fresh", "aten.item", "aten.nonzero"}
+
+
 def test_rand_augment_grayscale():
     images = make_images(5, 1, 17, 15, seed=4)
     out = augment.rand_augment(images, 5, fill=(100,), generator=torch.Generator().manual_seed(2))
