@@ -75,11 +75,15 @@ def _check_magnitude(magnitude, n, device):
         if not bool(((magnitude >= 0) & (magnitude <= _LEVEL_DENOM)).all()):
             raise ValueError("magnitude values must lie in [0, 10]")
         return magnitude
+    return torch.full((n,), _check_magnitude_number(magnitude), dtype=torch.float64, device=device)
+
+
+def _check_magnitude_number(magnitude):
     if not isinstance(magnitude, numbers.Real) or isinstance(magnitude, bool):
-        raise TypeError(f"magnitude must be a real number or a tensor, got {type(magnitude).__name__}")
+        raise TypeError(f"magnitude must be a real number, got {type(magnitude).__name__}")
     if not 0 <= magnitude <= _LEVEL_DENOM:
         raise ValueError(f"magnitude must lie in [0, 10], got {magnitude}")
-    return torch.full((n,), float(magnitude), dtype=torch.float64, device=device)
+    return float(magnitude)
 
 
 def _per_sample_flag(value, n, device, name):
@@ -363,6 +367,18 @@ def _draw_magnitudes(shape, magnitude, magnitude_std, generator, device):
     return drawn.clamp(0.0, _LEVEL_DENOM)
 
 
+def _draw_plan(n, num_ops, magnitude, prob, magnitude_std, generator, device):
+    """All of a batch's random draws, each (num_ops, N), on device: op ids (_SKIPPED where the op's coin
+    says no; timm's AugmentOp skips when random() > prob), magnitudes, negate coins, bicubic coins."""
+    shape = (num_ops, n)
+    op = torch.randint(len(OPS), shape, generator=generator, device=device)
+    op = torch.where(torch.rand(shape, generator=generator, device=device) < prob, op, _SKIPPED)
+    magnitudes = _draw_magnitudes(shape, magnitude, magnitude_std, generator, device)
+    negate = torch.rand(shape, generator=generator, device=device) < 0.5
+    bicubic = torch.rand(shape, generator=generator, device=device) < 0.5
+    return op, magnitudes, negate, bicubic
+
+
 def rand_augment(images, magnitude, *, num_ops=2, prob=0.5, magnitude_std=0.5, fill=_DEFAULT_FILL, generator=None):
     """timm's RandAugment `rand-m{magnitude}-n{num_ops}-p{prob}-mstd{magnitude_std}-inc1` on a batch.
 
@@ -373,10 +389,7 @@ def rand_augment(images, magnitude, *, num_ops=2, prob=0.5, magnitude_std=0.5, f
     images' device) in one call per kind, and nothing is read back to the host.
     """
     _check_images(images)
-    if not isinstance(magnitude, numbers.Real) or isinstance(magnitude, bool):
-        raise TypeError(f"magnitude must be a real number, got {type(magnitude).__name__}")
-    if not 0 <= magnitude <= _LEVEL_DENOM:
-        raise ValueError(f"magnitude must lie in [0, 10], got {magnitude}")
+    magnitude = _check_magnitude_number(magnitude)
     if not isinstance(num_ops, numbers.Integral) or isinstance(num_ops, bool):
         raise TypeError(f"num_ops must be an int, got {type(num_ops).__name__}")
     if num_ops < 0:
@@ -387,14 +400,8 @@ def rand_augment(images, magnitude, *, num_ops=2, prob=0.5, magnitude_std=0.5, f
         raise ValueError(f"magnitude_std must be a number >= 0 (inf: uniform), got {magnitude_std!r}")
     _check_fill(fill, images.shape[1])
 
-    n, device = images.shape[0], images.device
-    shape = (num_ops, n)
-    op = torch.randint(len(OPS), shape, generator=generator, device=device)
-    # timm's AugmentOp skips the op when random() > prob.
-    op = torch.where(torch.rand(shape, generator=generator, device=device) < prob, op, _SKIPPED)
-    magnitudes = _draw_magnitudes(shape, float(magnitude), float(magnitude_std), generator, device)
-    negate = torch.rand(shape, generator=generator, device=device) < 0.5
-    bicubic = torch.rand(shape, generator=generator, device=device) < 0.5
+    op, magnitudes, negate, bicubic = _draw_plan(images.shape[0], num_ops, magnitude, prob, float(magnitude_std),
+                                                 generator, images.device)
     out = images.clone()
     for slot in range(num_ops):
         for stage in _STAGES:

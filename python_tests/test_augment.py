@@ -140,6 +140,20 @@ def test_rand_augment_is_deterministic_for_a_generator():
     assert torch.equal(first, second) and not torch.equal(first, other)
 
 
+def test_rand_augment_is_apply_op_with_its_draws():
+    # The batched slots (every stage on the whole batch, each image taking its op's result) against
+    # apply_op image by image, op after op, with the draws rand_augment made.
+    images = make_images(24, 3, 19, 23, seed=6)
+    out = augment.rand_augment(images, 8, num_ops=3, prob=0.7, generator=torch.Generator().manual_seed(9))
+    plan = augment._draw_plan(24, 3, 8.0, 0.7, 0.5, torch.Generator().manual_seed(9), images.device)
+    for i, image in enumerate(images):
+        expected = image[None]
+        for op, magnitude, negate, bicubic in zip(*(draws[:, i].tolist() for draws in plan)):
+            if op < len(augment.OPS):
+                expected = augment.apply_op(expected, augment.OPS[op], magnitude, negate=negate, bicubic=bicubic)
+        assert torch.equal(out[i], expected[0])
+
+
 def test_rand_augment_leaves_a_quarter_unchanged():
     # prob 0.5, 2 ops: an image is untouched when both coins say skip (1/4), or when its ops happen to be
     # identities (magnitude-0 colour ops, equalize of flat images): rare at magnitude 9 on noise.
