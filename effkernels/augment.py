@@ -15,7 +15,9 @@ stages and every image takes the result of the one stage its op belongs to:
              per-image degenerate image (grayscale, grayscale mean, black, 3x3 smooth);
   warp       Rotate, ShearX/Y, TranslateX/YRel: one inverse affine map per image, sampled as
              Pillow's ImagingGenericTransform does (bilinear or bicubic taps, fill outside).
-Nothing in rand_augment reads a value back to the host, so it queues on a GPU without syncs.
+Nothing in rand_augment reads a value back to the host or copies one in, so it queues on a GPU
+without syncs. Per-sample parameters are float64 vectors (N values; Pillow's level arithmetic is in
+double), so a device without float64 (MPS) is not supported.
 
 Integer results follow Pillow's rounding (truncation after float blends, the 16-bit fixed point
 grayscale, the rounded smooth filter), so the pointwise and enhance ops match Pillow exactly. The
@@ -146,9 +148,9 @@ def _autocontrast_lut(flat, levels):
 
 
 def _equalize_lut(flat, index, levels):
-    """ImageOps.equalize as of Pillow 13: step = (count - count of the top value) // 255 (older Pillow
-    divided by 256), lut[i] = (step // 2 + pixels below i) // step, identity when step is 0; Pillow's
-    point() clips the table to 255."""
+    """ImageOps.equalize as of Pillow 13: step = (count - count of the top value) // 255,
+    lut[i] = (step // 2 + pixels below i) // step, identity when step is 0; the table runs past 255
+    at the top values and Pillow's point() clips it."""
     n, c, pixels = flat.shape
     ones = torch.ones((), dtype=torch.int64, device=flat.device).expand(n, c, pixels)
     hist = torch.zeros(n, c, 256, dtype=torch.int64, device=flat.device).scatter_add_(2, index, ones)
@@ -331,6 +333,8 @@ def _warp(images, op, magnitude, negate, bicubic, fill):
     return torch.where(_is_one_of(op, _WARP_OPS).view(n, 1, 1, 1), warped, images)
 
 
+# The stages share one signature (images, op, magnitude, negate, bicubic, fill), each using what its
+# ops need, and return the images whose op is not theirs unchanged.
 _STAGES = (_pointwise, _enhance, _warp)
 _STAGE_OF = {name: stage for stage, names in zip(_STAGES, (_POINTWISE_OPS, _ENHANCE_OPS, _WARP_OPS)) for name in names}
 

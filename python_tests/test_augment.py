@@ -155,12 +155,12 @@ def test_rand_augment_is_apply_op_with_its_draws():
 
 
 def test_rand_augment_leaves_a_quarter_unchanged():
-    # prob 0.5, 2 ops: an image is untouched when both coins say skip (1/4), or when its ops happen to be
-    # identities (magnitude-0 colour ops, equalize of flat images): rare at magnitude 9 on noise.
-    images = make_images(800, 3, 12, 12, seed=2)
+    # prob 0.5, 2 ops: an image is untouched when both coins say skip (1/4), or, rarely at magnitude 9
+    # on 24x24 noise, when its ops happen to change nothing. 800 images: one standard deviation 0.015.
+    images = make_images(800, 3, 24, 24, seed=2)
     out = augment.rand_augment(images, 9, generator=torch.Generator().manual_seed(0))
     unchanged = (out == images).flatten(1).all(1).float().mean().item()
-    assert 0.20 <= unchanged <= 0.31
+    assert 0.21 <= unchanged <= 0.29, unchanged
     assert torch.equal(augment.rand_augment(images, 9, prob=0.0), images)
     assert torch.equal(augment.rand_augment(images, 9, num_ops=0), images)
 
