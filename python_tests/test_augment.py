@@ -60,6 +60,7 @@ def timm_reference(images, name, magnitudes, negates, bicubics, monkeypatch):
 
 
 def compare(images, name, magnitude, negate, bicubic, monkeypatch):
+    """|apply_op - timm| per element; magnitude, negate, bicubic: one value for all or (N,) tensors."""
     n = images.shape[0]
     magnitudes = torch.full((n,), magnitude, dtype=torch.float64) if not torch.is_tensor(magnitude) else magnitude
     negates = torch.full((n,), negate) if not torch.is_tensor(negate) else negate
