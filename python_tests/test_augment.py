@@ -204,6 +204,29 @@ def test_rand_augment_reads_nothing_back_and_copies_nothing_in():
     assert not recorder.ops & {"aten._local_scalar_dense", "aten.lift_fresh", "aten.item", "aten.nonzero"}
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_matches_cpu_and_never_syncs():
+    images = make_images(16, 3, 37, 29, seed=8)
+    g = torch.Generator().manual_seed(4)
+    magnitude = torch.rand(16, generator=g, dtype=torch.float64) * 10
+    negate, bicubic = torch.rand(16, generator=g) < 0.5, torch.rand(16, generator=g) < 0.5
+    for name in augment.OPS:
+        on_cpu = augment.apply_op(images, name, magnitude, negate=negate, bicubic=bicubic)
+        on_gpu = augment.apply_op(images.cuda(), name, magnitude, negate=negate, bicubic=bicubic).cpu()
+        diff = (on_gpu.int() - on_cpu.int()).abs()
+        if name in WARPS:  # CUDA's float32 rounding (and cos/sin ulps) differ: a level here and there
+            assert (diff > 1).float().mean() <= WARP_MAX_FRACTION_OFF_BY_MORE_THAN_2, name
+        else:
+            assert diff.max() == 0, name
+    generator = torch.Generator("cuda").manual_seed(0)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = augment.rand_augment(images.cuda(), 9, generator=generator)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.device.type == "cuda" and out.dtype == torch.uint8
+
+
 def test_rand_augment_grayscale():
     images = make_images(5, 1, 17, 15, seed=4)
     out = augment.rand_augment(images, 5, fill=(100,), generator=torch.Generator().manual_seed(2))
