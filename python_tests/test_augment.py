@@ -1,0 +1,260 @@
+"""effkernels.augment against timm's AugmentOp (Pillow) image by image, and rand_augment's draws.
+
+Each op runs through apply_op with explicit per-sample magnitude, sign and interpolation, and through
+timm's AugmentOp(prob=1) with the same values (timm's sign coin patched to the test's choice).
+"""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from timm.data import auto_augment
+
+from effkernels import augment
+
+FILL = (124, 116, 104)
+MAGNITUDES = (0.0, 2.5, 5.3, 7.77, 10.0)
+EXACT = ("AutoContrast", "Equalize", "Invert", "PosterizeIncreasing", "SolarizeIncreasing", "SolarizeAdd")
+ENHANCE = ("ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing", "SharpnessIncreasing")
+WARPS = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
+# Warps: apply_op places samples exactly as Pillow does (double) but interpolates in float32 where
+# Pillow uses double, so a value that Pillow truncates from just below an integer comes out one level
+# higher. Measured: at most 1 level, on at most 6 % of the pixels (a translation by a near-integer
+# number of pixels); no pixel off by more than 1.
+WARP_MAX_FRACTION_OFF_BY_MORE_THAN_2 = 0.001
+WARP_MAX_FRACTION_OFF = 0.1
+
+
+def make_images(n, channels, height, width, seed):
+    """Random uint8 images, each channel squeezed into its own random range (so autocontrast and
+    equalize have work to do), the last image with one constant channel."""
+    g = torch.Generator().manual_seed(seed)
+    raw = torch.randint(0, 256, (n, channels, height, width), generator=g)
+    lo = torch.randint(0, 120, (n, channels, 1, 1), generator=g)
+    hi = torch.randint(135, 256, (n, channels, 1, 1), generator=g)
+    images = lo + raw * (hi - lo) // 255
+    images[-1, 0] = 77
+    return images.to(torch.uint8)
+
+
+@pytest.fixture(params=[(4, 3, 37, 29), (1, 3, 29, 37), (2, 1, 31, 23)], ids=["rgb4x37x29", "rgb1x29x37", "gray2x31x23"])
+def images(request):
+    return make_images(*request.param, seed=sum(request.param))
+
+
+def fill_for(images):
+    return FILL if images.shape[1] == 3 else (FILL[0],)
+
+
+def timm_reference(images, name, magnitudes, negates, bicubics, monkeypatch):
+    """timm's AugmentOp(name, prob=1, magnitude) per image, with the given sign and interpolation."""
+    outputs = []
+    for image, magnitude, negate, bicubic in zip(images, magnitudes, negates, bicubics):
+        monkeypatch.setattr(auto_augment, "_randomly_negate", lambda v, negate=negate: -v if negate else v)
+        hparams = dict(img_mean=fill_for(images), interpolation=Image.BICUBIC if bicubic else Image.BILINEAR)
+        op = auto_augment.AugmentOp(name, prob=1.0, magnitude=float(magnitude), hparams=hparams)
+        array = image.permute(1, 2, 0).numpy()
+        pil = Image.fromarray(array[..., 0] if image.shape[0] == 1 else array, "L" if image.shape[0] == 1 else "RGB")
+        result = np.asarray(op(pil)).reshape(array.shape)
+        outputs.append(torch.from_numpy(result.copy()).permute(2, 0, 1))
+    return torch.stack(outputs)
+
+
+def compare(images, name, magnitude, negate, bicubic, monkeypatch):
+    """|apply_op - timm| per element; magnitude, negate, bicubic: one value for all or (N,) tensors."""
+    n = images.shape[0]
+    magnitudes = torch.full((n,), magnitude, dtype=torch.float64) if not torch.is_tensor(magnitude) else magnitude
+    negates = torch.full((n,), negate) if not torch.is_tensor(negate) else negate
+    bicubics = torch.full((n,), bicubic) if not torch.is_tensor(bicubic) else bicubic
+    ours = augment.apply_op(images, name, magnitudes, negate=negates, bicubic=bicubics, fill=fill_for(images))
+    assert ours.dtype == torch.uint8 and ours.shape == images.shape
+    expected = timm_reference(images, name, magnitudes.tolist(), negates.tolist(), bicubics.tolist(), monkeypatch)
+    return (ours.int() - expected.int()).abs()
+
+
+@pytest.mark.parametrize("magnitude", MAGNITUDES)
+@pytest.mark.parametrize("name", EXACT)
+def test_pointwise_ops_match_pillow_exactly(images, name, magnitude, monkeypatch):
+    if name == "PosterizeIncreasing" and magnitude == 10:
+        # 0 bits kept: Pillow >= 12 rejects it, older Pillow (and apply_op) give 0 everywhere.
+        assert augment.apply_op(images, name, magnitude, fill=fill_for(images)).eq(0).all()
+        return
+    assert compare(images, name, magnitude, False, True, monkeypatch).max() == 0
+
+
+@pytest.mark.parametrize("negate", [False, True])
+@pytest.mark.parametrize("magnitude", MAGNITUDES)
+@pytest.mark.parametrize("name", ENHANCE)
+def test_enhance_ops_match_pillow(images, name, magnitude, negate, monkeypatch):
+    # Pillow blends 8-bit values in float32 and truncates; apply_op repeats that (0 here with Pillow 13),
+    # 1 level allows for a build that contracts the blend into a fused multiply-add.
+    assert compare(images, name, magnitude, negate, True, monkeypatch).max() <= 1
+
+
+@pytest.mark.parametrize("bicubic", [False, True], ids=["bilinear", "bicubic"])
+@pytest.mark.parametrize("negate", [False, True])
+@pytest.mark.parametrize("magnitude", MAGNITUDES)
+@pytest.mark.parametrize("name", WARPS)
+def test_warps_match_pillow_up_to_interpolation_edges(images, name, magnitude, negate, bicubic, monkeypatch):
+    diff = compare(images, name, magnitude, negate, bicubic, monkeypatch)
+    assert (diff > 2).float().mean() <= WARP_MAX_FRACTION_OFF_BY_MORE_THAN_2
+    assert (diff > 0).float().mean() <= WARP_MAX_FRACTION_OFF
+
+
+@pytest.mark.parametrize("name", ["AutoContrast", "Equalize"])
+def test_histogram_ops_on_few_levels(name, monkeypatch):
+    # Few distinct values in many pixels: equalize's table runs past 255 at the top values (Pillow
+    # clips it) and autocontrast stretches wide gaps.
+    g = torch.Generator().manual_seed(11)
+    levels = torch.randint(0, 256, (5, 3, 6), generator=g)
+    pick = torch.randint(0, 6, (5, 3, 41 * 37), generator=g)
+    images = levels.gather(2, pick).view(5, 3, 41, 37).to(torch.uint8)
+    assert compare(images, name, 5.0, False, True, monkeypatch).max() == 0
+
+
+@pytest.mark.parametrize("name", augment.OPS)
+def test_per_sample_parameters(name, monkeypatch):
+    images = make_images(6, 3, 33, 27, seed=7)
+    g = torch.Generator().manual_seed(3)
+    magnitude = torch.rand(6, generator=g, dtype=torch.float64) * 10
+    if name == "PosterizeIncreasing":
+        magnitude = magnitude.clamp(max=9.99)
+    negate = torch.rand(6, generator=g) < 0.5
+    bicubic = torch.rand(6, generator=g) < 0.5
+    diff = compare(images, name, magnitude, negate, bicubic, monkeypatch)
+    if name in WARPS:
+        assert (diff > 2).float().mean() <= WARP_MAX_FRACTION_OFF_BY_MORE_THAN_2
+    else:
+        assert diff.max() <= (1 if name in ENHANCE else 0)
+
+
+def test_op_list_is_timms_increasing_set():
+    assert list(augment.OPS) == auto_augment._RAND_INCREASING_TRANSFORMS
+
+
+# ---------------------------------------------------------------------------------- rand_augment
+def test_rand_augment_is_deterministic_for_a_generator():
+    images = make_images(8, 3, 24, 20, seed=1)
+    first = augment.rand_augment(images, 9, generator=torch.Generator().manual_seed(5))
+    second = augment.rand_augment(images, 9, generator=torch.Generator().manual_seed(5))
+    other = augment.rand_augment(images, 9, generator=torch.Generator().manual_seed(6))
+    assert first.dtype == torch.uint8 and first.shape == images.shape
+    assert torch.equal(first, second) and not torch.equal(first, other)
+
+
+def test_rand_augment_is_apply_op_with_its_draws():
+    # The batched slots (every stage on the whole batch, each image taking its op's result) against
+    # apply_op image by image, op after op, with the draws rand_augment made.
+    images = make_images(24, 3, 19, 23, seed=6)
+    out = augment.rand_augment(images, 8, num_ops=3, prob=0.7, generator=torch.Generator().manual_seed(9))
+    plan = augment._draw_plan(24, 3, 8.0, 0.7, 0.5, torch.Generator().manual_seed(9), images.device)
+    for i, image in enumerate(images):
+        expected = image[None]
+        for op, magnitude, negate, bicubic in zip(*(draws[:, i].tolist() for draws in plan)):
+            if op < len(augment.OPS):
+                expected = augment.apply_op(expected, augment.OPS[op], magnitude, negate=negate, bicubic=bicubic)
+        assert torch.equal(out[i], expected[0])
+
+
+def test_rand_augment_leaves_a_quarter_unchanged():
+    # prob 0.5, 2 ops: an image is untouched when both coins say skip (1/4), or, rarely at magnitude 9
+    # on 24x24 noise, when its ops happen to change nothing. 800 images: one standard deviation 0.015.
+    images = make_images(800, 3, 24, 24, seed=2)
+    out = augment.rand_augment(images, 9, generator=torch.Generator().manual_seed(0))
+    unchanged = (out == images).flatten(1).all(1).float().mean().item()
+    assert 0.21 <= unchanged <= 0.29, unchanged
+    assert torch.equal(augment.rand_augment(images, 9, prob=0.0), images)
+    assert torch.equal(augment.rand_augment(images, 9, num_ops=0), images)
+
+
+def test_rand_augment_draws_match_timm_statistics():
+    n, magnitude = 20000, 9.7
+    g = torch.Generator().manual_seed(0)
+    drawn = augment._draw_magnitudes((n,), magnitude, 0.5, g, torch.device("cpu"))
+    assert drawn.max() == 10 and drawn.min() >= 0  # clipped at timm's _LEVEL_DENOM
+    assert (drawn == 10).float().mean().item() == pytest.approx(0.274, abs=0.02)  # P(N(9.7, 0.5) > 10)
+    uniform = augment._draw_magnitudes((n,), magnitude, float("inf"), g, torch.device("cpu"))
+    assert uniform.min() >= 0 and uniform.max() < magnitude and uniform.mean().item() == pytest.approx(4.85, abs=0.1)
+
+
+def test_rand_augment_all_ops_at_prob_one():
+    images = make_images(64, 3, 21, 19, seed=3)
+    out = augment.rand_augment(images, 10, prob=1.0, num_ops=3, generator=torch.Generator().manual_seed(1))
+    assert out.dtype == torch.uint8 and out.shape == images.shape
+    assert (out != images).flatten(1).any(1).float().mean() > 0.9
+
+
+def test_rand_augment_reads_nothing_back_and_copies_nothing_in():
+    # The GPU hot path must queue without host syncs: no .item()/bool() on a tensor (_local_scalar_dense)
+    # and no tensor made from Python data (lift_fresh: a host-to-device copy, followed by a stream sync).
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.add(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    images = make_images(6, 3, 16, 14, seed=5)
+    with Recorder() as recorder:
+        augment.rand_augment(images, 7, prob=1.0, num_ops=3, generator=torch.Generator().manual_seed(0))
+    assert "aten.gather" in recorder.ops  # the recorder sees the ops
+    assert not recorder.ops & {"aten._local_scalar_dense", "aten.lift_fresh", "aten.item", "aten.nonzero"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_matches_cpu_and_never_syncs():
+    images = make_images(16, 3, 37, 29, seed=8)
+    g = torch.Generator().manual_seed(4)
+    magnitude = torch.rand(16, generator=g, dtype=torch.float64) * 10
+    negate, bicubic = torch.rand(16, generator=g) < 0.5, torch.rand(16, generator=g) < 0.5
+    for name in augment.OPS:
+        on_cpu = augment.apply_op(images, name, magnitude, negate=negate, bicubic=bicubic)
+        on_gpu = augment.apply_op(images.cuda(), name, magnitude, negate=negate, bicubic=bicubic).cpu()
+        diff = (on_gpu.int() - on_cpu.int()).abs()
+        if name in WARPS:  # CUDA's float32 rounding (and cos/sin ulps) differ: a level here and there
+            assert (diff > 1).float().mean() <= WARP_MAX_FRACTION_OFF_BY_MORE_THAN_2, name
+        else:
+            assert diff.max() == 0, name
+    generator = torch.Generator("cuda").manual_seed(0)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = augment.rand_augment(images.cuda(), 9, generator=generator)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.device.type == "cuda" and out.dtype == torch.uint8
+
+
+def test_rand_augment_grayscale():
+    images = make_images(5, 1, 17, 15, seed=4)
+    out = augment.rand_augment(images, 5, fill=(100,), generator=torch.Generator().manual_seed(2))
+    assert out.shape == images.shape and out.dtype == torch.uint8
+
+
+# ---------------------------------------------------------------------------------- arguments
+@pytest.mark.parametrize("call, error, word", [
+    (lambda x: augment.rand_augment(x.float(), 5), TypeError, "uint8"),
+    (lambda x: augment.rand_augment(x[0], 5), ValueError, "shape"),
+    (lambda x: augment.rand_augment(x[:, :2], 5), ValueError, "shape"),
+    (lambda x: augment.rand_augment(x, 10.5), ValueError, "magnitude"),
+    (lambda x: augment.rand_augment(x, -1), ValueError, "magnitude"),
+    (lambda x: augment.rand_augment(x, "9"), TypeError, "magnitude"),
+    (lambda x: augment.rand_augment(x, 5, num_ops=-1), ValueError, "num_ops"),
+    (lambda x: augment.rand_augment(x, 5, num_ops=1.5), TypeError, "num_ops"),
+    (lambda x: augment.rand_augment(x, 5, prob=1.5), ValueError, "prob"),
+    (lambda x: augment.rand_augment(x, 5, prob=-0.1), ValueError, "prob"),
+    (lambda x: augment.rand_augment(x, 5, magnitude_std=-1), ValueError, "magnitude_std"),
+    (lambda x: augment.rand_augment(x, 5, fill=(1, 2)), ValueError, "fill"),
+    (lambda x: augment.rand_augment(x, 5, fill=(1, 2, 300)), ValueError, "fill"),
+    (lambda x: augment.apply_op(x, "Cutout", 5), ValueError, "name"),
+    (lambda x: augment.apply_op(x, "Rotate", torch.tensor([1.0, 11.0])), ValueError, "magnitude"),
+    (lambda x: augment.apply_op(x, "Rotate", torch.ones(3)), ValueError, "magnitude"),
+    (lambda x: augment.apply_op(x, "Rotate", 5, negate=1), TypeError, "negate"),
+    (lambda x: augment.apply_op(x, "Rotate", 5, bicubic=torch.ones(2)), ValueError, "bicubic"),
+    (lambda x: augment.apply_op(x.tolist(), "Rotate", 5), TypeError, "images"),
+])
+def test_bad_arguments_raise(call, error, word):
+    with pytest.raises(error, match=word):
+        call(make_images(2, 3, 8, 8, seed=0))
