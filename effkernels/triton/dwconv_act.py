@@ -138,6 +138,19 @@ def _tap(w_ptr, chans, mask_c, K: tl.constexpr, ACC: tl.constexpr):
 
 
 @triton.jit
+def _taps_and_bias(w_ptr, bias_ptr, chans, mask_c, HAS_BIAS: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The nine taps and the bias of a channel block, in the accumulation dtype (zero bias if none)."""
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + chans, mask=mask_c, other=0).to(ACC)
+    else:
+        bias = tl.zeros((BLOCK_C,), dtype=ACC)
+    return (_tap(w_ptr, chans, mask_c, 0, ACC), _tap(w_ptr, chans, mask_c, 1, ACC), _tap(w_ptr, chans, mask_c, 2, ACC),
+            _tap(w_ptr, chans, mask_c, 3, ACC), _tap(w_ptr, chans, mask_c, 4, ACC), _tap(w_ptr, chans, mask_c, 5, ACC),
+            _tap(w_ptr, chans, mask_c, 6, ACC), _tap(w_ptr, chans, mask_c, 7, ACC), _tap(w_ptr, chans, mask_c, 8, ACC),
+            bias)
+
+
+@triton.jit
 def _dwconv_act_fwd_kernel(
     h_ptr, w_ptr, bias_ptr, out_ptr, B, N, P, H, W, C,
     HAS_BIAS: tl.constexpr, HAS_PREFIX: tl.constexpr, SKIP_PREFIX: tl.constexpr, PRE: tl.constexpr,
@@ -150,19 +163,7 @@ def _dwconv_act_fwd_kernel(
     out_mask = (cols < W)[:, None] & mask_c[None, :]
     row_stride = W * C
 
-    w0 = _tap(w_ptr, chans, mask_c, 0, ACC)
-    w1 = _tap(w_ptr, chans, mask_c, 1, ACC)
-    w2 = _tap(w_ptr, chans, mask_c, 2, ACC)
-    w3 = _tap(w_ptr, chans, mask_c, 3, ACC)
-    w4 = _tap(w_ptr, chans, mask_c, 4, ACC)
-    w5 = _tap(w_ptr, chans, mask_c, 5, ACC)
-    w6 = _tap(w_ptr, chans, mask_c, 6, ACC)
-    w7 = _tap(w_ptr, chans, mask_c, 7, ACC)
-    w8 = _tap(w_ptr, chans, mask_c, 8, ACC)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + chans, mask=mask_c, other=0).to(ACC)
-    else:
-        bias = tl.zeros((BLOCK_C,), dtype=ACC)
+    w0, w1, w2, w3, w4, w5, w6, w7, w8, bias = _taps_and_bias(w_ptr, bias_ptr, chans, mask_c, HAS_BIAS, ACC, BLOCK_C)
 
     # The program's samples (group, group + groups, ...) as one stream of H + 1 steps each: step e of a
     # sample brings in its grid row e (row H is the zero padding below the grid), adds its kernel rows
@@ -225,19 +226,7 @@ def _dwconv_act_bwd_kernel(
     out_mask = (cols < W)[:, None] & mask_c[None, :]
     row_stride = W * C
 
-    w0 = _tap(w_ptr, chans, mask_c, 0, ACC)
-    w1 = _tap(w_ptr, chans, mask_c, 1, ACC)
-    w2 = _tap(w_ptr, chans, mask_c, 2, ACC)
-    w3 = _tap(w_ptr, chans, mask_c, 3, ACC)
-    w4 = _tap(w_ptr, chans, mask_c, 4, ACC)
-    w5 = _tap(w_ptr, chans, mask_c, 5, ACC)
-    w6 = _tap(w_ptr, chans, mask_c, 6, ACC)
-    w7 = _tap(w_ptr, chans, mask_c, 7, ACC)
-    w8 = _tap(w_ptr, chans, mask_c, 8, ACC)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + chans, mask=mask_c, other=0).to(ACC)
-    else:
-        bias = tl.zeros((BLOCK_C,), dtype=ACC)
+    w0, w1, w2, w3, w4, w5, w6, w7, w8, bias = _taps_and_bias(w_ptr, bias_ptr, chans, mask_c, HAS_BIAS, ACC, BLOCK_C)
 
     # Σ grad_z · pre_act(h at neighbour k) per tap, and Σ grad_z: over every token this program sees.
     acc0 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
