@@ -20,7 +20,7 @@ bench: $(BUILT)
 check-cxx17: $(VENV)/.requirements
 	PYTHON=$(PYTHON) .ci/check_cxx17
 
-build:
+build:  # forces a (still incremental) rebuild, e.g. after changing EFFKERNELS_CUDA
 	rm -f $(BUILT)
 	$(MAKE) $(BUILT)
 

@@ -1,4 +1,5 @@
-"""Build effkernels._C: C++ CPU kernels always, CUDA C++ kernels when a toolkit and a CUDA torch exist.
+"""Build effkernels._C: C++ CPU kernels always; CUDA C++ kernels with a GPU (or EFFKERNELS_CUDA=1),
+a CUDA toolkit and a CUDA build of torch.
 
 Environment switches:
   EFFKERNELS_CUDA=0/1        never / always build the CUDA C++ kernels (default: when a GPU is visible
