@@ -196,8 +196,7 @@ torch.library.register_autograd(
 def _dwconv_act_gpu(h, grid_size, weight, bias=None, *, num_prefix_tokens=0, prefix="mlp", pre_act=None, act="hardswish"):
     check_dwconv_act(h, grid_size, weight, bias, num_prefix_tokens, prefix, pre_act, act)
     options = dict(num_prefix_tokens=num_prefix_tokens, prefix=prefix, pre_act=pre_act, act=act)
-    # float64 always takes Triton: the CUDA C++ kernels were measured inexact in float64 (GPU-FACTS.md).
-    if h.dtype != torch.float64 and gpu_backend() == "cuda":
+    if gpu_backend() == "cuda":
         return torch.ops.effkernels.dwconv_act_cuda(h, grid_size, weight, bias, **options)
     from .triton.dwconv_act import dwconv_act_triton  # triton is needed on GPU machines only
 
@@ -209,8 +208,7 @@ def _dwconv_act_backward_gpu(grad, h, grid_size, weight, bias=None, *, num_prefi
     check_dwconv_act(h, grid_size, weight, bias, num_prefix_tokens, prefix, pre_act, act)
     check_dwconv_act_grad(grad, h)
     options = dict(num_prefix_tokens=num_prefix_tokens, prefix=prefix, pre_act=pre_act, act=act)
-    # float64 always takes Triton: the CUDA C++ kernels were measured inexact in float64 (GPU-FACTS.md).
-    if h.dtype != torch.float64 and gpu_backend() == "cuda":
+    if gpu_backend() == "cuda":
         return torch.ops.effkernels.dwconv_act_backward_cuda(grad, h, grid_size, weight, bias, **options)
     from .triton.dwconv_act import dwconv_act_backward_triton
 

@@ -156,11 +156,12 @@ def bench_case(model, batch, side, device, dtype, repeats, compile_variants):
 
     blocks = {"fused": fused, "reference": eager, "view conv": view_conv}
     if compile_variants:
-        blocks.update({"fused compiled": torch.compile(fused), "reference compiled": torch.compile(eager)})
+        blocks.update({"fused compiled": torch.compile(fused, dynamic=False),
+                       "reference compiled": torch.compile(eager, dynamic=False)})
     steps = {name: fwd_bwd(fn, x, params) for name, fn in blocks.items()}
     steps["mlp"] = fwd_bwd(mlp, x, (x, *mlp.parameters()))
     if compile_variants:
-        steps["mlp compiled"] = fwd_bwd(torch.compile(mlp), x, (x, *mlp.parameters()))
+        steps["mlp compiled"] = fwd_bwd(torch.compile(mlp, dynamic=False), x, (x, *mlp.parameters()))
     times = common.interleaved_median_ms(steps, device, repeats)
 
     model_flops = count_flops(eager, x, flop_counter(display=False))
@@ -201,6 +202,14 @@ def bench_case(model, batch, side, device, dtype, repeats, compile_variants):
     return row
 
 
+def progress_line(row) -> str:
+    """One case's headline figures, printed as soon as it is measured."""
+    ratios = ", ".join(f"{name} {row[name]:.2f}" for name in ("fused / mlp", "fused compiled / mlp") if name in row)
+    kernels = ", ".join(f"{name} {row[f'{name} ms']:.3f} ms ({row[f'{name} % roofline']:.0f} %)"
+                        for name in ("dwconv_act fwd", "dwconv_act bwd", "view conv fwd", "view conv bwd"))
+    return f"{row['model']} b{row['batch']} {row['grid']}: {ratios}; {kernels}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -226,6 +235,7 @@ def main(argv=None):
         for name in ("dwconv_act fwd", "dwconv_act bwd", "view conv fwd", "view conv bwd"):
             row[f"{name} % roofline"] = 100 * row[f"{name} GB/s"] / bandwidth
         rows.append(row)
+        print(progress_line(row), flush=True)
     host = host_overhead(device, dtype)
     meta = {**common.run_meta(device), "copy GB/s": bandwidth, "sweep": sweep, "repeats": repeats,
             "dtype": str(dtype), "layout": OPTIONS, "backend": os.environ.get("EFFKERNELS_BACKEND", "triton"),

@@ -56,6 +56,17 @@ def triton_kernel_on_cpu():
         yield
 
 
+@pytest.fixture
+def triton_device(monkeypatch):
+    """The device on which the ops run their Triton kernels: the GPU, or the CPU under the interpreter."""
+    if HAS_CUDA:
+        monkeypatch.setenv("EFFKERNELS_BACKEND", "triton")
+        yield "cuda"
+    else:
+        with triton_kernel_on_cpu():
+            yield "cpu"
+
+
 @pytest.fixture(params=["cpu", "triton", "cuda"])
 def backend(request, monkeypatch):
     """(device, name): the C++ CPU kernel, the Triton kernel, the CUDA C++ kernel."""

@@ -335,22 +335,6 @@ def test_triton_column_strips_share_their_halo(monkeypatch, width):
         assert relative_error(got, want) < TOLERANCE[torch.float64]
 
 
-def test_float64_takes_triton_under_the_cuda_backend(monkeypatch):
-    """EFFKERNELS_BACKEND=cuda still sends float64 to Triton (the CUDA C++ kernels were measured
-    inexact in float64); without a CUDA C++ build, a call routed to them would raise."""
-    from effkernels import local_ffn_ops
-
-    monkeypatch.setenv("EFFKERNELS_BACKEND", "cuda")
-    h, weight, bias, grad = random_dwconv(2, 1, (3, 4), 10, device=DEVICE)
-    options = dict(num_prefix_tokens=1, prefix="mlp", pre_act="relu", act="hardswish")
-    out = local_ffn_ops._dwconv_act_gpu(h, (3, 4), weight, bias, **options)
-    grads = local_ffn_ops._dwconv_act_backward_gpu(grad, h, (3, 4), weight, bias, **options)
-    expected, expected_grads = dwconv_fwd_and_grads(reference.dwconv_act, h, weight, bias, (3, 4), grad, **options)
-    assert relative_error(out, expected) < TOLERANCE[torch.float64]
-    for got, want in zip(grads, expected_grads):
-        assert relative_error(got, want) < TOLERANCE[torch.float64]
-
-
 def test_triton_host_path_launches_raw_kernels_in_eager(monkeypatch):
     """Eager calls launch the raw Triton kernels with cached launch metadata; wrap_triton (slow on the
     host) is used only while torch.compile traces."""

@@ -64,6 +64,8 @@ def _bf16(v, INTERPRETED: tl.constexpr):
     """float32 v rounded to bf16, to nearest even (the GPU's cvt.rn). triton 3.8's interpreter
     truncates instead, with or without fp_downcast_rounding="rtne", so there the rounding is done
     on the bits (finite values only) and the final conversion is exact."""
+    if v.dtype == tl.bfloat16:
+        return v
     if INTERPRETED:
         bits = v.to(tl.uint32, bitcast=True)
         bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
@@ -135,6 +137,7 @@ def _separable_map_kernel(
     HAS_RANK_ONE: tl.constexpr,
     PARTS: tl.constexpr,
     X_PARTS: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
     INTERPRETED: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -154,7 +157,7 @@ def _separable_map_kernel(
     mask_m = offs_m < OH
     mask_n = offs_n < OW
 
-    acc_dtype = rows_ptr.dtype.element_ty
+    acc_dtype = ACC_DTYPE
     x_plane = x_ptr + n * x_sn + c.to(tl.int64) * x_sc
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_dtype)
     weights = tl.zeros((BLOCK_H, BLOCK_W), dtype=acc_dtype)  # rank-one term: row_v ⊗ col_v ∘ x, summed
@@ -213,22 +216,36 @@ def _block(size: int, cap: int) -> int:
     return min(cap, max(16, triton.next_power_of_2(size)))
 
 
-def prepare_separable_map(x_shape, x_dtype, rows, cols, scale=None, shift=None, out_dtype=None, rank_one=None):
+def default_tiles(oh, ow, h, w) -> dict:
+    """The launch shape for an (h, w) -> (oh, ow) map: block sizes, warps and pipeline stages."""
+    block_m = _block(oh, 128)
+    return dict(BLOCK_M=block_m, BLOCK_N=_block(ow, 64), BLOCK_H=_block(h, 64), BLOCK_W=_block(w, 64),
+                num_warps=8 if block_m > 64 else 4, num_stages=3)
+
+
+def prepare_separable_map(x_shape, x_dtype, rows, cols, scale=None, shift=None, out_dtype=None, rank_one=None,
+                          tiles=None):
     """Everything about a launch that does not depend on x's data: returns `launch(x) -> out`.
 
     Arguments as effkernels.ops.separable_map, already checked; x is only described by its shape
     and dtype. The returned closure allocates the output and launches the raw kernel: no checks,
     no autotuning, no wrap_triton (a registered kernel of a custom op is opaque to torch.compile
     and always runs on real tensors). lowfreq_crop caches these closures per configuration.
+    With one bf16 part (the training path) the operators are rounded to bf16 here, once, so the
+    kernel reads half the bytes and converts nothing. tiles: overrides of `default_tiles`
+    (benchmarks compare launch shapes with it).
     """
     n, c, h, w = x_shape
     k, oh, ow = rows.shape[1], rows.shape[2], cols.shape[2]
     if out_dtype is None:
         out_dtype = x_dtype if x_dtype.is_floating_point else rows.dtype
     device = rows.device
-    block_m, block_n, block_h, block_w = _block(oh, 128), _block(ow, 64), _block(h, 64), _block(w, 64)
-    grid = (n * c * triton.cdiv(oh, block_m) * triton.cdiv(ow, block_n),)
+    launch_shape = {**default_tiles(oh, ow, h, w), **(tiles or {})}
+    grid = (n * c * triton.cdiv(oh, launch_shape["BLOCK_M"]) * triton.cdiv(ow, launch_shape["BLOCK_N"]),)
     parts, x_parts = precision_parts(x_dtype, out_dtype)
+    acc_dtype = rows.dtype if parts == 0 else torch.float32
+    if parts == 1:
+        rows, cols = rows.to(torch.bfloat16), cols.to(torch.bfloat16)
     has_rank_one = rank_one is not None
     if has_rank_one:
         rank_one = [f.contiguous() for f in rank_one]
@@ -255,13 +272,9 @@ def prepare_separable_map(x_shape, x_dtype, rows, cols, scale=None, shift=None, 
         HAS_RANK_ONE=has_rank_one,
         PARTS=parts,
         X_PARTS=x_parts,
+        ACC_DTYPE=tl.float64 if acc_dtype == torch.float64 else tl.float32,
         INTERPRETED=os.environ.get("TRITON_INTERPRET") == "1",
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        BLOCK_H=block_h,
-        BLOCK_W=block_w,
-        num_warps=8 if block_m > 64 else 4,
-        num_stages=3,
+        **launch_shape,
     )
     kernel = _separable_map_kernel[grid]
     empty_args = ((n, c, oh, ow),)

@@ -1,0 +1,95 @@
+"""Time the Triton separable_map's launch shapes at lowfreq_crop's training sizes, to choose the
+default tile table (effkernels/triton/separable_map.py: default_tiles) by measurement.
+
+For each band: uint8 batch × 3 × 224² images, ImageNet normalisation, bf16 out (the training path,
+one bf16 part), every launch shape of the grid below, timed with CUDA events (median); shapes the
+compiler cannot fit (registers, shared memory) are reported as such. Then the best shapes' pipeline
+depths, and float32 out (three bf16 parts) for the best. Worker processes compile every shape first
+(Triton's disk cache), so the timing loop only loads kernels.
+"""
+import argparse
+import concurrent.futures
+import itertools
+import multiprocessing
+
+import torch
+import triton
+
+from effkernels import operators
+from effkernels.triton.separable_map import default_tiles, prepare_separable_map
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def candidate_tiles(band):
+    block_ms = sorted({min(256, triton.next_power_of_2(band)), 128})
+    for block_m, block_n, (block_h, block_w), warps in itertools.product(
+        block_ms, (64, 128), ((64, 64), (32, 128), (64, 128), (128, 64)), (4, 8)
+    ):
+        if block_m * block_n <= 256 * 64:
+            yield dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_W=block_w, num_warps=warps,
+                       num_stages=3)
+
+
+def launcher(band, batch, out_dtype, tiles):
+    device = torch.device("cuda")
+    x = torch.randint(0, 256, (batch, 3, 224, 224), dtype=torch.uint8, device=device)
+    scale = torch.tensor([1 / (255 * s) for s in STD], device=device)
+    shift = torch.tensor([-m / s for m, s in zip(MEAN, STD)], device=device)
+    rows, cols, *factors = operators.lowfreq_crop_operators_cached(
+        (224, 224), (band, band), (band, band), torch.float32, device)
+    rank_one = tuple(factors) if operators.has_rank_one_term((band, band)) else None
+    return prepare_separable_map(x.shape, x.dtype, rows, cols, scale, shift, out_dtype, rank_one, tiles), x
+
+
+def compile_only(job):
+    """Run one shape once on a tiny batch (fills the disk cache); the error's name if it does not fit."""
+    try:
+        launch, x = launcher(*job)
+        launch(x)
+        torch.cuda.synchronize()
+        return ""
+    except Exception as error:
+        return type(error).__name__
+
+
+def time_ms(band, batch, out_dtype, tiles=None):
+    try:
+        launch, x = launcher(band, batch, out_dtype, tiles)
+        launch(x)
+        torch.cuda.synchronize()
+    except Exception:  # out of registers / shared memory: not a candidate
+        return None
+    return triton.testing.do_bench(lambda: launch(x), warmup=10, rep=40, return_mode="median")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--bands", type=int, nargs="+", default=[96, 160, 192])
+    parser.add_argument("--top", type=int, default=4)
+    parser.add_argument("--jobs", type=int, default=12, help="compiling processes")
+    args = parser.parse_args()
+    stage_variants = [dict(num_stages=s) for s in (2, 4)]
+    shapes = {band: list(candidate_tiles(band)) for band in args.bands}
+    jobs = [(band, 2, dtype, {**tiles, **stages}) for band in args.bands for tiles in shapes[band]
+            for dtype in (torch.bfloat16,) for stages in [{}] + stage_variants]
+    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        errors = list(pool.map(compile_only, jobs))
+    print(f"compiled {len(jobs)} shapes, {sum(bool(e) for e in errors)} did not fit", flush=True)
+    for band in args.bands:
+        default_ms = time_ms(band, args.batch, torch.bfloat16)
+        results = [(ms, tiles) for tiles in shapes[band]
+                   if (ms := time_ms(band, args.batch, torch.bfloat16, tiles)) is not None]
+        results.sort(key=lambda r: r[0])
+        print(f"band {band}: default {default_tiles(band, band, 224, 224)} {default_ms:.4f} ms; "
+              f"{len(results)} of {len(shapes[band])} shapes ran", flush=True)
+        for ms, tiles in results[: args.top]:
+            deeper = [(time_ms(band, args.batch, torch.bfloat16, {**tiles, **v}), v["num_stages"]) for v in stage_variants]
+            f32_ms = time_ms(band, args.batch, torch.float32, tiles)
+            print(f"  bf16 {ms:.4f} ms (stages 2/4: {' / '.join(f'{m:.4f}' if m else '-' for m, _ in deeper)})  "
+                  f"f32 {f32_ms if f32_ms is None else round(f32_ms, 4)} ms  {tiles}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
