@@ -3,7 +3,7 @@
 // the fused kernels and the eager reference agree to rounding.
 #pragma once
 #include <c10/macros/Macros.h>
-#include <c10/util/Exception.h>
+#include "check_message.h"
 #include <cmath>
 #include <type_traits>
 
@@ -92,14 +92,14 @@ void dispatch_activations(Activation pre_act, Activation act, F&& f) {
       case A::kHardswish: return f(pre, std::integral_constant<A, A::kHardswish>{});
       case A::kGELU: return f(pre, std::integral_constant<A, A::kGELU>{});
       case A::kGELUTanh: return f(pre, std::integral_constant<A, A::kGELUTanh>{});
-      default: TORCH_CHECK(false, "unsupported act");
+      default: EFFKERNELS_CHECK(false, "unsupported act");
     }
   };
   switch (pre_act) {
     case A::kIdentity: return with_act(std::integral_constant<A, A::kIdentity>{});
     case A::kReLU: return with_act(std::integral_constant<A, A::kReLU>{});
     case A::kHardswish: return with_act(std::integral_constant<A, A::kHardswish>{});
-    default: TORCH_CHECK(false, "unsupported pre_act");
+    default: EFFKERNELS_CHECK(false, "unsupported pre_act");
   }
 }
 

@@ -16,7 +16,7 @@ import torch
 import triton
 
 from effkernels import operators
-from effkernels.triton.separable_map import default_tiles, prepare_separable_map
+from effkernels.triton.separable_map import default_tiles, precision_parts, prepare_separable_map
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -82,7 +82,7 @@ def main():
         results = [(ms, tiles) for tiles in shapes[band]
                    if (ms := time_ms(band, args.batch, torch.bfloat16, tiles)) is not None]
         results.sort(key=lambda r: r[0])
-        print(f"band {band}: default {default_tiles(band, band, 224, 224)} {default_ms:.4f} ms; "
+        print(f"band {band}: default {default_tiles(band, band, 224, 224, precision_parts(torch.uint8, torch.bfloat16)[0])} {default_ms:.4f} ms; "
               f"{len(results)} of {len(shapes[band])} shapes ran", flush=True)
         for ms, tiles in results[: args.top]:
             deeper = [(time_ms(band, args.batch, torch.bfloat16, {**tiles, **v}), v["num_stages"]) for v in stage_variants]

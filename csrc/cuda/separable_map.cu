@@ -108,7 +108,7 @@ at::Tensor separable_map_cuda(
   const int64_t tiles_m = (s.oh + kTile - 1) / kTile, tiles_n = (s.ow + kTile - 1) / kTile;
   const dim3 block(kTile, kThreadRows);
   const int64_t blocks = s.n * s.c * tiles_m * tiles_n;
-  TORCH_CHECK(blocks < (int64_t(1) << 31), "separable_map_cuda: too many output tiles (", blocks, ")");
+  EFFKERNELS_CHECK(blocks < (int64_t(1) << 31), "separable_map_cuda: too many output tiles (", blocks, ")");
   const auto stream = at::cuda::getCurrentCUDAStream();
   const auto xs = strides_of(x, false), rs = strides_of(rows, rows.size(0) == 1), cs = strides_of(cols, cols.size(0) == 1);
 

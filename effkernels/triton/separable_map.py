@@ -17,10 +17,9 @@ The rank-one term `(row_vᵀ x col_v) row_u col_uᵀ` (lowfreq_crop's imaginary 
 of the plane, accumulated elementwise from the x blocks the program loads anyway (2 FLOP per
 element, no extra memory traffic), then added as an outer product in the epilogue.
 
-Tiles: fixed by shape, no autotuning (nothing to look up per call): BLOCK_M is the smallest power of
-two >= OH up to 128, so a plane's first GEMM is recomputed at most ceil(OH / 128) times; BLOCK_N,
-BLOCK_H, BLOCK_W are 64 (smaller only for tiny planes; tl.dot needs 16). 4 warps (one warpgroup)
-for BLOCK_M <= 64, 8 for 128, 3 pipeline stages.
+Tiles: fixed by shape and precision, no autotuning (nothing to look up per call): the table in
+`default_tiles`, chosen by perf/tune_separable_map.py on an H100. With bf16 operators (the training
+path) the kernel reads them as prepared once per plan, at half the bytes of float32.
 """
 import os
 
@@ -216,11 +215,20 @@ def _block(size: int, cap: int) -> int:
     return min(cap, max(16, triton.next_power_of_2(size)))
 
 
-def default_tiles(oh, ow, h, w) -> dict:
-    """The launch shape for an (h, w) -> (oh, ow) map: block sizes, warps and pipeline stages."""
+def default_tiles(oh, ow, h, w, parts) -> dict:
+    """The launch shape for an (h, w) -> (oh, ow) map with `parts` bf16 operator parts: block sizes,
+    warps and pipeline stages, as perf/tune_separable_map.py measured them fastest on an H100
+    (2026-11-23, uint8 224² -> 96/160/192, batch 256). One part (bf16 out): a plane's whole output
+    height in one tile (BLOCK_M up to 256), so the first GEMM runs once per column tile. Three parts
+    (float32 out) hold six times the dot operands: smaller tiles and one warpgroup won there.
+    float64's IEEE dots keep the smallest tiles."""
+    if parts == 1:
+        block_m = _block(oh, 256)
+        return dict(BLOCK_M=block_m, BLOCK_N=_block(ow, 128 if block_m <= 128 else 64), BLOCK_H=_block(h, 128),
+                    BLOCK_W=_block(w, 64), num_warps=8, num_stages=3)
     block_m = _block(oh, 128)
     return dict(BLOCK_M=block_m, BLOCK_N=_block(ow, 64), BLOCK_H=_block(h, 64), BLOCK_W=_block(w, 64),
-                num_warps=8 if block_m > 64 else 4, num_stages=3)
+                num_warps=8 if parts == 0 and block_m > 64 else 4, num_stages=3)
 
 
 def prepare_separable_map(x_shape, x_dtype, rows, cols, scale=None, shift=None, out_dtype=None, rank_one=None,
@@ -240,9 +248,9 @@ def prepare_separable_map(x_shape, x_dtype, rows, cols, scale=None, shift=None, 
     if out_dtype is None:
         out_dtype = x_dtype if x_dtype.is_floating_point else rows.dtype
     device = rows.device
-    launch_shape = {**default_tiles(oh, ow, h, w), **(tiles or {})}
-    grid = (n * c * triton.cdiv(oh, launch_shape["BLOCK_M"]) * triton.cdiv(ow, launch_shape["BLOCK_N"]),)
     parts, x_parts = precision_parts(x_dtype, out_dtype)
+    launch_shape = {**default_tiles(oh, ow, h, w, parts), **(tiles or {})}
+    grid = (n * c * triton.cdiv(oh, launch_shape["BLOCK_M"]) * triton.cdiv(ow, launch_shape["BLOCK_N"]),)
     acc_dtype = rows.dtype if parts == 0 else torch.float32
     if parts == 1:
         rows, cols = rows.to(torch.bfloat16), cols.to(torch.bfloat16)
