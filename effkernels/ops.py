@@ -69,7 +69,7 @@ def check_separable_map(x, rows, cols, scale, shift, out_dtype, rank_one=None):
             raise TypeError(f"{name} must be a Tensor, got {type(value).__name__}")
     acc = accumulate_dtype(x.dtype)
     n, c, h, w = x.shape
-    for name, ops, size in (("rows", rows, h), ("cols", cols, w)):
+    for name, ops, size, axis in (("rows", rows, h, "H"), ("cols", cols, w, "W")):
         if ops.dim() != 4:
             raise ValueError(f"{name} must have shape (1 or N, K, OUT, {size}), got {tuple(ops.shape)}")
         if ops.dtype != acc:
@@ -77,7 +77,7 @@ def check_separable_map(x, rows, cols, scale, shift, out_dtype, rank_one=None):
         if ops.shape[0] not in (1, n):
             raise ValueError(f"{name} must hold 1 or N={n} operators, got {ops.shape[0]}")
         if ops.shape[3] != size:
-            raise ValueError(f"{name} must have {size} columns to match x, got {ops.shape[3]}")
+            raise ValueError(f"{name} must have {axis}={size} columns, got {ops.shape[3]}")
         if ops.device != x.device:
             raise ValueError(f"{name} must be on {x.device} like x, got {ops.device}")
     if rows.shape[1] != cols.shape[1] or rows.shape[1] < 1:
