@@ -1,6 +1,7 @@
 """Timing and reporting shared by the perf/ benchmarks: medians, device names, result files."""
 import datetime
 import json
+import itertools
 import os
 import platform
 import statistics
@@ -35,19 +36,41 @@ def default_out_dir(device: torch.device) -> str:
     return os.path.join("perf", "results", f"{device_slug(device)}-{datetime.date.today().isoformat()}")
 
 
-def median_ms(fn, device: torch.device, repeats: int, warmup: int = 3) -> float:
-    """Median wall time of fn() in milliseconds; CUDA events on the GPU, perf_counter on the CPU."""
+def calls_per_sample(fn, device: torch.device, target_ms: float = 2.0, most: int = 20) -> int:
+    """Back-to-back calls per GPU timing sample: about target_ms of work (at most `most` calls)."""
+    if device.type != "cuda":
+        return 1
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return max(1, min(most, round(target_ms / max(start.elapsed_time(end), 1e-3))))
+
+
+def median_ms(fn, device: torch.device, repeats: int, warmup: int = 3, calls: int | None = None) -> float:
+    """Median time per call of fn() in milliseconds.
+
+    On the GPU a sample times `calls` back-to-back calls between two CUDA events (default: about
+    2 ms of work), so the device runs them without waiting for the host in between: the time is
+    the device's, and the host's cost per call shows only where it exceeds it (that is then the
+    honest rate of an eager loop; the benchmarks report host µs per call apart). A single
+    synchronised call would add the host's launch time to every kernel. On the CPU: perf_counter
+    around one call.
+    """
     for _ in range(warmup):
         fn()
+    calls = calls or calls_per_sample(fn, device)
     samples = []
     for _ in range(repeats):
         if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            fn()
+            for _ in range(calls):
+                fn()
             end.record()
             end.synchronize()
-            samples.append(start.elapsed_time(end))
+            samples.append(start.elapsed_time(end) / calls)
         else:
             begin = time.perf_counter()
             fn()
@@ -56,14 +79,24 @@ def median_ms(fn, device: torch.device, repeats: int, warmup: int = 3) -> float:
 
 
 def interleaved_median_ms(fns: dict, device: torch.device, repeats: int, warmup: int = 3) -> dict:
-    """Median ms of each fn, timed round-robin so that a noisy neighbour hits every peer alike."""
+    """Median ms per call of each fn, timed round-robin so that a noisy neighbour hits every peer alike."""
     samples = {name: [] for name in fns}
+    calls = {}
     for name, fn in fns.items():
         median_ms(fn, device, repeats=1, warmup=warmup)
+        calls[name] = calls_per_sample(fn, device)
     for _ in range(repeats):
         for name, fn in fns.items():
-            samples[name].append(median_ms(fn, device, repeats=1, warmup=0))
+            samples[name].append(median_ms(fn, device, repeats=1, warmup=0, calls=calls[name]))
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def cycling(first: torch.Tensor, copies: int = 3):
+    """A function returning `first` and copies of it in turn: on the GPU, a batch that fits in L2
+    (50 MB on an H100) would otherwise be timed from the cache, call after call."""
+    items = [first] + [first.clone() for _ in range(copies - 1 if first.is_cuda else 0)]
+    turn = itertools.cycle(items)
+    return lambda: next(turn)
 
 
 def copy_bandwidth_gbs(device: torch.device, megabytes: int = 256) -> float:
