@@ -70,6 +70,8 @@ def main():
     parser.add_argument("--top", type=int, default=4)
     parser.add_argument("--jobs", type=int, default=12, help="compiling processes")
     args = parser.parse_args()
+    if not torch.cuda.is_available():
+        parser.error("it needs a CUDA GPU: it times the GPU kernel's launch shapes")
     stage_variants = [dict(num_stages=s) for s in (2, 4)]
     shapes = {band: list(candidate_tiles(band)) for band in args.bands}
     jobs = [(band, 2, dtype, {**tiles, **stages}) for band in args.bands for tiles in shapes[band]

@@ -122,7 +122,7 @@ def _bad(**changes):
         (dict(x=lambda x: x.tolist()), TypeError, "x must be a Tensor"),
         (dict(rows=lambda r: r[0]), ValueError, "rows must have shape"),
         (dict(rows=lambda r: r.double()), TypeError, "rows must be torch.float32"),
-        (dict(cols=lambda c: c[..., :-1]), ValueError, "cols must have 7 columns"),
+        (dict(cols=lambda c: c[..., :-1]), ValueError, "cols must have W=7 columns"),
         (dict(cols=lambda c: c.expand(3, -1, -1, -1)), ValueError, "cols must hold 1 or N=2"),
         (dict(cols=lambda c: torch.cat([c, c], 1)), ValueError, "same K"),
         (dict(scale=lambda s: s[:2]), ValueError, r"scale must have shape \(C,\)"),
