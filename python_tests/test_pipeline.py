@@ -355,10 +355,16 @@ def test_replay_reuses_each_decoded_batch_with_fresh_augmentation(textured_root,
     assert identity.stats["images_delivered"] == 3 * identity.stats["images_decoded"] == 72
     assert identity.stats["replay"] == 3
 
-    textured = DeviceImageLoader(textured_root, 4, out_size=24, replay=2, device="cpu", dtype=torch.float32)
-    rounds = list(textured.epoch(0))
-    for first, second in zip(rounds[0::2], rounds[1::2]):
-        assert torch.equal(first[1], second[1]) and not torch.equal(first[0], second[0])
+    def rounds(**kwargs):
+        loader = DeviceImageLoader(textured_root, 4, out_size=24, replay=2, device="cpu", dtype=torch.float32, **kwargs)
+        batches = list(loader.epoch(0))
+        assert all(torch.equal(first[1], second[1]) for first, second in zip(batches[0::2], batches[1::2]))
+        return [torch.equal(first[0], second[0]) for first, second in zip(batches[0::2], batches[1::2])]
+
+    assert not any(rounds())  # new boxes, flips and RandAugment draws
+    whole_image = dict(scale=(1.0, 1.0), ratio=(0.1, 10.0), flip_prob=0.0)
+    assert not any(rounds(**whole_image))  # RandAugment alone differs between rounds
+    assert all(rounds(**whole_image, rand_augment=False))
 
 
 def test_stage_changes_take_effect_at_the_next_batch(textured_root):
