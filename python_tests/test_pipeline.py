@@ -444,3 +444,20 @@ def test_loader_on_cuda(textured_root):
                             rand_augment=False)
     for (x_cpu, y_cpu), (x_gpu, y_gpu) in zip(cpu.epoch(1), gpu.epoch(1)):  # nvJPEG vs libjpeg: a level or two
         assert torch.equal(y_cpu, y_gpu.cpu()) and (x_cpu - x_gpu.cpu()).abs().mean() < 0.05
+
+
+def test_benchmark_script_runs_and_writes_results(tmp_path):
+    """perf/bench_pipeline.py end to end in a tiny configuration (its figures are no speed claim)."""
+    import json
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "perf"))
+    import bench_pipeline
+
+    bench_pipeline.main(["--device", "cpu", "--files", "20", "--batch", "4", "--sizes", "16", "--out-size", "24",
+                         "--replay", "2", "--warmup", "1", "--batches", "2", "--workers", "1", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "pipeline.json").read_text())
+    (row,) = results["rows"]
+    assert row["size"] == 16 and row["replay"] == 2
+    assert all(row[key] > 0 for key in ("pipeline img/s", "pipeline+replay img/s", "DataLoader img/s"))
+    assert results["meta"]["timed batches"] == 2 and (tmp_path / "pipeline.png").stat().st_size > 1000
