@@ -97,7 +97,8 @@ def _jpeg_header(data: bytes) -> Header:
             if pos + 10 > len(data):
                 break
             precision, components = data[pos + 4], data[pos + 9]
-            height, width = int.from_bytes(data[pos + 5 : pos + 7], "big"), int.from_bytes(data[pos + 7 : pos + 9], "big")
+            height = int.from_bytes(data[pos + 5 : pos + 7], "big")
+            width = int.from_bytes(data[pos + 7 : pos + 9], "big")
             sequential_rgb = marker in _BATCH_DECODABLE_SOF and precision == 8 and components == 3
             return Header(height, width, sequential_rgb and height > 0 and width > 0)
         pos += 2 + length
@@ -117,7 +118,7 @@ def read_image_file(path: str, skip_log: SkipLog, max_pixels: int, pin_memory: b
     if data.size == 0:
         skip_log.report(path, "empty file")
         return None
-    header = sniff(data[:65536].tobytes())
+    header = sniff(data.tobytes())  # the whole file: EXIF and ICC segments may push the frame header far in
     if header.height is not None and header.height * header.width > max_pixels:
         skip_log.report(path, f"{header.height}x{header.width} pixels exceed max_pixels={max_pixels}")
         return None

@@ -23,6 +23,7 @@ at 0 or was resumed at `start_batch=t`, on any number of reader threads, on CPU 
 (bit-identical only on the same device: the kernels differ).
 """
 import collections
+import logging
 import numbers
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 EFFICIENTTRAIN_PP_REPLAY = (4, 4, 2, 2, 2, 2, 1, 1, 1, 1)
 PIL_MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb warning threshold (Image.MAX_IMAGE_PIXELS)
 
+logger = logging.getLogger(__name__)
+
 
 class DeviceImageLoader:
     """Iterate `loader.epoch(e)` in place of a DataLoader: (images, labels) on `device`.
@@ -59,8 +62,17 @@ class DeviceImageLoader:
     size, the low-frequency crop's band = the output size (default out_size); magnitude, the
     RandAugment magnitude (rand_augment=False turns it off); scale, ratio, flip_prob as torchvision's
     RandomResizedCrop and RandomHorizontalFlip; workers, reader threads; prefetch, batches read
-    ahead; max_side, the longer side images are shrunk to before cropping (None: never; one huge
-    image sets the whole batch's padded size); max_pixels, the size above which a file is skipped.
+    ahead; max_side, the longer side images are shrunk to before cropping (None: never), since the
+    largest image of a batch sets the padded size, memory and work of the whole batch (512 keeps
+    ImageNet's typical 500×375 files intact, and a box of scale >= 0.35 of a 512 px image still
+    spans ~300 px, more than the 224 px output); max_pixels, the size above which a file is skipped.
+
+        loader = DeviceImageLoader("imagenet/train", 256, device="cuda", scale=(0.35, 1), seed=0,
+                                   rank=rank, world_size=world_size)
+        for epoch in range(epochs):
+            loader.set_stage(size=96, magnitude=5, replay=4)  # e.g. EfficientTrain++'s first stage
+            for images, labels in loader.epoch(epoch, start_batch=resumed_batch if epoch == first else 0):
+                loss = criterion(model(images), labels)
     """
 
     def __init__(self, root, batch_size: int, *, device="cuda", out_size: int = 224, size=None, magnitude=9,
@@ -116,7 +128,8 @@ class DeviceImageLoader:
         reuse factor >= 1, applies from the next `epoch()` call (it fixes the epoch's batch count)."""
         size = self.size if size is None else self._checked_size(size)
         magnitude = self.magnitude if magnitude is None else _checked_magnitude(magnitude)
-        self.size, self.magnitude, self.replay = size, magnitude, self.replay if replay is None else _checked_replay(replay)
+        replay = self.replay if replay is None else _checked_replay(replay)
+        self.size, self.magnitude, self.replay = size, magnitude, replay
 
     def _checked_size(self, size):
         _check_int("size", size, 1)
@@ -135,7 +148,8 @@ class DeviceImageLoader:
         _check_int("start_batch", start_batch, 0)
         replay = self.replay
         if start_batch > self.batches_per_epoch():
-            raise ValueError(f"start_batch must be <= {self.batches_per_epoch()} (batches per epoch), got {start_batch}")
+            raise ValueError(f"start_batch must be <= {self.batches_per_epoch()}, the batches per epoch, "
+                             f"got {start_batch}")
         order = EpochOrder(len(self.samples), self.batch_size, seed=self.seed, epoch=epoch, rank=self.rank,
                            world_size=self.world_size, start_batch=start_batch // replay)
         return self._deliver(order.items, epoch, start_batch, replay)
@@ -177,7 +191,7 @@ class DeviceImageLoader:
         self.stats["images_decoded"] += len(good)
         if not good:
             self.stats["batches_dropped"] += 1
-            image_decode.logger.warning("dropping a batch of %d files: none could be decoded", len(files))
+            logger.warning("dropping a batch of %d files: none could be decoded", len(files))
             return None
         sources = [slot if images[slot] is not None else good[slot % len(good)] for slot in range(len(files))]
         padded, sizes = pad_images([images[s] for s in sources], self.device, self.max_side)

@@ -12,7 +12,6 @@ two: torchvision's uint8 kernel rounds its intermediate, this one does not).
 import torch
 import torch.nn.functional as F
 
-from . import _C  # noqa: F401  (registers torch.ops.effkernels.separable_map)
 from .operators import resize_operator
 
 

@@ -163,8 +163,8 @@ def main(argv=None):
             "files": args.files if args.data is None else args.data, "batch": args.batch, "out size": args.out_size,
             "scale": SCALE, "magnitude": MAGNITUDE, "warm-up batches": args.warmup,
             "timed batches": args.batches}
-    columns = ["size", "replay", "pipeline img/s", "pipeline+replay img/s", "DataLoader img/s", "pipeline vs DataLoader",
-               "pipeline+replay vs DataLoader"]
+    columns = ["size", "replay", "pipeline img/s", "pipeline+replay img/s", "DataLoader img/s",
+               "pipeline vs DataLoader", "pipeline+replay vs DataLoader"]
     out_dir = args.out or common.default_out_dir(device)
     print(common.write_results(out_dir, "pipeline", meta, rows, columns,
                                plot=("size", "pipeline vs DataLoader", "images/s over the CPU DataLoader's")))
