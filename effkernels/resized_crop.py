@@ -1,0 +1,54 @@
+"""RandomResizedCrop + horizontal flip of a batch of variable-size images as one separable_map launch.
+
+The decoded images of a batch differ in size, so `pad_images` copies them into one zero-padded
+(N, 3, Hmax, Wmax) uint8 tensor. Cropping the box (top, left, h, w) and resizing it to out×out
+with antialiased bilinear interpolation is, per axis, the matrix `resize_operator(h, out, Hmax,
+top)` (zero weight outside the box, so the padding never leaks in); a horizontal flip reverses the
+output rows of the column operator. `resized_crop_flip` builds every sample's pair of operators on
+the device from the (N, 5) box tensor and applies all of them in one `separable_map` call, which
+equals torchvision's `resized_crop(..., antialias=True)` then `hflip` up to rounding (a level or
+two: torchvision's uint8 kernel rounds its intermediate, this one does not).
+"""
+import torch
+import torch.nn.functional as F
+
+from .operators import resize_operator
+
+
+def pad_images(images: list, device: torch.device, max_side=None) -> tuple[torch.Tensor, list]:
+    """((N, 3, Hmax, Wmax) uint8 on device, zeros outside each image; [(h, w)] per image).
+
+    Images whose longer side exceeds max_side are first shrunk to it (antialiased, aspect kept):
+    one huge image would otherwise make the whole batch Hmax×Wmax in memory and in compute.
+    """
+    images = [_fit_within(image, max_side) for image in images]
+    sizes = [tuple(image.shape[1:]) for image in images]
+    height, width = max(h for h, _ in sizes), max(w for _, w in sizes)
+    padded = torch.zeros((len(images), 3, height, width), dtype=torch.uint8, device=device)
+    for slot, image in zip(padded, images):
+        slot[:, : image.shape[1], : image.shape[2]].copy_(image, non_blocking=True)
+    return padded, sizes
+
+
+def _fit_within(image: torch.Tensor, max_side):
+    longer = max(image.shape[1:])
+    if max_side is None or longer <= max_side:
+        return image
+    size = [max(1, round(side * max_side / longer)) for side in image.shape[1:]]
+    shrunk = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+    return shrunk[0].round_().clamp_(0, 255).to(torch.uint8)
+
+
+def resized_crop_flip(padded: torch.Tensor, boxes: torch.Tensor, out_size: int) -> torch.Tensor:
+    """(N, 3, out_size, out_size) uint8: box n of padded[n] resized (antialiased bilinear), flipped.
+
+    boxes: (N, 5) integer tensor of (top, left, height, width, flip) on padded's device.
+    """
+    height, width = padded.shape[-2:]
+    top, left, box_h, box_w, flip = boxes.unbind(1)
+    rows = resize_operator(box_h, out_size, height, top, device=padded.device).to(torch.float32)
+    cols = resize_operator(box_w, out_size, width, left, device=padded.device).to(torch.float32)
+    cols = torch.where(flip.bool()[:, None, None], cols.flip(-2), cols)
+    out = torch.ops.effkernels.separable_map(padded, rows[:, None], cols[:, None], None, None, torch.float32,
+                                             None, None, None, None)
+    return out.round_().clamp_(0, 255).to(torch.uint8)

@@ -1,0 +1,466 @@
+"""effkernels.pipeline: the device input pipeline, on CPU (and on CUDA when there is one).
+
+Tiny image folders written per module; every test runs the real code path (threaded reads, the
+batched decode_jpeg call, one separable_map for crop + flip + resize, RandAugment, lowfreq_crop).
+"""
+import io
+import logging
+import math
+import os
+import types
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.transforms as tv_transforms
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_image
+
+import effkernels
+from effkernels import augment, crop_boxes, image_decode
+from effkernels.crop_boxes import DRAWS, counter_uniforms, mix_seed, sample_boxes
+from effkernels.curriculum import EFFICIENTTRAIN_PP_SIZES
+from effkernels.data import EpochOrder
+from effkernels.pipeline import EFFICIENTTRAIN_PP_REPLAY, DeviceImageLoader
+from effkernels.resized_crop import pad_images, resized_crop_flip
+
+from conftest import HAS_CUDA
+
+CLASSES = ("ant", "bee", "cat")
+# Identity folder: flat PNGs whose colour encodes the file, so a delivered image names its file.
+IDENTITY = dict(out_size=16, size=16, rand_augment=False, scale=(1.0, 1.0), ratio=(1.0, 1.0), mean=(0, 0, 0),
+                std=(1, 1, 1), dtype=torch.float32, device="cpu", workers=2)
+
+
+def _jpeg_bytes(array, mode=None, **options):
+    buffer = io.BytesIO()
+    image = Image.fromarray(array)
+    (image.convert(mode) if mode else image).save(buffer, format="JPEG", quality=90, **options)
+    return buffer.getvalue()
+
+
+def _textured(rng, height, width):
+    """A smooth colour field plus noise: an image whose crops, flips and augmentations all show."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    phase = rng.uniform(0, 2 * np.pi, 3)
+    field = np.stack([np.sin(yy / (3 + c) + xx / (5 + 2 * c) + phase[c]) for c in range(3)], -1)
+    noise = rng.normal(0, 12, (height, width, 3))
+    return np.clip(128 + 90 * field + noise, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def textured_root(tmp_path_factory):
+    """3 classes × 8 JPEGs of assorted sizes (portrait, landscape, square)."""
+    root = tmp_path_factory.mktemp("textured")
+    rng = np.random.default_rng(0)
+    for name in CLASSES:
+        (root / name).mkdir()
+        for i in range(8):
+            height, width = rng.integers(24, 56, 2)
+            (root / name / f"{i}.jpg").write_bytes(_jpeg_bytes(_textured(rng, height, width)))
+    return str(root)
+
+
+def _identity_colour(file_id):
+    return np.array([40 + 8 * (file_id // 24), 40 + 8 * (file_id % 24), 200], dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def identity_root(tmp_path_factory):
+    """3 classes × 8 flat 20×20 PNGs (lossless), file k coloured _identity_colour(k)."""
+    root = tmp_path_factory.mktemp("identity")
+    for label, name in enumerate(CLASSES):
+        (root / name).mkdir()
+        for i in range(8):
+            colour = _identity_colour(label * 8 + i)
+            Image.fromarray(np.broadcast_to(colour, (20, 20, 3)).copy()).save(root / name / f"{i}.png")
+    return str(root)
+
+
+def _file_ids(images):
+    """The file ids of identity-folder images delivered with IDENTITY settings (values in [0, 1])."""
+    colour = (images.mean((2, 3)) * 255).round().long()
+    return ((colour[:, 0] - 40) // 8 * 24 + (colour[:, 1] - 40) // 8).tolist()
+
+
+def _collect(loader, epoch=0, start_batch=0):
+    return [(x.clone(), y.clone()) for x, y in loader.epoch(epoch, start_batch)]
+
+
+# ------------------------------------------------------------------------------------ crop boxes
+class _ScriptedTorch(types.SimpleNamespace):
+    """Stands in for `torch` inside torchvision's get_params: its uniform_ and randint calls are
+    answered from one row of our uniforms, attempt by attempt, as sample_boxes reads them."""
+
+    def __init__(self, row):
+        super().__init__(log=torch.log, tensor=torch.tensor, exp=torch.exp)
+        self.row, self.uniform_calls, self.randint_calls = row, 0, 0
+
+    def empty(self, *size):
+        def uniform_(low, high):
+            call = self.uniform_calls
+            self.uniform_calls += 1
+            column = (crop_boxes.AREA_DRAWS if call % 2 == 0 else crop_boxes.RATIO_DRAWS).start + call // 2
+            return torch.tensor(float(low) + (float(high) - float(low)) * self.row[column], dtype=torch.float64)
+
+        return types.SimpleNamespace(uniform_=uniform_)
+
+    def randint(self, low, high, size):
+        column = (crop_boxes.TOP_DRAW, crop_boxes.LEFT_DRAW)[self.randint_calls]
+        self.randint_calls += 1
+        return torch.tensor([low + math.floor(self.row[column] * (high - low))])
+
+
+@pytest.mark.parametrize("scale,ratio", [((0.08, 1.0), (3 / 4, 4 / 3)), ((0.35, 1.0), (3 / 4, 4 / 3)),
+                                         ((0.9, 1.0), (0.5, 0.6))])
+def test_boxes_follow_torchvision_get_params(monkeypatch, scale, ratio):
+    """torchvision's own get_params, fed the same draws, picks the same box for every sample,
+    through the attempts and the fallback (the central crop, clamped to either ratio bound)."""
+    rng = np.random.default_rng(1)
+    count = 600
+    heights = rng.integers(1, 90, count)
+    widths = np.where(np.arange(count) % 3 == 0, rng.integers(1, 9, count), rng.integers(1, 90, count))
+    uniforms = counter_uniforms(np.arange(count), 0, DRAWS)
+    ours = sample_boxes(heights, widths, uniforms, scale, ratio)
+    fallbacks = 0
+    for n in range(count):
+        scripted = _ScriptedTorch(uniforms[n])
+        monkeypatch.setattr(tv_transforms, "torch", scripted)
+        theirs = tv_transforms.RandomResizedCrop.get_params(torch.empty(3, heights[n], widths[n]), scale, ratio)
+        assert tuple(ours[n, :4]) == theirs, (n, heights[n], widths[n])
+        fallbacks += scripted.randint_calls == 0
+    assert 0 < fallbacks < count
+    assert ((ours[:, 4] == 0) | (ours[:, 4] == 1)).all() and 0.4 < ours[:, 4].mean() < 0.6
+
+
+def test_counter_uniforms_depend_on_seed_and_stream_only():
+    seeds = np.array([5, 2**62 + 3, 17, 5], dtype=np.uint64)
+    u = counter_uniforms(seeds, 0, DRAWS)
+    assert u.shape == (4, DRAWS) and ((u >= 0) & (u < 1)).all()
+    np.testing.assert_array_equal(u[0], u[3])  # same seed, same draws, wherever it sits in a batch
+    np.testing.assert_array_equal(counter_uniforms(seeds[2:3], 0, DRAWS)[0], u[2])
+    assert not np.array_equal(counter_uniforms(seeds, 1, DRAWS), u)  # a new replay round draws anew
+    many = counter_uniforms(np.arange(4000), 0, 8)
+    assert abs(many.mean() - 0.5) < 0.01 and abs(np.corrcoef(many[:, 0], many[:, 1])[0, 1]) < 0.05
+    assert mix_seed(1, 2, 3) != mix_seed(3, 2, 1) and 0 <= mix_seed(2**70, -1) < 2**63
+
+
+# -------------------------------------------------------------------- crop + flip + resize map
+@pytest.mark.parametrize("out_size", [16, 40])
+def test_resized_crop_flip_matches_torchvision(out_size):
+    """One separable_map over the padded batch = torchvision's resized_crop(antialias) + hflip on
+    each image, within a level (downscaled and upscaled boxes, portrait and landscape images)."""
+    rng = np.random.default_rng(2)
+    images = [torch.from_numpy(_textured(rng, *rng.integers(9, 70, 2))).permute(2, 0, 1).contiguous()
+              for _ in range(12)]
+    padded, sizes = pad_images(images, torch.device("cpu"))
+    assert padded.shape == (12, 3, max(h for h, _ in sizes), max(w for _, w in sizes))
+    heights, widths = zip(*sizes)
+    boxes = sample_boxes(heights, widths, counter_uniforms(np.arange(12), 0, DRAWS), (0.08, 1.0), (3 / 4, 4 / 3))
+    out = resized_crop_flip(padded, torch.from_numpy(boxes), out_size)
+    assert out.dtype == torch.uint8 and out.shape == (12, 3, out_size, out_size)
+    assert 0 < boxes[:, 4].sum() < 12
+    for image, box, result in zip(images, boxes.tolist(), out):
+        top, left, height, width, flip = box
+        expected = TF.resized_crop(image, top, left, height, width, [out_size, out_size], antialias=True)
+        expected = TF.hflip(expected) if flip else expected
+        difference = (result.int() - expected.int()).abs()
+        assert difference.max() <= 2 and difference.float().mean() < 0.35
+
+
+def test_pad_images_shrinks_images_over_max_side():
+    tall = torch.randint(0, 256, (3, 100, 50), dtype=torch.uint8)
+    small = torch.randint(0, 256, (3, 10, 30), dtype=torch.uint8)
+    padded, sizes = pad_images([tall, small], torch.device("cpu"), max_side=40)
+    assert sizes == [(40, 20), (10, 30)] and padded.shape == (2, 3, 40, 30)
+    torch.testing.assert_close(padded[1, :, :10, :30], small)
+    assert padded[1, :, 10:].eq(0).all() and padded[0, :, :, 20:].eq(0).all()
+    expected = TF.resize(tall, [40, 20], antialias=True)
+    assert (padded[0, :, :, :20].int() - expected.int()).abs().max() <= 1
+
+
+# ------------------------------------------------------------------------- odd and bad files
+@pytest.fixture(scope="module")
+def odd_files(tmp_path_factory):
+    """(root, {name: (path, expected (H, W) or None for a file that must be skipped)}, the RGB array);
+    the files lie in root's one class folder."""
+    root = tmp_path_factory.mktemp("odd")
+    folder = root / "only"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    rgb = _textured(rng, 30, 41)
+    good = _jpeg_bytes(rgb)
+    rgba = np.dstack([rgb, np.full((30, 41, 1), 128, np.uint8)])
+    files = {
+        "good.jpg": (good, (30, 41)),
+        "progressive.jpg": (_jpeg_bytes(rgb, progressive=True), (30, 41)),
+        "gray.jpg": (_jpeg_bytes(rgb[..., 0]), (30, 41)),
+        "cmyk.jpg": (_jpeg_bytes(rgb, mode="CMYK"), (30, 41)),
+        "rgba.png": (None, (30, 41)),
+        "image.bmp": (None, (30, 41)),
+        "png_named.jpg": (None, (30, 41)),
+        "empty.jpg": (b"", None),
+        "truncated.jpg": (good[: len(good) // 2], None),
+        "text.jpg": (b"this is not an image\n" * 20, None),
+        "huge.png": (None, None),
+    }
+    for name, (data, _) in files.items():
+        path = folder / name
+        if name == "rgba.png":
+            Image.fromarray(rgba).save(path)
+        elif name == "image.bmp":
+            Image.fromarray(rgb).save(path)
+        elif name == "png_named.jpg":
+            Image.fromarray(rgb).save(path, format="PNG")
+        elif name == "huge.png":
+            Image.fromarray(np.zeros((300, 400), np.uint8)).save(path)  # over the max_pixels used below
+        else:
+            path.write_bytes(data)
+    return str(root), {name: (str(folder / name), size) for name, (_, size) in files.items()}, rgb
+
+
+MAX_PIXELS = 100_000
+
+
+def _read_and_decode(files):
+    skip_log = image_decode.SkipLog()
+    read = {name: image_decode.read_image_file(path, skip_log, MAX_PIXELS, False) for name, (path, _) in files.items()}
+    jpegs = [name for name, r in read.items() if r is not None and r.jpeg is not None]
+    decoded = dict(zip(jpegs, image_decode.decode_jpeg_batch([read[n] for n in jpegs], torch.device("cpu"), skip_log,
+                                                             MAX_PIXELS)))
+    images = {name: decoded[name] if name in decoded else (r.image if r is not None else None)
+              for name, r in read.items()}
+    return images, read, skip_log
+
+
+def test_odd_files_decode_or_skip_with_one_warning_each(odd_files, caplog):
+    _, files, rgb = odd_files
+    with caplog.at_level(logging.WARNING, logger="effkernels.image_decode"):
+        images, read, skip_log = _read_and_decode(files)
+        _read_and_decode(files)  # a second pass over the same paths (a new log) warns again, once
+    for name, (path, size) in files.items():
+        if size is None:
+            assert images[name] is None, name
+            continue
+        assert images[name].dtype == torch.uint8 and images[name].shape == (3, *size), name
+        pil = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)  # Pillow as the oracle
+        assert (images[name].float() - pil.float()).abs().mean() < 0.5, name
+    # Only the sequential colour JPEGs (and the truncated one, whose header is intact) take the batched route.
+    assert sorted(n for n, r in read.items() if r is not None and r.jpeg is not None) == ["good.jpg", "truncated.jpg"]
+    assert images["rgba.png"].permute(1, 2, 0).numpy().tolist() == rgb.tolist()  # PNG: lossless, alpha dropped
+    assert torch.equal(images["gray.jpg"][0], images["gray.jpg"][1])  # grayscale expanded to 3 channels
+    skipped = [name for name, (_, size) in files.items() if size is None]
+    assert len(skip_log) == len(skipped) and all(files[name][0] in skip_log for name in skipped)
+    messages = [r.getMessage() for r in caplog.records]
+    for name in skipped:
+        assert sum(files[name][0] in m for m in messages) == 2, name
+
+
+def test_loader_survives_a_folder_of_odd_files(odd_files, caplog):
+    root, files, _ = odd_files
+    count, skipped = len(files), sum(size is None for _, size in files.values())
+    loader = DeviceImageLoader(root, count, out_size=16, device="cpu", dtype=torch.float32, max_pixels=MAX_PIXELS,
+                               workers=2)
+    with caplog.at_level(logging.WARNING, logger="effkernels.image_decode"):
+        for epoch in range(2):
+            (images, labels), = loader.epoch(epoch)  # bad files' slots hold good images of the batch
+            assert images.shape == (count, 3, 16, 16) and torch.isfinite(images).all() and labels.eq(0).all()
+    assert loader.stats["files_skipped"] == skipped
+    assert sum("skipping image" in r.getMessage() for r in caplog.records) == skipped  # once per file, not per epoch
+    assert loader.stats["images_delivered"] == 2 * count and loader.stats["images_decoded"] == 2 * (count - skipped)
+
+
+def test_a_batch_of_only_bad_files_is_dropped(tmp_path):
+    (tmp_path / "x").mkdir()
+    for i in range(2):
+        (tmp_path / "x" / f"bad{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
+    loader = DeviceImageLoader(str(tmp_path), 2, out_size=8, device="cpu", workers=1)
+    assert list(loader.epoch(0)) == []
+    assert loader.stats["batches_dropped"] == 1 and loader.stats["files_skipped"] == 2
+
+
+# ----------------------------------------------------------------- what the loader delivers
+def test_batch_equals_the_pipeline_stages_composed(textured_root):
+    """A delivered batch = EpochOrder's files, decoded, sample_boxes' crops (resized_crop_flip),
+    rand_augment with the per-batch seed, lowfreq_crop + normalisation: nothing else, in this order."""
+    kwargs = dict(out_size=24, size=12, magnitude=7, scale=(0.35, 1.0), seed=11, dtype=torch.float32, device="cpu")
+    loader = DeviceImageLoader(textured_root, 4, **kwargs)
+    images, labels = next(iter(loader.epoch(2, start_batch=1)))
+    batch = EpochOrder(24, 4, seed=11, epoch=2).items[4:8]
+    decoded = [decode_image(loader.samples[i][0], mode=ImageReadMode.RGB) for i, _ in batch]
+    padded, sizes = pad_images(decoded, torch.device("cpu"))
+    heights, widths = zip(*sizes)
+    uniforms = counter_uniforms([s for _, s in batch], 0, DRAWS)
+    boxes = sample_boxes(heights, widths, uniforms, (0.35, 1.0), (3 / 4, 4 / 3))
+    crops = resized_crop_flip(padded, torch.from_numpy(boxes), 24)
+    generator = torch.Generator().manual_seed(mix_seed(11, 2, 0, 1, 0))
+    crops = augment.rand_augment(crops, 7, generator=generator)
+    expected = effkernels.lowfreq_crop(crops, 12, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                                       out_dtype=torch.float32)
+    assert labels.tolist() == [loader.samples[i][1] for i, _ in batch]
+    torch.testing.assert_close(images, expected, rtol=0, atol=0)
+
+
+def test_classes_and_labels_follow_image_folder(textured_root):
+    from torchvision.datasets import ImageFolder
+
+    loader = DeviceImageLoader(textured_root, 4, out_size=8, device="cpu")
+    reference = ImageFolder(textured_root)
+    assert loader.classes == reference.classes and loader.samples == reference.samples
+
+
+def test_same_seed_same_batches_other_seed_differs(textured_root):
+    make = lambda seed: DeviceImageLoader(textured_root, 4, out_size=24, size=16, seed=seed, device="cpu", workers=3,
+                                          dtype=torch.bfloat16)
+    first, second, other = _collect(make(5)), _collect(make(5)), _collect(make(6))
+    assert len(first) == 6 and first[0][0].dtype == torch.bfloat16 and first[0][0].shape == (4, 3, 16, 16)
+    for (x1, y1), (x2, y2) in zip(first, second):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert not any(torch.equal(x1, x3) for (x1, _), (x3, _) in zip(first, other))
+    assert not torch.equal(first[0][0], _collect(make(5), epoch=1)[0][0])  # epochs differ too
+
+
+@pytest.mark.parametrize("replay,start_batch", [(1, 3), (2, 3), (2, 4)])
+def test_resume_yields_the_tail_of_a_full_run(textured_root, replay, start_batch):
+    loader = DeviceImageLoader(textured_root, 4, out_size=24, size=12, replay=replay, seed=3, device="cpu")
+    full = _collect(loader, epoch=1)
+    resumed = _collect(DeviceImageLoader(textured_root, 4, out_size=24, size=12, replay=replay, seed=3, device="cpu"),
+                       epoch=1, start_batch=start_batch)
+    assert len(full) == loader.batches_per_epoch() == 6 * replay and len(resumed) == len(full) - start_batch
+    for (x1, y1), (x2, y2) in zip(full[start_batch:], resumed):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+
+
+def test_ranks_see_disjoint_samples_covering_the_epoch(identity_root):
+    per_rank = []
+    for rank in range(3):
+        loader = DeviceImageLoader(identity_root, 4, rank=rank, world_size=3, seed=9, **IDENTITY)
+        ids = [i for images, _ in loader.epoch(4) for i in _file_ids(images)]
+        assert len(ids) == 8 == loader.batches_per_epoch() * 4
+        per_rank.append(ids)
+    all_ids = [i for ids in per_rank for i in ids]
+    assert sorted(all_ids) == list(range(24))  # disjoint, and together the whole epoch
+    single = DeviceImageLoader(identity_root, 4, seed=9, **IDENTITY)
+    batches = list(single.epoch(4))
+    assert sorted(i for images, _ in batches for i in _file_ids(images)) == list(range(24))
+    assert all(labels.tolist() == [i // 8 for i in _file_ids(images)] for images, labels in batches)
+
+
+def test_replay_reuses_each_decoded_batch_with_fresh_augmentation(textured_root, identity_root):
+    assert len(EFFICIENTTRAIN_PP_REPLAY) == len(EFFICIENTTRAIN_PP_SIZES["deit_small"])
+    identity = DeviceImageLoader(identity_root, 4, replay=3, **IDENTITY)
+    batches = list(identity.epoch(0))
+    assert len(batches) == 18 == identity.batches_per_epoch()
+    for decoded in range(6):
+        rounds = [_file_ids(images) for images, _ in batches[3 * decoded : 3 * decoded + 3]]
+        assert rounds[0] == rounds[1] == rounds[2]
+    assert identity.stats["images_delivered"] == 3 * identity.stats["images_decoded"] == 72
+    assert identity.stats["replay"] == 3
+
+    def rounds(**kwargs):
+        loader = DeviceImageLoader(textured_root, 4, out_size=24, replay=2, device="cpu", dtype=torch.float32, **kwargs)
+        batches = list(loader.epoch(0))
+        assert all(torch.equal(first[1], second[1]) for first, second in zip(batches[0::2], batches[1::2]))
+        return [torch.equal(first[0], second[0]) for first, second in zip(batches[0::2], batches[1::2])]
+
+    assert not any(rounds())  # new boxes, flips and RandAugment draws
+    whole_image = dict(scale=(1.0, 1.0), ratio=(0.1, 10.0), flip_prob=0.0)
+    assert not any(rounds(**whole_image))  # RandAugment alone differs between rounds
+    assert all(rounds(**whole_image, rand_augment=False))
+
+
+def test_stage_changes_take_effect_at_the_next_batch(textured_root):
+    loader = DeviceImageLoader(textured_root, 4, out_size=24, size=24, magnitude=0, seed=1, device="cpu",
+                               dtype=torch.float32)
+    batches = loader.epoch(0)
+    assert next(batches)[0].shape[-2:] == (24, 24)
+    loader.set_stage(size=12)
+    assert next(batches)[0].shape[-2:] == (12, 12)
+    mild = DeviceImageLoader(textured_root, 4, out_size=24, magnitude=0, seed=1, device="cpu", dtype=torch.float32)
+    strong = DeviceImageLoader(textured_root, 4, out_size=24, magnitude=0, seed=1, device="cpu", dtype=torch.float32)
+    strong.set_stage(magnitude=10)
+    plain = DeviceImageLoader(textured_root, 4, out_size=24, rand_augment=False, seed=1, device="cpu",
+                              dtype=torch.float32)
+    (x_mild, _), (x_strong, _), (x_plain, _) = (next(iter(l.epoch(0))) for l in (mild, strong, plain))
+    # At magnitude 10 the geometric and colour ops move pixels much further from the plain crops.
+    assert (x_strong - x_plain).abs().mean() > 1.5 * (x_mild - x_plain).abs().mean() > 0
+    loader.set_stage(replay=2)
+    assert loader.batches_per_epoch() == 12 and loader.size == 12 and loader.magnitude == 0
+
+
+# ------------------------------------------------------------------------------ bad arguments
+@pytest.mark.parametrize("kwargs,error,name", [
+    (dict(batch_size=0), ValueError, "batch_size"),
+    (dict(batch_size=2.0), TypeError, "batch_size"),
+    (dict(batch_size=100), ValueError, "batch_size"),
+    (dict(root=3), TypeError, "root"),
+    (dict(root="/no/such/folder"), ValueError, "root"),
+    (dict(out_size=-1), ValueError, "out_size"),
+    (dict(size=30), ValueError, "size"),
+    (dict(magnitude=11), ValueError, "magnitude"),
+    (dict(magnitude="9"), TypeError, "magnitude"),
+    (dict(replay=0), ValueError, "replay"),
+    (dict(scale=(0.5, 0.2)), ValueError, "scale"),
+    (dict(scale=(0.5, 2.0)), ValueError, "scale"),
+    (dict(ratio=(1.0,)), TypeError, "ratio"),
+    (dict(rank=2, world_size=2), ValueError, "rank"),
+    (dict(world_size=0), ValueError, "world_size"),
+    (dict(dtype=torch.int32), TypeError, "dtype"),
+    (dict(mean=(0.5, 0.5)), TypeError, "mean"),
+    (dict(std=(1, 0, 1)), ValueError, "std"),
+    (dict(flip_prob=1.5), ValueError, "flip_prob"),
+    (dict(workers=0), ValueError, "workers"),
+    (dict(max_side=0), ValueError, "max_side"),
+])
+def test_bad_arguments_raise_naming_the_argument(textured_root, kwargs, error, name):
+    arguments = dict(root=textured_root, batch_size=4, out_size=24, device="cpu") | kwargs
+    with pytest.raises(error, match=name):
+        DeviceImageLoader(**arguments)
+
+
+@pytest.mark.parametrize("call,error,name", [
+    (lambda l: l.set_stage(size=0), ValueError, "size"),
+    (lambda l: l.set_stage(magnitude=-1), ValueError, "magnitude"),
+    (lambda l: l.set_stage(replay=1.5), TypeError, "replay"),
+    (lambda l: l.epoch(-1), ValueError, "epoch"),
+    (lambda l: l.epoch(0, start_batch=7), ValueError, "start_batch"),
+])
+def test_bad_stage_and_epoch_arguments(textured_root, call, error, name):
+    loader = DeviceImageLoader(textured_root, 4, out_size=24, device="cpu")
+    with pytest.raises(error, match=name):
+        call(loader)
+    assert loader.size == 24 and loader.magnitude == 9 and loader.replay == 1  # a rejected stage changes nothing
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_loader_on_cuda(textured_root):
+    loader = DeviceImageLoader(textured_root, 8, out_size=32, size=16, replay=2, device="cuda", dtype=torch.bfloat16)
+    batches = list(loader.epoch(0))
+    assert len(batches) == loader.batches_per_epoch() == 6
+    for images, labels in batches:
+        assert images.device.type == "cuda" and images.dtype == torch.bfloat16 and images.shape == (8, 3, 16, 16)
+        assert labels.device.type == "cuda" and labels.dtype == torch.int64 and torch.isfinite(images.float()).all()
+    cpu = DeviceImageLoader(textured_root, 8, out_size=32, size=16, replay=2, device="cpu", dtype=torch.float32,
+                            rand_augment=False)
+    gpu = DeviceImageLoader(textured_root, 8, out_size=32, size=16, replay=2, device="cuda", dtype=torch.float32,
+                            rand_augment=False)
+    for (x_cpu, y_cpu), (x_gpu, y_gpu) in zip(cpu.epoch(1), gpu.epoch(1)):  # nvJPEG vs libjpeg: a level or two
+        assert torch.equal(y_cpu, y_gpu.cpu()) and (x_cpu - x_gpu.cpu()).abs().mean() < 0.05
+
+
+def test_benchmark_script_runs_and_writes_results(tmp_path):
+    """perf/bench_pipeline.py end to end in a tiny configuration (its figures are no speed claim)."""
+    import json
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "perf"))
+    import bench_pipeline
+
+    bench_pipeline.main(["--device", "cpu", "--files", "20", "--batch", "4", "--sizes", "16", "--out-size", "24",
+                         "--replay", "2", "--warmup", "1", "--batches", "2", "--workers", "1", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "pipeline.json").read_text())
+    (row,) = results["rows"]
+    assert row["size"] == 16 and row["replay"] == 2
+    assert all(row[key] > 0 for key in ("pipeline img/s", "pipeline+replay img/s", "DataLoader img/s"))
+    assert results["meta"]["timed batches"] == 2 and (tmp_path / "pipeline.png").stat().st_size > 1000
