@@ -59,9 +59,10 @@ def parse_args(argv=None):
                    help="loader processes (default: on a GPU up to 8; on the CPU none with <= 4 cores, else 2)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on GPU)")
-    p.add_argument("--compile", nargs="?", const="default", choices=["default", "reduce-overhead", "max-autotune"],
-                   help="torch.compile the model; reduce-overhead adds CUDA graphs, which remove the kernel-launch "
-                        "overhead of the small early-curriculum sizes on a GPU")
+    p.add_argument("--compile", nargs="?", const="default", choices=["none", "default", "reduce-overhead", "max-autotune"],
+                   default=None, help="torch.compile the model, one static graph per input size (default: "
+                   "reduce-overhead on a GPU, none on the CPU); reduce-overhead adds CUDA graphs, which remove the "
+                   "kernel-launch overhead of the small early-curriculum sizes on a GPU")
     p.add_argument("--checkpoint-every", type=int, default=50, help="steps")
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     p.add_argument("--out", default="runs/latest")
@@ -81,6 +82,8 @@ def parse_args(argv=None):
     if args.workers is not None and args.workers < 0:
         p.error(f"--workers must be >= 0, got {args.workers}")
     args.workers = default_workers(args.device) if args.workers is None else args.workers
+    if args.compile is None:
+        args.compile = "reduce-overhead" if args.device == "cuda" else "none"
     if args.data is not None and not _has_images(args.data):
         p.error(f"--data {args.data} holds no class folders with images")
     if args.curriculum == "custom" and not args.stages:
@@ -214,15 +217,20 @@ class Trainer:
         self.net = self.model
         if self.distributed:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if args.compile:
+        if args.compile != "none":
+            # One static graph per curriculum size (and one for evaluation): never a dynamic-shape graph.
+            sizes_and_eval = 2 * len(self.flops)
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, sizes_and_eval)
             with torch.random.fork_rng():  # setting up torch.compile draws from the RNG; keep the data order
-                self.net = torch.compile(self.net, mode=args.compile)
+                self.net = torch.compile(self.net, mode=args.compile, dynamic=False)
         self.lowfreq = eff_nn.LowFreqCrop(args.img_size, mean=MEAN, std=STD)
         self.state = dict(step=0, stage=0, stage_step=0, epoch=0, batch=0, cost=0.0)
         # Per stage: seconds and count of the timed steps, and seconds of warm-up steps. A process's first
         # step at each size is a warm-up (compilation, allocator growth, kernel choice): a one-off cost,
         # kept out of the per-step times that the report compares with the FLOPs.
-        self.timing = dict(seconds=[0.0] * len(self.plan), steps=[0] * len(self.plan), warmup=[0.0] * len(self.plan))
+        # Per stage also the seconds spent waiting for the next batch: the input pipeline's share of the step.
+        self.timing = dict(seconds=[0.0] * len(self.plan), steps=[0] * len(self.plan), warmup=[0.0] * len(self.plan),
+                           data_seconds=[0.0] * len(self.plan), images=[0] * len(self.plan))
         self.warm_sizes = set()
         if args.resume:
             self._load()
@@ -305,12 +313,14 @@ class Trainer:
             stage = self.schedule.stages[index]
             loader_iter = iter(self._loader(stage.magnitude))
             while self.state["stage_step"] < self.plan[index]:
+                waited = time.perf_counter()
                 batch = next(loader_iter, None)
+                waited = time.perf_counter() - waited
                 if batch is None:  # end of epoch: next epoch's order
                     self.state.update(epoch=self.state["epoch"] + 1, batch=0)
                     loader_iter = iter(self._loader(stage.magnitude))
                     continue
-                row = self._step(batch, stage, index)
+                row = self._step(batch, stage, index, waited)
                 self.state["batch"] += 1
                 if writer:
                     writer.writerow(row)
@@ -333,7 +343,7 @@ class Trainer:
         if self.distributed:
             dist.destroy_process_group()
 
-    def _step(self, batch, stage, index):
+    def _step(self, batch, stage, index, data_seconds):
         images, labels = batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True)
         progress = self.state["cost"] / self.total_cost if self.schedule.unit == "compute" else self._epoch_progress()
         lr = self.args.lr * curriculum.warmup_cosine(min(progress, 1.0), self.args.warmup)
@@ -352,6 +362,8 @@ class Trainer:
         if stage.size in self.warm_sizes:
             self.timing["seconds"][index] += elapsed
             self.timing["steps"][index] += 1
+            self.timing["data_seconds"][index] += data_seconds
+            self.timing["images"][index] += len(labels) * self.world
         else:
             self.warm_sizes.add(stage.size)
             self.timing["warmup"][index] += elapsed
@@ -439,9 +451,12 @@ def report(trainer, accuracy):
     total_cost, total_time = sum(costs), sum(times)
     rows = []
     for i, (stage, steps, cost, spent) in enumerate(zip(stages, plan, costs, times)):
+        timed_seconds, data_seconds = timing["seconds"][i], timing["data_seconds"][i]
         rows.append(dict(stage=i, size=stage.size, magnitude=stage.magnitude, steps=steps,
                          cost_fraction=cost / total_cost, time_fraction=spent / total_time,
-                         ratio=(spent / total_time) / (cost / total_cost), ms_per_step=1e3 * step_seconds[i]))
+                         ratio=(spent / total_time) / (cost / total_cost), ms_per_step=1e3 * step_seconds[i],
+                         images_per_s=timing["images"][i] / timed_seconds if timed_seconds else None,
+                         input_share=data_seconds / (data_seconds + timed_seconds) if timed_seconds else None))
     full = trainer.flops[trainer.args.img_size]
     steps = sum(plan)
     final_ms = rows[-1]["ms_per_step"] if stages[-1].size == trainer.args.img_size else None
@@ -452,17 +467,22 @@ def report(trainer, accuracy):
         measured_saving=(steps * final_ms / 1e3 / total_time) if final_ms else None,
         warmup_seconds=sum(timing["warmup"]),
     )
-    lines = ["| stage | size | magnitude | steps | theoretical cost fraction | measured time fraction | ratio | ms/step |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| stage | size | magnitude | steps | theoretical cost fraction | measured time fraction | ratio | ms/step "
+             "| images/s | input wait |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        images = f"{r['images_per_s']:.0f}" if r["images_per_s"] is not None else "–"
+        wait = f"{r['input_share']:.0%}" if r["input_share"] is not None else "–"
         lines.append(f"| {r['stage']} | {r['size']} | {r['magnitude']} | {r['steps']} | {r['cost_fraction']:.3f} | "
-                     f"{r['time_fraction']:.3f} | {r['ratio']:.2f} | {r['ms_per_step']:.1f} |")
+                     f"{r['time_fraction']:.3f} | {r['ratio']:.2f} | {r['ms_per_step']:.1f} | {images} | {wait} |")
     lines.append("")
     measured = f" and, at the last stage's measured speed, {summary['measured_saving']:.2f}× the time" if final_ms else ""
     top1 = f" Top-1: {accuracy:.1%}." if accuracy is not None else ""
     lines.append(f"Same number of steps at {trainer.args.img_size}px would cost {summary['theoretical_saving']:.2f}× the "
                  f"FLOPs{measured}.{top1}")
-    lines.append(f"Times per step leave out the first step at each size (warm-up: {summary['warmup_seconds']:.1f} s in all).")
+    lines.append(f"Times per step leave out the first step at each size (warm-up and compilation: "
+                 f"{summary['warmup_seconds']:.1f} s in all). Input wait: the time spent waiting for the next batch, "
+                 f"as a share of wait + step; the step's time does not include it.")
     table = "\n".join(lines)
     out = trainer.args.out
     with open(os.path.join(out, "stages.md"), "w") as f:
