@@ -14,7 +14,6 @@ device by effkernels.lowfreq_crop (EfficientTrain), or by plain antialiased resi
 per-stage table), curve.png, checkpoint.pt (every --checkpoint-every steps and at stage ends).
 """
 import argparse
-import contextlib
 import csv
 import json
 import logging
@@ -28,13 +27,10 @@ import timm
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from timm.data import rand_augment_transform
-from torchvision import transforms
 
-from . import curriculum, data, nn as eff_nn
+from . import curriculum, training_input
 from .flops import flop_counter
 
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 EMBEDDED_MODEL_ARGS = dict(patch_size=8, depth=4, embed_dim=128, num_heads=4, dynamic_img_size=True)
 
 
@@ -54,6 +50,12 @@ def parse_args(argv=None):
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup", type=float, default=0.05, help="warmup as a fraction of progress")
     p.add_argument("--resize", default="lowfreq", choices=["lowfreq", "interpolate"])
+    p.add_argument("--input", choices=["device", "cpu"], default=None,
+                   help="where images are decoded and augmented: the device pipeline (default on a GPU with --data) "
+                        "or DataLoader workers on the CPU (default otherwise; the embedded data always)")
+    p.add_argument("--replay", choices=sorted(training_input.REPLAY_PRESETS), default="none",
+                   help="reuse each decoded batch with fresh augmentation, EfficientTrain++'s 4,4,2,2,2,2,1,1,1,1 "
+                        "per stage (--input device)")
     p.add_argument("--magnitude", type=int, default=9, help="RandAugment magnitude for vit24h/none")
     p.add_argument("--workers", type=int, default=None,
                    help="loader processes (default: on a GPU up to 8; on the CPU none with <= 4 cores, else 2)")
@@ -82,6 +84,12 @@ def parse_args(argv=None):
     if args.workers is not None and args.workers < 0:
         p.error(f"--workers must be >= 0, got {args.workers}")
     args.workers = default_workers(args.device) if args.workers is None else args.workers
+    if args.input is None:
+        args.input = "device" if args.device == "cuda" and not embedded else "cpu"
+    if args.input == "device" and embedded:
+        p.error("--input device reads image files: it needs --data")
+    if args.input == "device" and args.resize != "lowfreq":
+        p.error("--input device shrinks with lowfreq_crop: it needs --resize lowfreq")
     if args.compile is None:
         args.compile = "reduce-overhead" if args.device == "cuda" else "none"
     if args.data is not None and not _has_images(args.data):
@@ -193,7 +201,8 @@ class Trainer:
         self.amp = args.amp if args.amp is not None else self.device.type == "cuda"
         torch.manual_seed(args.seed)
         random.seed(args.seed)
-        self.train_set, self.val_set, num_classes = self._datasets()
+        self.input = training_input.make_input(args, self.device, self.rank, self.world)
+        num_classes = self.input.num_classes
         self.model = create_model(args, num_classes).to(self.device)
         patch = patch_size(self.model)
         self.schedule = build_schedule(args, patch)
@@ -202,7 +211,10 @@ class Trainer:
                 raise SystemExit(f"effkernels-train: error: size {stage.size} is not a multiple of the patch size {patch}")
         sizes = sorted({s.size for s in self.schedule.stages} | {args.img_size})
         self.flops = {size: step_flops(self.model, size, num_classes, self.device) for size in sizes}
-        self.steps_per_epoch = data.batches_per_epoch(len(self.train_set), args.batch_size, self.world)
+        replay_problem = training_input.check_replay_schedule(args, self.schedule.stages)
+        if replay_problem:
+            raise SystemExit(f"effkernels-train: error: {replay_problem}")
+        self.steps_per_epoch = self.input.batches_per_epoch()
         if self.steps_per_epoch < 1:
             raise SystemExit("effkernels-train: error: fewer images than one batch per process")
         self.plan = plan_steps(self.schedule, self.flops, self.steps_per_epoch, args.budget)
@@ -223,8 +235,8 @@ class Trainer:
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, sizes_and_eval)
             with torch.random.fork_rng():  # setting up torch.compile draws from the RNG; keep the data order
                 self.net = torch.compile(self.net, mode=args.compile, dynamic=False)
-        self.lowfreq = eff_nn.LowFreqCrop(args.img_size, mean=MEAN, std=STD)
-        self.state = dict(step=0, stage=0, stage_step=0, epoch=0, batch=0, cost=0.0)
+        # batch: delivered batches into the epoch, at the replay factor `replay`.
+        self.state = dict(step=0, stage=0, stage_step=0, epoch=0, batch=0, cost=0.0, replay=1)
         # Per stage: seconds and count of the timed steps, and seconds of warm-up steps. A process's first
         # step at each size is a warm-up (compilation, allocator growth, kernel choice): a one-off cost,
         # kept out of the per-step times that the report compares with the FLOPs.
@@ -234,44 +246,6 @@ class Trainer:
         self.warm_sizes = set()
         if args.resume:
             self._load()
-
-    # ------------------------------------------------------------------ data
-    def _datasets(self):
-        a = self.args
-        self.rand_augment = _RandAugment()
-        train_tf = transforms.Compose([
-            transforms.RandomResizedCrop(a.img_size, scale=(0.35, 1.0)), transforms.RandomHorizontalFlip(),
-            self.rand_augment, transforms.PILToTensor()])
-        eval_tf = transforms.Compose([transforms.Resize(a.img_size), transforms.CenterCrop(a.img_size), transforms.PILToTensor()])
-        if a.data is None:
-            images, labels = data.make_shapes_and_textures(3000, a.img_size, seed=1234)
-            return (data.TensorImages(images[:2400], labels[:2400], train_tf),
-                    data.TensorImages(images[2400:], labels[2400:], eval_tf), len(data.CLASSES))
-        train = data.image_folder(a.data, train_tf)
-        val = data.image_folder(a.val_data, eval_tf) if a.val_data else None
-        return train, val, len(train.classes)
-
-    def _loader(self, magnitude):
-        a = self.args
-        self.rand_augment.magnitude = magnitude
-        sampler = data.EpochOrder(len(self.train_set), a.batch_size, seed=a.seed, epoch=self.state["epoch"],
-                                  rank=self.rank, world_size=self.world, start_batch=self.state["batch"])
-        # Its own generator: making the loader then draws nothing from the global RNG, which a resumed run
-        # restores from the checkpoint.
-        return torch.utils.data.DataLoader(data.SeededSamples(self.train_set), a.batch_size, sampler=sampler,
-                                           num_workers=a.workers, drop_last=True, pin_memory=self.device.type == "cuda",
-                                           generator=torch.Generator().manual_seed(a.seed))
-
-    def _shrink(self, images, size):
-        """uint8 batch on the device → normalised float input at `size` (the curriculum's transform)."""
-        if self.args.resize == "lowfreq":
-            self.lowfreq.size = size
-            return self.lowfreq(images)
-        x = images.float() / 255
-        if size != x.shape[-1]:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-        mean = torch.tensor(MEAN, device=x.device)[:, None, None]
-        return (x - mean) / torch.tensor(STD, device=x.device)[:, None, None]
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -292,7 +266,7 @@ class Trainer:
         payload = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
-        self.state, self.timing = payload["state"], payload["timing"]
+        self.state, self.timing = {"replay": 1, **payload["state"]}, payload["timing"]
         _set_rng_state(payload["rng"])
 
     # ------------------------------------------------------------------ training
@@ -311,14 +285,20 @@ class Trainer:
         while self.state["stage"] < len(self.plan):
             index = self.state["stage"]
             stage = self.schedule.stages[index]
-            loader_iter = iter(self._loader(stage.magnitude))
+            replay = self.input.replay_for(index)
+            if replay != self.state["replay"]:
+                self.state.update(replay=replay, batch=training_input.replayed_position(
+                    self.state["batch"], self.state["replay"], replay))
+            batches = iter(self.input.batches(self.state["epoch"], self.state["batch"], stage, index))
             while self.state["stage_step"] < self.plan[index]:
+                # The wait for the next batch, its device work included: the input pipeline's share.
                 waited = time.perf_counter()
-                batch = next(loader_iter, None)
+                batch = next(batches, None)
+                _sync(self.device)
                 waited = time.perf_counter() - waited
                 if batch is None:  # end of epoch: next epoch's order
                     self.state.update(epoch=self.state["epoch"] + 1, batch=0)
-                    loader_iter = iter(self._loader(stage.magnitude))
+                    batches = iter(self.input.batches(self.state["epoch"], 0, stage, index))
                     continue
                 row = self._step(batch, stage, index, waited)
                 self.state["batch"] += 1
@@ -332,19 +312,19 @@ class Trainer:
             self.state.update(stage=index + 1, stage_step=0)
             log_file and log_file.flush()
             self._save()
-            if self.rank == 0 and self.val_set is not None:
+            if self.rank == 0 and self.input.val_set is not None:
                 bar.write(f"stage {index} ({stage.size}px) done: top-1 {self.evaluate():.1%} at {a.img_size}px")
         bar.close()
         if log_file:
             log_file.close()
         if self.rank == 0:
-            accuracy = self.evaluate() if self.val_set is not None else None
+            accuracy = self.evaluate() if self.input.val_set is not None else None
             print(report(self, accuracy))
         if self.distributed:
             dist.destroy_process_group()
 
     def _step(self, batch, stage, index, data_seconds):
-        images, labels = batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True)
+        x, labels = batch
         progress = self.state["cost"] / self.total_cost if self.schedule.unit == "compute" else self._epoch_progress()
         lr = self.args.lr * curriculum.warmup_cosine(min(progress, 1.0), self.args.warmup)
         for group in self.optimizer.param_groups:
@@ -352,7 +332,6 @@ class Trainer:
         _sync(self.device)
         start = time.perf_counter()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            x = self._shrink(images, stage.size)
             loss = F.cross_entropy(self.net(x), labels, label_smoothing=0.1)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -380,30 +359,15 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self):
-        loader = torch.utils.data.DataLoader(self.val_set, 256, num_workers=self.args.workers)
         self.model.eval()
         correct = total = 0
-        for images, labels in loader:
+        for x, labels in self.input.eval_batches():
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                logits = self.model(self._shrink(images.to(self.device), self.args.img_size))
+                logits = self.model(x)
             correct += (logits.argmax(1).cpu() == labels).sum().item()
             total += len(labels)
         self.model.train()
         return correct / max(total, 1)
-
-
-class _RandAugment:
-    """timm's RandAugment (`rand-m{m}-mstd0.5-inc1`) whose magnitude the curriculum sets per stage."""
-
-    def __init__(self):
-        self.magnitude, self._ops = 0, {}
-
-    def __call__(self, image):
-        if self.magnitude not in self._ops:
-            # magnitude_max 9.99: at 10 timm's increasing posterize keeps 0 bits, which Pillow 12+ rejects.
-            hparams = {"img_mean": (124, 116, 104), "magnitude_max": 9.99}
-            self._ops[self.magnitude] = rand_augment_transform(f"rand-m{self.magnitude}-mstd0.5-inc1", hparams)
-        return self._ops[self.magnitude](image)
 
 
 def _sync(device):
@@ -466,6 +430,7 @@ def report(trainer, accuracy):
         theoretical_saving=steps * full / total_cost,
         measured_saving=(steps * final_ms / 1e3 / total_time) if final_ms else None,
         warmup_seconds=sum(timing["warmup"]),
+        **trainer.input.summary(),
     )
     lines = ["| stage | size | magnitude | steps | theoretical cost fraction | measured time fraction | ratio | ms/step "
              "| images/s | input wait |",

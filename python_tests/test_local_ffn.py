@@ -1,5 +1,4 @@
 """effkernels::local_ffn and its fused middle dwconv_act against the reference, on every backend."""
-import contextlib
 import itertools
 
 import pytest

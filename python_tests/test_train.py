@@ -144,12 +144,49 @@ def test_compiled_run_follows_the_eager_run(tmp_path, straight_run):
         (["--data", "/nonexistent"], "holds no class folders"),
         (["--curriculum", "custom"], "needs --stages"),
         (["--workers", "-1"], "--workers must be >= 0"),
+        (["--input", "device"], "--input device reads image files: it needs --data"),
     ],
 )
 def test_bad_arguments_stop_before_work(args, message, capsys):
     with pytest.raises(SystemExit):
         train.parse_args(args)
     assert message in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def jpeg_folder(tmp_path_factory):
+    """A tiny ImageFolder of JPEGs: 2 classes × 12 noise images of assorted sizes."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("jpegs")
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (root / label).mkdir()
+        for i in range(12):
+            pixels = rng.integers(0, 256, (int(rng.integers(30, 50)), int(rng.integers(30, 50)), 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{i}.jpg", quality=90)
+    return root
+
+
+DEVICE_INPUT = ["--model", "deit_tiny_localffn_patch16_224", "--img-size", "32", "--batch-size", "8", "--budget", "2",
+                "--workers", "1", "--quiet", "--device", "cpu", "--input", "device"]
+
+
+def test_device_input_pipeline_with_replay_trains_and_reports(tmp_path, jpeg_folder):
+    """--input device on the CPU (the same code as on a GPU): EfficientTrain++'s replay delivers more
+    images than it decodes, and the report names the input path."""
+    result = run([*DEVICE_INPUT, "--data", str(jpeg_folder), "--replay", "efficienttrain_pp", "--out", str(tmp_path)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((tmp_path / "stages.json").read_text())["summary"]
+    assert summary["input"].startswith("device pipeline") and summary["replay"] == "efficienttrain_pp"
+    assert summary["images_delivered"] > summary["images_decoded"] > 0 and summary["files_skipped"] == 0
+    assert all(np.isfinite(losses(tmp_path)))
+
+
+def test_device_input_refuses_replay_it_cannot_follow(tmp_path, jpeg_folder):
+    result = run([*DEVICE_INPUT, "--data", str(jpeg_folder), "--replay", "efficienttrain_pp", "--curriculum", "none",
+                  "--out", str(tmp_path)])
+    assert result.returncode != 0 and "needs a schedule of 10 stages, got 1" in result.stderr
 
 
 def test_size_not_a_multiple_of_the_patch_is_refused(tmp_path):
