@@ -102,23 +102,36 @@ def test_two_process_ddp_on_gloo(tmp_path):
     assert summary["processes"] == 2 and summary["steps"] == len(trace(tmp_path))
 
 
-def test_killed_run_resumes_on_the_same_schedule_and_data(tmp_path, straight_run):
-    straight, interrupted = straight_run[0], tmp_path / "interrupted"
+def kill_and_resume(args, out, straight):
+    """Run with args into out, SIGKILL it mid-run after a checkpoint, resume it: its trace must be straight's."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    process = subprocess.Popen([sys.executable, "-m", "effkernels.train", *SHORT, "--out", str(interrupted)], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "effkernels.train", *args, "--out", str(out)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline:  # kill it mid-stage, after a checkpoint
-        if (interrupted / "checkpoint.pt").exists() and os.path.exists(interrupted / "log.csv") and len(trace(interrupted)) >= 10:
+        if (out / "checkpoint.pt").exists() and os.path.exists(out / "log.csv") and len(trace(out)) >= 10:
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    killed_at = len(trace(interrupted))
+    killed_at = len(trace(out))
     assert 10 <= killed_at < len(trace(straight))
-    result = run([*SHORT, "--out", str(interrupted), "--resume"])
+    result = run([*args, "--out", str(out), "--resume"])
     assert result.returncode == 0, result.stderr[-2000:]
-    assert trace(interrupted) == trace(straight)  # losses included: same data, augmentation and updates
+    assert trace(out) == trace(straight)  # losses included: same data, augmentation and updates
+
+
+def test_killed_run_resumes_on_the_same_schedule_and_data(tmp_path, straight_run):
+    kill_and_resume(SHORT, tmp_path / "interrupted", straight_run[0])
+
+
+def test_killed_device_input_run_with_replay_resumes_exactly(tmp_path, jpeg_folder):
+    """The device pipeline resumes mid-epoch too, across the stage changes of the replay factor."""
+    args = [*DEVICE_INPUT, "--budget", "6", "--checkpoint-every", "4", "--data", str(jpeg_folder),
+            "--replay", "efficienttrain_pp"]
+    straight = run([*args, "--out", str(tmp_path / "straight")])
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    kill_and_resume(args, tmp_path / "interrupted", tmp_path / "straight")
 
 
 def test_loader_workers_do_not_change_the_data(tmp_path, straight_run):
@@ -222,3 +235,14 @@ def test_epoch_order_shards_resumes_and_seeds_each_sample():
     streams, _ = data.SeededSamples(data.TensorImages(torch.zeros(1, 3, 2, 2, dtype=torch.uint8), torch.zeros(1),
                                                       draws))[(0, 2**40 + 5)]
     assert not (streams[0] & streams[1] or streams[0] & streams[2] or streams[1] & streams[2])
+
+
+def test_epoch_position_carries_over_a_change_of_replay():
+    """Delivered-batch positions map to decoded batches as DeviceImageLoader.epoch counts them: a
+    partly replayed decoded batch is left, and the next one starts under the new factor."""
+    from effkernels.training_input import replayed_position
+
+    assert replayed_position(8, 4, 2) == 4  # decoded batches 0, 1 done -> batch 2 at replay 2
+    assert replayed_position(5, 4, 2) == 4  # batch 1 replayed once of 4 -> on to batch 2
+    assert replayed_position(3, 1, 4) == 12
+    assert replayed_position(0, 2, 1) == 0
