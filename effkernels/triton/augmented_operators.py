@@ -98,8 +98,8 @@ def _build_axis(
         row = first_row + k
         reaches = k < count
         centre = scale * (row.to(tl.float64) + 0.5)
-        weight = _tap_weight(s, centre) / _row_sum(centre, box)
-        weight = tl.where(reaches, weight, 0.0).to(ACC_DTYPE)
+        row_sum = tl.where(reaches, _row_sum(centre, box), 1.0)  # a row past the range may have no tap
+        weight = tl.where(reaches, _tap_weight(s, centre) / row_sum, 0.0).to(ACC_DTYPE)
         lowfreq_col = tl.where(mirrored != 0, LENGTH - 1 - row, row)
         lowfreq = tl.load(
             lowfreq_ptr + offs_o[:, None] * lf_so + lowfreq_col[None, :],
