@@ -630,6 +630,12 @@ def _packed_boxes(boxes, flip, n, height, width, pin_memory):
 _BOX_MARGINS = torch.tensor([[1, 0, 0, 0, -1, 0], [0, 1, 0, 0, 0, -1], [0, 0, 1, 0, -1, 0], [0, 0, 0, 1, 0, -1]])
 
 
+@functools.lru_cache(maxsize=_MAX_PLANS)
+def _box_margin_offsets(height, width):
+    with torch.inference_mode(False):  # a first call under inference_mode must not cache an inference tensor
+        return torch.tensor([0, 0, -1, -1, height, width])
+
+
 def _check_boxes_and_flip(boxes, flip, n, height, width):
     """boxes (N, 4) integer and inside the image with positive sides, flip (N,) bool (None: the
     whole image, no flip), returned on the CPU. Few host ops: this runs on every call."""
@@ -639,8 +645,10 @@ def _check_boxes_and_flip(boxes, flip, n, height, width):
         raise TypeError(f"boxes must be an integer Tensor of (top, left, height, width), got {boxes!r}")
     if boxes.shape != (n, 4):
         raise ValueError(f"boxes must have shape (N, 4) = ({n}, 4), got {tuple(boxes.shape)}")
-    boxes = boxes.cpu()  # a no-op for the CPU tensors callers should pass
-    margins = torch.addmm(torch.tensor([0, 0, -1, -1, height, width]), boxes.long(), _BOX_MARGINS)
+    if boxes.device.type != "cpu":  # callers should pass CPU tensors; this waits for the device
+        boxes = boxes.cpu()
+    margins = torch.addmm(_box_margin_offsets(height, width), boxes if boxes.dtype == torch.int64 else boxes.long(),
+                          _BOX_MARGINS)
     if n and int(margins.min()) < 0:
         outside = (margins < 0).any(1)
         raise ValueError(f"boxes must lie inside the ({height}, {width}) image with positive sides, got {boxes[outside].tolist()}")
@@ -648,4 +656,4 @@ def _check_boxes_and_flip(boxes, flip, n, height, width):
         flip = torch.zeros(n, dtype=torch.bool)
     if not isinstance(flip, torch.Tensor) or flip.dtype != torch.bool or flip.shape != (n,):
         raise TypeError(f"flip must be a bool Tensor of shape (N,) = ({n},), got {flip!r}")
-    return boxes, flip.cpu()
+    return boxes, flip if flip.device.type == "cpu" else flip.cpu()
