@@ -454,8 +454,9 @@ def lowfreq_crop_augmented(x, size, out_size=None, *, boxes=None, flip=None, mea
     is served from a plan cached per (shape, dtype, device, arguments, CUDA stream), as
     lowfreq_crop's: the arguments other than boxes and flip were checked when it was made, and it
     holds the launches and the operator buffers that each call rewrites (stream-ordered, hence the
-    stream in the key). Elsewhere (CPU, autograd on CPU, torch.compile, modes) the operators are
-    composed with torch ops, traceably.
+    stream in the key). With autograd on, the same kernel builds fresh operators for the
+    separable_map op (its backward saves them). Elsewhere (CPU, torch.compile, dispatch modes,
+    functorch) the operators are composed with torch ops, traceably.
     """
     if _untraced_without_grad(x) and x.device.type in _TRITON_OPERATOR_DEVICES:
         key = _augmented_plan_key(x, size, out_size, mean, std, out_dtype)
@@ -483,7 +484,8 @@ _AUGMENTED_PLANS: dict = {}
 
 
 def _untraced_with_grad(x) -> bool:
-    """Whether autograd watches x but no tracer, mode or transform does: the kernels may run."""
+    """Whether autograd watches x but no tracer, mode or transform does: real tensors, so Triton
+    kernels may build the operators that the (differentiable) separable_map op then reads."""
     return x.requires_grad and torch.is_grad_enabled() and _untraced_without_grad(x.detach())
 
 
@@ -621,7 +623,7 @@ def _packed_boxes(boxes, flip, n, height, width, pin_memory):
     pinned when asked, so that one non-blocking copy takes them to the device. A fresh pinned
     tensor per call: the caching host allocator keeps it until the copy has run."""
     boxes, flip = _check_boxes_and_flip(boxes, flip, n, height, width)
-    packed = torch.empty((n, 5), dtype=torch.int32, pin_memory=pin_memory)
+    packed = torch.empty((n, 5), dtype=torch.int32, pin_memory=pin_memory)  # augmented_operators.BOX_FIELDS
     return torch.cat([boxes, flip[:, None]], 1, out=packed)
 
 

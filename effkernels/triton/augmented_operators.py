@@ -33,7 +33,7 @@ import triton.language as tl
 
 from .separable_map import _bf16
 
-BOX_FIELDS = 5  # per sample, packed as int32: top, left, height, width, flip (0 or 1)
+BOX_FIELDS = 5  # per sample, as int32 (ops._packed_boxes): top, left, height, width, flip (0 or 1)
 
 
 @triton.jit
@@ -80,9 +80,6 @@ def _build_axis(
     box_ptr = boxes_ptr + n * box_sn
     offset = tl.load(box_ptr + OFFSET_FIELD)
     box = tl.load(box_ptr + SIZE_FIELD)
-    mirrored = 0
-    if MIRRORABLE:
-        mirrored = tl.load(box_ptr + 4)
     s = offs_j - offset  # the box pixel that output column j reads
     inside = mask_j & (s >= 0) & (s < box)
     # Rows i with (2s - 1)·L <= (2i + 1)·box <= (2s + 3)·L; the lower numerator is clamped at 0 so
@@ -100,7 +97,9 @@ def _build_axis(
         centre = scale * (row.to(tl.float64) + 0.5)
         row_sum = tl.where(reaches, _row_sum(centre, box), 1.0)  # a row past the range may have no tap
         weight = tl.where(reaches, _tap_weight(s, centre) / row_sum, 0.0).to(ACC_DTYPE)
-        lowfreq_col = tl.where(mirrored != 0, LENGTH - 1 - row, row)
+        lowfreq_col = row
+        if MIRRORABLE:  # the flip reverses C_n's rows: read L_axis mirrored
+            lowfreq_col = tl.where(tl.load(box_ptr + 4) != 0, LENGTH - 1 - row, row)
         lowfreq = tl.load(
             lowfreq_ptr + offs_o[:, None] * lf_so + lowfreq_col[None, :],
             mask=mask_o[:, None] & reaches[None, :],
@@ -190,6 +189,7 @@ def prepare_augmented_operators(row_lowfreq, col_lowfreq, rows, cols, row_v=None
         BLOCK_O=block_o,
         BLOCK_J=block_j,
         num_warps=4,
+        enable_fp_fusion=False,  # no FMA contraction: the weights' float64 steps round as resize_operator's do
     )
     kernel = _augmented_operators_kernel[grid]
 
