@@ -69,7 +69,9 @@ def _build_axis(
 ):
     """One (BLOCK_O, BLOCK_J) tile of sample n's composed operator for one axis: rows o < OUT go
     to op_ptr (the operator's dtype), row OUT (HAS_V) to v_ptr (ACC_DTYPE)."""
-    rows_total = OUT + HAS_V
+    rows_total = OUT
+    if HAS_V:
+        rows_total = OUT + 1
     tiles_j = tl.cdiv(LENGTH, BLOCK_J)
     tile_exists = tile < tl.cdiv(rows_total, BLOCK_O) * tiles_j  # the grid covers the larger axis
     offs_o = (tile // tiles_j) * BLOCK_O + tl.arange(0, BLOCK_O)
