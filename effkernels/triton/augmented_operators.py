@@ -33,6 +33,9 @@ import triton.language as tl
 
 from .separable_map import _bf16
 
+# No FMA contraction: the weights' float64 steps then round as resize_operator's do. Block sizes and
+# warps are untuned (no GPU measurement yet).
+LAUNCH_OPTIONS = dict(num_warps=4, enable_fp_fusion=False)
 BOX_FIELDS = 5  # per sample, as int32 (ops._packed_boxes): top, left, height, width, flip (0 or 1)
 
 
@@ -169,7 +172,7 @@ def prepare_augmented_operators(row_lowfreq, col_lowfreq, rows, cols, row_v=None
     row_v (N, H), col_v (N, W): the per-sample factors, in the accumulation dtype. boxes: (N, 5)
     contiguous int32 on the same device, (top, left, height, width, flip) per sample, boxes inside
     the image with positive sides (the caller checks them). Everything but the boxes is bound here,
-    so a call only launches the kernel. The block sizes are untuned (no GPU measurement yet).
+    so a call only launches the kernel.
     """
     n, _, oh, h = rows.shape
     ow, w = cols.shape[2], cols.shape[3]
@@ -190,8 +193,7 @@ def prepare_augmented_operators(row_lowfreq, col_lowfreq, rows, cols, row_v=None
         INTERPRETED=os.environ.get("TRITON_INTERPRET") == "1",
         BLOCK_O=block_o,
         BLOCK_J=block_j,
-        num_warps=4,
-        enable_fp_fusion=False,  # no FMA contraction: the weights' float64 steps round as resize_operator's do
+        **LAUNCH_OPTIONS,
     )
     kernel = _augmented_operators_kernel[grid]
 
