@@ -110,3 +110,21 @@ def lowfreq_crop_operators_cached(in_size, size, out_size, dtype, device):
     """`lowfreq_crop_axes` converted and kept on `device`; callers must not modify the result."""
     with torch.inference_mode(False):  # a first call under inference_mode must not cache inference tensors
         return tuple(t.to(device=device, dtype=dtype) for t in lowfreq_crop_axes(in_size, size, out_size))
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def lowfreq_crop_axes_with_factor_rows_cached(in_size, size, out_size, dtype, device):
+    """Per axis, the (out + 1 or out, in) lowfreq operator that per-sample maps are composed with.
+
+    The real part of each axis's lowfreq crop (resized to `out_size`), with the rank-one term's
+    input-side factor v as one extra last row when the term is present (`has_rank_one_term`):
+    a map C applied on the input side (a crop box, a flip) changes the operator into `rows @ C`
+    and v into `v @ C`, so one product per axis covers both. Converted to `dtype`, kept on
+    `device`; callers must not modify the result.
+    """
+    rows, cols, _, row_v, _, col_v = lowfreq_crop_axes(in_size, size, out_size)
+    with torch.inference_mode(False):  # a first call under inference_mode must not cache inference tensors
+        rows, cols = rows[0, 0], cols[0, 0]
+        if has_rank_one_term(size):
+            rows, cols = torch.cat([rows, row_v]), torch.cat([cols, col_v])
+        return tuple(t.to(device=device, dtype=dtype, copy=True) for t in (rows, cols))

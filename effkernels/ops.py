@@ -447,7 +447,23 @@ def lowfreq_crop_augmented(x, size, out_size=None, *, boxes=None, flip=None, mea
     low-passed to `size` and resized to `out_size`. All of it is folded into per-sample operator
     matrices (the rank-one term's input-side factors become per-sample vectors). Pass boxes and
     flip as CPU tensors: their values are checked on the host.
+
+    On the GPU one Triton launch builds the per-sample operators (effkernels.triton.
+    augmented_operators) from the boxes, copied to the device in one non-blocking transfer, and
+    one separable_map launch applies them. An eager call that nothing traces or differentiates
+    is served from a plan cached per (shape, dtype, device, arguments, CUDA stream), as
+    lowfreq_crop's: the arguments other than boxes and flip were checked when it was made, and it
+    holds the launches and the operator buffers that each call rewrites (stream-ordered, hence the
+    stream in the key). With autograd on, the same kernel builds fresh operators for the
+    separable_map op (its backward saves them). Elsewhere (CPU, torch.compile, dispatch modes,
+    functorch) the operators are composed with torch ops, traceably.
     """
+    if _untraced_without_grad(x) and x.device.type in _TRITON_OPERATOR_DEVICES:
+        key = _augmented_plan_key(x, size, out_size, mean, std, out_dtype)
+        plan = _AUGMENTED_PLANS.get(key) if key is not None else None
+        if plan is None:
+            plan = _augmented_plan(key, x, size, out_size, mean, std, out_dtype)
+        return plan(x, boxes, flip)
     size = pair(size, "size")
     out_size = size if out_size is None else pair(out_size, "out_size")
     mean, std = _channel_values(mean, "mean"), _channel_values(std, "std")
@@ -455,42 +471,191 @@ def lowfreq_crop_augmented(x, size, out_size=None, *, boxes=None, flip=None, mea
     n, _, height, width = x.shape
     boxes, flip = _check_boxes_and_flip(boxes, flip, n, height, width)
     acc = accumulate_dtype(x.dtype)
+    if x.device.type in _TRITON_OPERATOR_DEVICES and _untraced_with_grad(x):
+        rows, cols, factors = _augmented_operators_triton(x, size, out_size, boxes, flip, acc)
+    else:
+        rows, cols, factors = augmented_operators_torch(x, size, out_size, boxes, flip, acc)
+    scale, shift = normalisation_affine(x, mean, std, acc)
+    return torch.ops.effkernels.separable_map(x, rows, cols, scale, shift, out_dtype, *factors)
+
+
+_TRITON_OPERATOR_DEVICES = ("cuda",)  # device types whose operators the Triton kernel builds (tests add "cpu")
+_AUGMENTED_PLANS: dict = {}
+
+
+def _untraced_with_grad(x) -> bool:
+    """Whether autograd watches x but no tracer, mode or transform does: real tensors, so Triton
+    kernels may build the operators that the (differentiable) separable_map op then reads."""
+    return x.requires_grad and torch.is_grad_enabled() and _untraced_without_grad(x.detach())
+
+
+def _augmented_plan_key(x, *args):
+    """`_plan_key` plus the current CUDA stream (a plan's operator buffers are stream-ordered)."""
+    key = _plan_key(x, *args)
+    if key is None or x.device.type != "cuda":
+        return key
+    return key + (torch.cuda.current_stream(x.device).cuda_stream,)
+
+
+def _augmented_plan(key, x, size, out_size, mean, std, out_dtype):
+    """Check the arguments once, bind operator buffers and launches, cache the plan under key.
+
+    The plan `(images, boxes, flip) -> out` checks and packs boxes and flip on the host, copies
+    them to the device (non-blocking, from pinned memory), rebuilds the operators in its buffers
+    with one Triton launch and applies them with one separable_map launch.
+    """
+    from .triton.augmented_operators import prepare_augmented_operators  # triton is needed on GPU machines only
+
+    size = pair(size, "size")
+    out_size = size if out_size is None else pair(out_size, "out_size")
+    mean, std = _channel_values(mean, "mean"), _channel_values(std, "std")
+    check_lowfreq_crop(x, size, out_size, mean, std, out_dtype)
+    n, _, height, width = x.shape
+    acc = accumulate_dtype(x.dtype)
+    binds_operators = _separable_launch_binds_operators(x.dtype)
+    operator_dtype = _augmented_operator_dtype(x.dtype, out_dtype, acc) if binds_operators else acc
+    rows, cols, row_v, col_v = _augmented_operator_buffers(n, height, width, size, out_size, operator_dtype, acc, x.device)
+    row_lowfreq, col_lowfreq = operators.lowfreq_crop_axes_with_factor_rows_cached(
+        (height, width), tuple(size), tuple(out_size), acc, x.device
+    )
+    build = prepare_augmented_operators(row_lowfreq, col_lowfreq, rows, cols, row_v, col_v)
+    rank_one = _augmented_rank_one(x, size, out_size, acc, row_v, col_v)
+    scale, shift = normalisation_affine(x, mean, std, acc)
+    launch_args = (x.shape, x.dtype, rows, cols, scale, shift, out_dtype, rank_one)
+    if binds_operators:  # the launch reads the buffers as they are when it runs: prepare it once
+        launch = _gpu_separable_map_launch(*launch_args)
+    else:  # the CUDA C++ route derives tensors from the operators while preparing: prepare per call
+        def launch(images):
+            return _gpu_separable_map_launch(*launch_args)(images)
+
+    pin = x.device.type == "cuda"
+
+    def plan(images, boxes, flip):
+        build(_packed_boxes(boxes, flip, n, height, width, pin).to(images.device, non_blocking=True))
+        return launch(images)
+
+    if key is not None:
+        if len(_AUGMENTED_PLANS) >= _MAX_PLANS:
+            _AUGMENTED_PLANS.clear()
+        _AUGMENTED_PLANS[key] = plan
+    return plan
+
+
+def _separable_launch_binds_operators(x_dtype) -> bool:
+    """Whether `_gpu_separable_map_launch` gives the Triton kernel, which reads the operator
+    tensors it was prepared with at each launch (the CUDA C++ route copies them while preparing)."""
+    return gpu_backend() == "triton" and not (x_dtype == torch.float64 and hasattr(torch.ops.effkernels, "separable_map_cuda"))
+
+
+def _augmented_operator_dtype(x_dtype, out_dtype, acc):
+    """The dtype the Triton separable_map reads its operators in: bf16 where it runs one bf16 part
+    (it would round float32 operators to bf16 while preparing), else the accumulation dtype."""
+    from .triton.separable_map import precision_parts
+
+    resolved_out = out_dtype or (x_dtype if x_dtype.is_floating_point else acc)
+    return torch.bfloat16 if precision_parts(x_dtype, resolved_out)[0] == 1 else acc
+
+
+def _augmented_operator_buffers(n, height, width, size, out_size, operator_dtype, acc, device):
+    """Fresh (rows, cols, row_v, col_v) for the operator kernel to write; v's are None when the
+    rank-one term is absent."""
+    oh, ow = out_size
+    rows = torch.empty((n, 1, oh, height), dtype=operator_dtype, device=device)
+    cols = torch.empty((n, 1, ow, width), dtype=operator_dtype, device=device)
+    if not operators.has_rank_one_term(size):
+        return rows, cols, None, None
+    return rows, cols, torch.empty((n, height), dtype=acc, device=device), torch.empty((n, width), dtype=acc, device=device)
+
+
+def _augmented_rank_one(x, size, out_size, acc, row_v, col_v):
+    """The separable_map rank_one factors: the shared output-side u's, the per-sample v's (or None)."""
+    if row_v is None:
+        return None
+    _, _, row_u, _, col_u, _ = operators.lowfreq_crop_operators_cached(
+        tuple(x.shape[-2:]), tuple(size), tuple(out_size), acc, x.device
+    )
+    return row_u, row_v, col_u, col_v
+
+
+def _augmented_operators_triton(x, size, out_size, boxes, flip, acc):
+    """(rows, cols, rank-one factors) of checked boxes and flip, built by the Triton kernel into
+    fresh tensors (autograd may save them), for the separable_map op."""
+    from .triton.augmented_operators import prepare_augmented_operators
+
+    n, _, height, width = x.shape
+    rows, cols, row_v, col_v = _augmented_operator_buffers(n, height, width, size, out_size, acc, acc, x.device)
+    row_lowfreq, col_lowfreq = operators.lowfreq_crop_axes_with_factor_rows_cached(
+        (height, width), tuple(size), tuple(out_size), acc, x.device
+    )
+    packed = _packed_boxes(boxes, flip, n, height, width, x.device.type == "cuda")
+    prepare_augmented_operators(row_lowfreq, col_lowfreq, rows, cols, row_v, col_v)(packed.to(x.device, non_blocking=True))
+    rank_one = _augmented_rank_one(x, size, out_size, acc, row_v, col_v)
+    return rows, cols, rank_one or (None,) * 4
+
+
+def augmented_operators_torch(x, size, out_size, boxes, flip, acc):
+    """(rows, cols, rank-one factors) of lowfreq_crop_augmented composed with torch ops.
+
+    The traceable path (CPU, torch.compile, modes) and the reference of the Triton kernel: per
+    axis the crop-resize matrices of the boxes (`operators.resize_operator`, float64), mirrored
+    where flip is set for the columns, multiplied into the lowfreq operators, whose rank-one
+    factor v rides along as one more row. boxes and flip: checked CPU tensors.
+    """
+    height, width = x.shape[-2:]
     if _untraced_without_grad(x):  # cached operators, no op call and no clones (see lowfreq_crop)
         operator_set = operators.lowfreq_crop_operators_cached((height, width), tuple(size), tuple(out_size), acc, x.device)
     else:
         operator_set = torch.ops.effkernels.lowfreq_crop_operators([height, width], size, out_size, dtype=acc, device=x.device)
     rows, cols, row_u, row_v, col_u, col_v = operator_set
-    rank_one = operators.has_rank_one_term(size)
     boxes = boxes.to(x.device)
     crop_rows = operators.resize_operator(boxes[:, 2], height, height, boxes[:, 0], device=x.device).to(acc)
     crop_cols = operators.resize_operator(boxes[:, 3], width, width, boxes[:, 1], device=x.device).to(acc)
     crop_cols = torch.where(flip.to(x.device)[:, None, None], crop_cols.flip(-2), crop_cols)
-    # One product per axis: the rank-one term's input-side factor rides along as one more operator row.
-    if rank_one:
-        rows_and_v = torch.cat([rows[0, 0], row_v], 0) @ crop_rows
-        cols_and_v = torch.cat([cols[0, 0], col_v], 0) @ crop_cols
-        rows, row_v = rows_and_v[:, None, :-1], rows_and_v[:, -1]
-        cols, col_v = cols_and_v[:, None, :-1], cols_and_v[:, -1]
-        factors = (row_u, row_v, col_u, col_v)
-    else:
-        rows, cols, factors = rows @ crop_rows[:, None], cols @ crop_cols[:, None], (None,) * 4
-    scale, shift = normalisation_affine(x, mean, std, acc)
-    return torch.ops.effkernels.separable_map(x, rows, cols, scale, shift, out_dtype, *factors)
+    if not operators.has_rank_one_term(size):
+        return rows @ crop_rows[:, None], cols @ crop_cols[:, None], (None,) * 4
+    rows_and_v = torch.cat([rows[0, 0], row_v], 0) @ crop_rows
+    cols_and_v = torch.cat([cols[0, 0], col_v], 0) @ crop_cols
+    return rows_and_v[:, None, :-1], cols_and_v[:, None, :-1], (row_u, rows_and_v[:, -1], col_u, cols_and_v[:, -1])
+
+
+def _packed_boxes(boxes, flip, n, height, width, pin_memory):
+    """Checked boxes and flip as one (N, 5) int32 CPU tensor (top, left, height, width, flip),
+    pinned when asked, so that one non-blocking copy takes them to the device. A fresh pinned
+    tensor per call: the caching host allocator keeps it until the copy has run."""
+    boxes, flip = _check_boxes_and_flip(boxes, flip, n, height, width)
+    packed = torch.empty((n, 5), dtype=torch.int32, pin_memory=pin_memory)  # augmented_operators.BOX_FIELDS
+    return torch.cat([boxes, flip[:, None]], 1, out=packed)
+
+
+# Box margins that must all be >= 0, as one integer product: `boxes @ _BOX_MARGINS + offsets` gives
+# (top, left, height - 1, width - 1, H - top - height, W - left - width) per box.
+_BOX_MARGINS = torch.tensor([[1, 0, 0, 0, -1, 0], [0, 1, 0, 0, 0, -1], [0, 0, 1, 0, -1, 0], [0, 0, 0, 1, 0, -1]])
+
+
+@functools.lru_cache(maxsize=_MAX_PLANS)
+def _box_margin_offsets(height, width):
+    with torch.inference_mode(False):  # a first call under inference_mode must not cache an inference tensor
+        return torch.tensor([0, 0, -1, -1, height, width])
 
 
 def _check_boxes_and_flip(boxes, flip, n, height, width):
+    """boxes (N, 4) integer and inside the image with positive sides, flip (N,) bool (None: the
+    whole image, no flip), returned on the CPU. Few host ops: this runs on every call."""
     if boxes is None:
         boxes = torch.tensor([[0, 0, height, width]]).expand(n, 4)
     if not isinstance(boxes, torch.Tensor) or boxes.dtype.is_floating_point or boxes.dtype == torch.bool:
         raise TypeError(f"boxes must be an integer Tensor of (top, left, height, width), got {boxes!r}")
     if boxes.shape != (n, 4):
         raise ValueError(f"boxes must have shape (N, 4) = ({n}, 4), got {tuple(boxes.shape)}")
-    top, left, box_h, box_w = boxes.unbind(1)
-    inside = (top >= 0) & (left >= 0) & (box_h >= 1) & (box_w >= 1) & (top + box_h <= height) & (left + box_w <= width)
-    if not bool(inside.all()):
-        raise ValueError(f"boxes must lie inside the ({height}, {width}) image with positive sides, got {boxes[~inside].tolist()}")
+    if boxes.device.type != "cpu":  # callers should pass CPU tensors; this waits for the device
+        boxes = boxes.cpu()
+    margins = torch.addmm(_box_margin_offsets(height, width), boxes if boxes.dtype == torch.int64 else boxes.long(),
+                          _BOX_MARGINS)
+    if n and int(margins.min()) < 0:
+        outside = (margins < 0).any(1)
+        raise ValueError(f"boxes must lie inside the ({height}, {width}) image with positive sides, got {boxes[outside].tolist()}")
     if flip is None:
         flip = torch.zeros(n, dtype=torch.bool)
     if not isinstance(flip, torch.Tensor) or flip.dtype != torch.bool or flip.shape != (n,):
         raise TypeError(f"flip must be a bool Tensor of shape (N,) = ({n},), got {flip!r}")
-    return boxes, flip
+    return boxes, flip if flip.device.type == "cpu" else flip.cpu()
