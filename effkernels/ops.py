@@ -226,14 +226,20 @@ def _gpu_separable_map_launch(x_shape, x_dtype, rows, cols, scale, shift, out_dt
     under the interpreter, and on a GPU when effkernels was built without CUDA C++); the CUDA C++
     kernel can go once a GPU run shows that path correct and no slower.
     """
-    use_cuda_cpp = x_dtype == torch.float64 and hasattr(torch.ops.effkernels, "separable_map_cuda")
-    if use_cuda_cpp or gpu_backend() == "cuda":
+    if _gpu_separable_map_kernel(x_dtype) == "cuda":
         if rank_one is not None:
             rows, cols = _with_dense_term(rows, rank_one[0], rank_one[1]), _with_dense_term(cols, rank_one[2], rank_one[3])
         return lambda x: torch.ops.effkernels.separable_map_cuda(x, rows, cols, scale, shift, out_dtype)
     from .triton.separable_map import prepare_separable_map  # triton is needed on GPU machines only
 
     return prepare_separable_map(x_shape, x_dtype, rows, cols, scale, shift, out_dtype, rank_one)
+
+
+def _gpu_separable_map_kernel(x_dtype) -> str:
+    """Which kernel `_gpu_separable_map_launch` prepares for x of this dtype: "triton" or "cuda"."""
+    if x_dtype == torch.float64 and hasattr(torch.ops.effkernels, "separable_map_cuda"):
+        return "cuda"
+    return gpu_backend()
 
 
 def _with_dense_term(operators_, u, v):
@@ -512,7 +518,9 @@ def _augmented_plan(key, x, size, out_size, mean, std, out_dtype):
     check_lowfreq_crop(x, size, out_size, mean, std, out_dtype)
     n, _, height, width = x.shape
     acc = accumulate_dtype(x.dtype)
-    binds_operators = _separable_launch_binds_operators(x.dtype)
+    # The Triton launch reads the operator tensors it was prepared with at each launch; the CUDA C++
+    # route derives new tensors from them while preparing.
+    binds_operators = _gpu_separable_map_kernel(x.dtype) == "triton"
     operator_dtype = _augmented_operator_dtype(x.dtype, out_dtype, acc) if binds_operators else acc
     rows, cols, row_v, col_v = _augmented_operator_buffers(n, height, width, size, out_size, operator_dtype, acc, x.device)
     row_lowfreq, col_lowfreq = operators.lowfreq_crop_axes_with_factor_rows_cached(
@@ -539,12 +547,6 @@ def _augmented_plan(key, x, size, out_size, mean, std, out_dtype):
             _AUGMENTED_PLANS.clear()
         _AUGMENTED_PLANS[key] = plan
     return plan
-
-
-def _separable_launch_binds_operators(x_dtype) -> bool:
-    """Whether `_gpu_separable_map_launch` gives the Triton kernel, which reads the operator
-    tensors it was prepared with at each launch (the CUDA C++ route copies them while preparing)."""
-    return gpu_backend() == "triton" and not (x_dtype == torch.float64 and hasattr(torch.ops.effkernels, "separable_map_cuda"))
 
 
 def _augmented_operator_dtype(x_dtype, out_dtype, acc):

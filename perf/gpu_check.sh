@@ -4,10 +4,10 @@
 # Usage: bash perf/gpu_check.sh [results-folder]   (default perf/results/<device>-<date>)
 #
 # Every phase runs under its own time limit (seconds, overridable as BUILD_LIMIT, TEST_LIMIT,
-# LOWFREQ_LIMIT, LOCAL_FFN_LIMIT, TIMM_LIMIT, PIPELINE_LIMIT, TRAIN_LIMIT) and appends its outcome to summary.txt
+# LOWFREQ_LIMIT, LOCAL_FFN_LIMIT, TIMM_LIMIT, PIPELINE_LIMIT, TRAIN_LIMIT, E2E_LIMIT) and appends its outcome to summary.txt
 # the moment it ends (ok, failed, or over its limit), so a slow phase never costs the results of the
 # others. The summary carries pytest's failure lines and its slowest tests. All phases take up to
-# 850 s, more than one 10-minute device call: PHASES="build tests lowfreq" runs a subset (the build
+# 1400 s, more than two 10-minute device calls: PHASES="build tests lowfreq" runs a subset (the build
 # always runs; it is incremental).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ mkdir -p "$out"
 summary="$out/summary.txt"
 : > "$summary"
 status=0
-phases=${PHASES:-build tests lowfreq local_ffn timm pipeline train}
+phases=${PHASES:-build tests lowfreq local_ffn timm pipeline train e2e}
 wanted() { [[ " $phases " == *" $1 "* ]]; }
 
 # phase NAME LIMIT LOG COMMAND...: run COMMAND under LIMIT seconds with its output in LOG, then
@@ -86,6 +86,10 @@ if wanted train; then
   phase "train step vs FLOPs" "${TRAIN_LIMIT:-120}" "$out/train_step.log" \
     $python perf/train_step.py --sweep full --compile --out "$out"
   tail -20 "$out/train_step.log" >> "$summary"
+fi
+if wanted e2e; then  # whole EfficientTrain++ runs: several compilations per run
+  phase "end-to-end training" "${E2E_LIMIT:-550}" "$out/bench_train.log" $python perf/bench_train.py --out "$out"
+  tail -10 "$out/bench_train.log" >> "$summary"
 fi
 echo "== done: $([ $status = 0 ] && echo 'every phase ok' || echo 'some phase failed or ran over, see above')" | tee -a "$summary"
 exit $status

@@ -29,3 +29,17 @@ def test_benchmark_writes_results(tmp_path, script, name, extra):
     assert (tmp_path / f"{name}.png").stat().st_size > 1000
     table = (tmp_path / f"{name}.md").read_text()
     assert table.count("\n|") == 2 + len(results["rows"])
+
+
+def test_end_to_end_training_benchmark_runs_every_setting(tmp_path):
+    """perf/bench_train.py on a tiny configuration: every setting trains, and the table says whether
+    each run met issue 15's targets (on a CPU the figures mean nothing)."""
+    import bench_train
+
+    bench_train.main(["--device", "cpu", "--models", "deit_tiny_localffn_patch16_224", "--img-size", "32",
+                      "--files", "40", "--batch", "8", "--budget", "1", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "train_end_to_end.json").read_text())
+    assert [row["setting"] for row in results["rows"]] == list(bench_train.SETTINGS)
+    for row in results["rows"]:
+        assert row["steps"] > 0 and row["theoretical saving"] > 1 and row["measured saving"] > 0
+        assert isinstance(row["on target"], bool)
