@@ -118,7 +118,8 @@ class DeviceInput(_EvalData):
         return 1 if self.replay is None else self.replay[stage_index]
 
     def batches_per_epoch(self) -> int:
-        return len(self.loader.samples) // self.loader.world_size // self.args.batch_size
+        """Decoded batches per epoch: the epoch's length without replay."""
+        return self.loader.batches_per_epoch() // self.loader.replay
 
     def batches(self, epoch, start_batch, stage, stage_index):
         self.loader.set_stage(size=stage.size, magnitude=stage.magnitude, replay=self.replay_for(stage_index))
