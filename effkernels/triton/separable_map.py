@@ -102,23 +102,32 @@ def _mma(a, b, acc, INTERPRETED: tl.constexpr):
 @triton.jit
 def _dot_parts(a, b, acc, A_PARTS: tl.constexpr, PARTS: tl.constexpr, INTERPRETED: tl.constexpr):
     """acc + a @ b: a in A_PARTS and b in PARTS bf16 parts, products a_i·b_j with i + j < PARTS
-    (A_PARTS <= PARTS); PARTS = 0: one IEEE dot in the operands' own dtype."""
+    (A_PARTS <= PARTS); PARTS = 0: one IEEE dot in the operands' own dtype.
+
+    With several parts, the correction products (2^-8 and 2^-16 of the leading one) are summed
+    first, smallest first, into a fresh accumulator, then the leading product a_0·b_0 onto them,
+    and the sum joins acc in one register add. Tensor cores truncate their float32 sums to the
+    largest term's exponent: summed into acc, each correction dot would be truncated against the
+    whole running total (H/16 chunks × 6 passes of one-sided error); this way truncation acts on
+    one block's own sum, and the running total is rounded to nearest."""
     if PARTS == 0:
         acc = tl.dot(a, b, acc, input_precision="ieee")
+    elif PARTS == 1:
+        acc = _mma(_bf16(a, INTERPRETED), _bf16(b, INTERPRETED), acc, INTERPRETED)
     else:
         a0, a1, a2 = _split_bf16(a, A_PARTS, INTERPRETED)
         b0, b1, b2 = _split_bf16(b, PARTS, INTERPRETED)
-        acc = _mma(a0, b0, acc, INTERPRETED)
-        if PARTS >= 2:
-            acc = _mma(a0, b1, acc, INTERPRETED)
-            if A_PARTS >= 2:
-                acc = _mma(a1, b0, acc, INTERPRETED)
+        block = tl.zeros_like(acc)
         if PARTS == 3:
-            acc = _mma(a0, b2, acc, INTERPRETED)
-            if A_PARTS >= 2:
-                acc = _mma(a1, b1, acc, INTERPRETED)
             if A_PARTS == 3:
-                acc = _mma(a2, b0, acc, INTERPRETED)
+                block = _mma(a2, b0, block, INTERPRETED)
+            if A_PARTS >= 2:
+                block = _mma(a1, b1, block, INTERPRETED)
+            block = _mma(a0, b2, block, INTERPRETED)
+        if A_PARTS >= 2:
+            block = _mma(a1, b0, block, INTERPRETED)
+        block = _mma(a0, b1, block, INTERPRETED)
+        acc += _mma(a0, b0, block, INTERPRETED)
     return acc
 
 
