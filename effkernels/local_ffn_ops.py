@@ -5,11 +5,14 @@ and activation) → fc2 GEMM. The GEMMs stay with cuBLAS/MKL; `dwconv_act` has a
 (csrc/cpu), a Triton kernel (effkernels/triton, the GPU default) and a CUDA C++ kernel (csrc/cuda,
 `EFFKERNELS_BACKEND=cuda`). The spec is effkernels.reference.local_ffn.
 """
+import functools
+
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 from torch.utils.flop_counter import register_flop_formula
 
-from .ops import FLOAT_DTYPES, gpu_backend, pair
+from .ops import FLOAT_DTYPES, gpu_backend, pair, untraced
 
 ACTIVATIONS = ("hardswish", "gelu", "gelu_tanh", "relu")
 PRE_ACTIVATIONS = (None, "relu", "hardswish")
@@ -29,9 +32,12 @@ def local_ffn(
     the conv: prefix="mlp" sends them through fc1 → pre_act → act → fc2, prefix="skip" gives them
     zeros (so a residual block leaves them unchanged, as the published ViT-24h code does).
     Differentiable in every tensor; under autocast the GEMMs run in the autocast dtype.
+    An eager call on a plain tensor runs the op's body without the dispatcher (see `_run_dwconv_act`).
     """
-    return torch.ops.effkernels.local_ffn(
-        x, pair(grid_size, "grid_size"), fc1_weight, fc1_bias, dw_weight, dw_bias, fc2_weight, fc2_bias,
+    grid_size = pair(grid_size, "grid_size")
+    local_ffn_body = _local_ffn_composite if untraced(x) else torch.ops.effkernels.local_ffn
+    return local_ffn_body(
+        x, grid_size, fc1_weight, fc1_bias, dw_weight, dw_bias, fc2_weight, fc2_bias,
         num_prefix_tokens=num_prefix_tokens, prefix=prefix, pre_act=pre_act, act=act,
     )
 
@@ -41,9 +47,8 @@ def dwconv_act(h, grid_size, weight, bias=None, *, num_prefix_tokens=0, prefix="
     get `act(dwconv3x3(pre_act(h)) + bias)`, prefix tokens `act(pre_act(h))` ("mlp") or 0 ("skip")."""
     grid_size = pair(grid_size, "grid_size")
     check_dwconv_act(h, grid_size, weight, bias, num_prefix_tokens, prefix, pre_act, act)
-    return torch.ops.effkernels.dwconv_act(
-        h, grid_size, weight, bias, num_prefix_tokens=num_prefix_tokens, prefix=prefix, pre_act=pre_act, act=act
-    )
+    options = dict(num_prefix_tokens=num_prefix_tokens, prefix=prefix, pre_act=pre_act, act=act)
+    return _run_dwconv_act(h, grid_size, weight, bias, options)
 
 
 def _check_tensor(name, value, shape, like, optional=False, dtype_free=False):
@@ -137,20 +142,76 @@ def _describe(value):
     return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
 
 
-@torch.library.impl("effkernels::local_ffn", "CompositeImplicitAutograd")
 def _local_ffn_composite(x, grid_size, fc1_weight, fc1_bias, dw_weight, dw_bias, fc2_weight, fc2_bias,
                          num_prefix_tokens=0, prefix="mlp", pre_act=None, act="hardswish"):
     check_local_ffn(x, grid_size, fc1_weight, fc1_bias, dw_weight, dw_bias, fc2_weight, fc2_bias,
                     num_prefix_tokens, prefix, pre_act, act)
     h = F.linear(x, fc1_weight, fc1_bias)
-    a = torch.ops.effkernels.dwconv_act(
-        h, grid_size, dw_weight.to(h.dtype), None if dw_bias is None else dw_bias.to(h.dtype),
-        num_prefix_tokens=num_prefix_tokens, prefix=prefix, pre_act=pre_act, act=act,
+    options = dict(num_prefix_tokens=num_prefix_tokens, prefix=prefix, pre_act=pre_act, act=act)
+    a = _run_dwconv_act(
+        h, grid_size, dw_weight.to(h.dtype), None if dw_bias is None else dw_bias.to(h.dtype), options
     )
     y = F.linear(a, fc2_weight, fc2_bias)
     if prefix == "skip" and num_prefix_tokens > 0 and fc2_bias is not None:
         y[:, :num_prefix_tokens] = 0  # a is zero there; only fc2's bias is left to clear
     return y
+
+
+torch.library.impl("effkernels::local_ffn", "CompositeImplicitAutograd", _local_ffn_composite)
+
+
+def _run_dwconv_act(h, grid_size, weight, bias, options):
+    """dwconv_act on checked arguments. An eager call on a plain CPU or CUDA tensor that no tracer,
+    mode, transform or profiler watches runs the device kernels directly, under `_DwconvAct` when
+    autograd needs it: the dispatcher and the op's registered autograd cost more host time than the
+    kernel launch (on a 2-core CPU VM, 2026-11-23: 112 µs per call with grad through the op, 31 µs
+    this way). Everything else goes through the op, which torch.compile, FlopCounterMode and the
+    profiler see."""
+    device_type = h.device.type
+    if not (device_type in _EAGER_DEVICE_TYPES and untraced(h)):
+        return torch.ops.effkernels.dwconv_act(h, grid_size, weight, bias, **options)
+    forward, backward = _device_kernels(device_type, gpu_backend() if device_type == "cuda" else None)
+    if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
+        return _DwconvAct.apply(h, weight, bias, grid_size, options, forward, backward)
+    return forward(h, grid_size, weight, bias, **options)
+
+
+_EAGER_DEVICE_TYPES = ("cpu", "cuda")
+
+
+@functools.cache
+def _device_kernels(device_type, backend):
+    """(forward, backward) kernels of dwconv_act for a device type and GPU backend, with the op's
+    signature and no argument checks: the op's CPU kernel (by redispatch, so that a kernel
+    registered over it, as the tests' Triton-on-CPU one, is honoured), the Triton launchers, or the
+    CUDA C++ ops."""
+    if device_type == "cpu":
+        cpu = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
+        return (functools.partial(torch.ops.effkernels.dwconv_act.default.redispatch, cpu),
+                functools.partial(torch.ops.effkernels.dwconv_act_backward.default.redispatch, cpu))
+    if backend == "cuda":
+        return torch.ops.effkernels.dwconv_act_cuda.default, torch.ops.effkernels.dwconv_act_backward_cuda.default
+    from .triton.dwconv_act import dwconv_act_backward_triton, dwconv_act_triton  # triton: GPU machines only
+
+    return dwconv_act_triton, dwconv_act_backward_triton
+
+
+class _DwconvAct(torch.autograd.Function):
+    """dwconv_act's autograd for the eager calls that bypass the op: what the op's registered
+    autograd does (only h is kept; the backward kernel recomputes z), without the dispatcher."""
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, grid_size, options, forward_kernel, backward_kernel):
+        ctx.save_for_backward(h, weight, bias)
+        ctx.grid_size, ctx.options, ctx.backward_kernel = grid_size, options, backward_kernel
+        return forward_kernel(h, grid_size, weight, bias, **options)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        h, weight, bias = ctx.saved_tensors
+        grad_h, grad_weight, grad_bias = ctx.backward_kernel(grad, h, ctx.grid_size, weight, bias, **ctx.options)
+        return grad_h, grad_weight, grad_bias if bias is not None else None, None, None, None, None
 
 
 @torch.library.register_fake("effkernels::dwconv_act")
@@ -195,24 +256,18 @@ torch.library.register_autograd(
 
 def _dwconv_act_gpu(h, grid_size, weight, bias=None, *, num_prefix_tokens=0, prefix="mlp", pre_act=None, act="hardswish"):
     check_dwconv_act(h, grid_size, weight, bias, num_prefix_tokens, prefix, pre_act, act)
-    options = dict(num_prefix_tokens=num_prefix_tokens, prefix=prefix, pre_act=pre_act, act=act)
-    if gpu_backend() == "cuda":
-        return torch.ops.effkernels.dwconv_act_cuda(h, grid_size, weight, bias, **options)
-    from .triton.dwconv_act import dwconv_act_triton  # triton is needed on GPU machines only
-
-    return dwconv_act_triton(h, grid_size, weight, bias, **options)
+    forward, _ = _device_kernels("cuda", gpu_backend())
+    return forward(h, grid_size, weight, bias, num_prefix_tokens=num_prefix_tokens, prefix=prefix, pre_act=pre_act,
+                   act=act)
 
 
 def _dwconv_act_backward_gpu(grad, h, grid_size, weight, bias=None, *, num_prefix_tokens=0, prefix="mlp",
                              pre_act=None, act="hardswish"):
     check_dwconv_act(h, grid_size, weight, bias, num_prefix_tokens, prefix, pre_act, act)
     check_dwconv_act_grad(grad, h)
-    options = dict(num_prefix_tokens=num_prefix_tokens, prefix=prefix, pre_act=pre_act, act=act)
-    if gpu_backend() == "cuda":
-        return torch.ops.effkernels.dwconv_act_backward_cuda(grad, h, grid_size, weight, bias, **options)
-    from .triton.dwconv_act import dwconv_act_backward_triton
-
-    return dwconv_act_backward_triton(grad, h, grid_size, weight, bias, **options)
+    _, backward = _device_kernels("cuda", gpu_backend())
+    return backward(grad, h, grid_size, weight, bias, num_prefix_tokens=num_prefix_tokens, prefix=prefix,
+                    pre_act=pre_act, act=act)
 
 
 # Registered by call, not as decorators, so that the functions stay callable (tests call them directly).

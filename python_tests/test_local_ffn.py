@@ -357,6 +357,41 @@ def test_triton_host_path_launches_raw_kernels_in_eager(monkeypatch):
     assert wrapped == [kernels._dwconv_act_fwd_kernel]
 
 
+@pytest.mark.parametrize("biases", [True, False])
+@pytest.mark.parametrize("needs_grad", ["h", "weights", "none"])
+def test_eager_calls_skip_the_op_and_match_it(backend, biases, needs_grad):
+    """An eager call runs the device kernels under its own autograd function, not through the op
+    (whose dispatch costs more host time than the launch), with the op's results, bit for bit."""
+    grid, options = (3, 4), dict(num_prefix_tokens=1, prefix="mlp", pre_act="relu", act="gelu")
+    h, weight, bias, grad = random_dwconv(2, 1, grid, 20, device=backend, dtype=torch.float32, biases=biases)
+
+    def run(fn):
+        leaves = [t.detach().requires_grad_(needs_grad == "h" if i == 0 else needs_grad == "weights")
+                  if t is not None else None for i, t in enumerate((h, weight, bias))]
+        out = fn(leaves[0], grid, *leaves[1:], **options)
+        wanted = [t for t in leaves if t is not None and t.requires_grad]
+        return out, torch.autograd.grad(out, wanted, grad) if wanted else ()
+
+    (eager, eager_grads), (through_op, op_grads) = run(effkernels.dwconv_act), run(torch.ops.effkernels.dwconv_act)
+    if needs_grad == "none":
+        assert eager.grad_fn is None
+    else:
+        assert type(eager.grad_fn).__name__ == "_DwconvActBackward"
+        assert type(through_op.grad_fn).__name__ != "_DwconvActBackward"
+    assert torch.equal(eager, through_op)
+    assert len(eager_grads) == len(op_grads) and all(map(torch.equal, eager_grads, op_grads))
+
+
+def test_profiled_calls_go_through_the_op():
+    """Under the profiler (as under torch.compile, dispatch modes and FlopCounterMode) the op runs,
+    so traces name it."""
+    x, weights = random_ffn(1, 1, (2, 3), 4, 8, dtype=torch.float32)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        effkernels.local_ffn(x, (2, 3), *weights, num_prefix_tokens=1)
+    names = {event.name for event in profile.events()}
+    assert {"effkernels::local_ffn", "effkernels::dwconv_act"} <= names
+
+
 def test_flop_counter_fix_counts_the_depthwise_conv_once():
     """torch's FlopCounterMode counts a depthwise conv's weight gradient as a dense hidden×hidden conv;
     effkernels.flops.flop_counter counts it as the forward's multiply-adds. Pinned on the reference block."""
