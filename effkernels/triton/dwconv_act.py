@@ -151,18 +151,24 @@ def _taps_and_bias(w_ptr, bias_ptr, chans, mask_c, HAS_BIAS: tl.constexpr, ACC: 
 
 
 @triton.jit
+def _program_tile(W, C, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+    """This program's channel block and column strip (program ids 0 and 1): (chans, mask_c, cols,
+    out_mask), the mask of the strip's (column, channel) elements inside the grid."""
+    chans = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = chans < C
+    cols = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
+    return chans, mask_c, cols, (cols < W)[:, None] & mask_c[None, :]
+
+
+@triton.jit
 def _dwconv_act_fwd_kernel(
     h_ptr, w_ptr, bias_ptr, out_ptr, B, N, P, H, W, C,
     HAS_BIAS: tl.constexpr, HAS_PREFIX: tl.constexpr, SKIP_PREFIX: tl.constexpr, PRE: tl.constexpr,
     ACT: tl.constexpr, ACC: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    pid_c, pid_x, group = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    chans = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = chans < C
-    cols = pid_x * BLOCK_W + tl.arange(0, BLOCK_W)
-    out_mask = (cols < W)[:, None] & mask_c[None, :]
+    pid_x, group = tl.program_id(1), tl.program_id(2)
+    chans, mask_c, cols, out_mask = _program_tile(W, C, BLOCK_W, BLOCK_C)
     row_stride = W * C
-
     w0, w1, w2, w3, w4, w5, w6, w7, w8, bias = _taps_and_bias(w_ptr, bias_ptr, chans, mask_c, HAS_BIAS, ACC, BLOCK_C)
 
     # The program's samples (group, group + groups, ...) as one stream of H + 1 steps each: step e of a
@@ -218,14 +224,10 @@ def _dwconv_act_bwd_kernel(
     HAS_BIAS: tl.constexpr, HAS_PREFIX: tl.constexpr, SKIP_PREFIX: tl.constexpr, PRE: tl.constexpr,
     ACT: tl.constexpr, ACC: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    pid_c, pid_x, group = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    pid_x, group = tl.program_id(1), tl.program_id(2)
     groups = tl.num_programs(2)
-    chans = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = chans < C
-    cols = pid_x * BLOCK_W + tl.arange(0, BLOCK_W)
-    out_mask = (cols < W)[:, None] & mask_c[None, :]
+    chans, mask_c, cols, out_mask = _program_tile(W, C, BLOCK_W, BLOCK_C)
     row_stride = W * C
-
     w0, w1, w2, w3, w4, w5, w6, w7, w8, bias = _taps_and_bias(w_ptr, bias_ptr, chans, mask_c, HAS_BIAS, ACC, BLOCK_C)
 
     # Σ grad_z · pre_act(h at neighbour k) per tap, and Σ grad_z: over every token this program sees.
