@@ -162,11 +162,11 @@ torch.library.impl("effkernels::local_ffn", "CompositeImplicitAutograd", _local_
 
 def _run_dwconv_act(h, grid_size, weight, bias, options):
     """dwconv_act on checked arguments. An eager call on a plain CPU or CUDA tensor that no tracer,
-    mode, transform or profiler watches runs the device kernels directly, under `_DwconvAct` when
+    mode or transform watches runs the device kernels directly, under `_DwconvAct` when
     autograd needs it: the dispatcher and the op's registered autograd cost more host time than the
     kernel launch (on a 2-core CPU VM, 2026-11-23: 112 µs per call with grad through the op, 31 µs
-    this way). Everything else goes through the op, which torch.compile, FlopCounterMode and the
-    profiler see."""
+    this way). Everything else goes through the op, which torch.compile and FlopCounterMode see;
+    profiler traces show the kernels, not the op."""
     device_type = h.device.type
     if not (device_type in _EAGER_DEVICE_TYPES and untraced(h)):
         return torch.ops.effkernels.dwconv_act(h, grid_size, weight, bias, **options)

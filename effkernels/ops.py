@@ -265,12 +265,13 @@ def lowfreq_crop(x, size, out_size=None, *, mean=None, std=None, out_dtype=None)
     Linear in x, so differentiable for floating x; one kernel launch on the GPU, a K = 1
     separable_map plus the rank-one imaginary term when both bands are even.
 
-    Host path: an eager call that autograd, torch.compile, dispatch/function modes, functorch
-    transforms and the profiler do not watch is served from a plan cached per (shape, dtype, device, arguments):
+    Host path: an eager call that autograd, torch.compile, dispatch/function modes and functorch
+    transforms do not watch is served from a plan cached per (shape, dtype, device, arguments):
     the arguments were checked and the operators, normalisation constants and launch metadata
     built on the plan's first call, so a repeat call only allocates the output and launches the
-    kernel (the raw Triton launch on CUDA, the C++ kernel through the dispatcher on CPU). Everything
-    else goes through the op.
+    kernel (the raw Triton launch on CUDA, the C++ kernel through the dispatcher on CPU). Such calls
+    do not show up as effkernels::lowfreq_crop in profiler traces; everything else goes through
+    the op.
     """
     if _untraced_without_grad(x):
         key = _plan_key(x, size, out_size, mean, std, out_dtype)
@@ -298,12 +299,12 @@ def _untraced_without_grad(x) -> bool:
 
 
 def untraced(x) -> bool:
-    """Whether x is a plain tensor that no tracer, mode, transform or profiler watches (autograd
-    may): an eager call on it may run the kernels without the op dispatcher."""
+    """Whether x is a plain tensor that no tracer, mode or transform watches (autograd may): an
+    eager call on it may run the kernels without the op dispatcher. The profiler sees what runs:
+    the kernels (by their own names on a GPU), not the op."""
     return (
         type(x) is torch.Tensor
         and not torch.compiler.is_compiling()
-        and not torch.autograd._profiler_enabled()
         and torch._C._len_torch_dispatch_stack() == 0
         and not torch._C._is_torch_function_mode_enabled()
         and not torch._C._are_functorch_transforms_active()

@@ -4,10 +4,10 @@
 # Usage: bash perf/gpu_check.sh [results-folder]   (default perf/results/<device>-<date>)
 #
 # Every phase runs under its own time limit (seconds, overridable as BUILD_LIMIT, TEST_LIMIT,
-# LOWFREQ_LIMIT, LOCAL_FFN_LIMIT, TIMM_LIMIT, PIPELINE_LIMIT, TRAIN_LIMIT, E2E_LIMIT) and appends its outcome to summary.txt
+# LOWFREQ_LIMIT, LOCAL_FFN_LIMIT, PROFILE_LIMIT, TIMM_LIMIT, PIPELINE_LIMIT, TRAIN_LIMIT, E2E_LIMIT) and appends its outcome to summary.txt
 # the moment it ends (ok, failed, or over its limit), so a slow phase never costs the results of the
 # others. The summary carries pytest's failure lines and its slowest tests. All phases take up to
-# 1400 s, more than two 10-minute device calls: PHASES="build tests lowfreq" runs a subset. Without
+# 1490 s, more than two 10-minute device calls: PHASES="build tests lowfreq" runs a subset. Without
 # "build" the extension must already be importable (e.g. a _C library built by an earlier call).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ mkdir -p "$out"
 summary="$out/summary.txt"
 : > "$summary"
 status=0
-phases=${PHASES:-build tests lowfreq local_ffn timm pipeline train e2e}
+phases=${PHASES:-build tests lowfreq local_ffn profile timm pipeline train e2e}
 wanted() { [[ " $phases " == *" $1 "* ]]; }
 
 # phase NAME LIMIT LOG COMMAND...: run COMMAND under LIMIT seconds with its output in LOG, then
@@ -71,6 +71,10 @@ if wanted local_ffn; then  # the DeiT-S cases of GPU-FACTS.md; --sweep full comp
   phase "benchmark local_ffn" "${LOCAL_FFN_LIMIT:-150}" "$out/bench_local_ffn.log" \
     $python perf/bench_local_ffn.py --sweep deit_small --out "$out"
   grep -v "^[WI][0-9]" "$out/bench_local_ffn.log" | tail -25 >> "$summary"
+fi
+if wanted profile; then  # the heaviest kernels of the LocalFFN block and lowfreq_crop at the issues' shapes
+  phase "kernel profile" "${PROFILE_LIMIT:-90}" "$out/profile_kernels.log" $python perf/profile_kernels.py --out "$out"
+  grep -E "^[a-z_]+ .*: .* ms" "$out/profile_kernels.log" >> "$summary"
 fi
 if wanted timm; then
   phase "benchmark timm fuse" "${TIMM_LIMIT:-40}" "$out/bench_timm_fuse.log" \

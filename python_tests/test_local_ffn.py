@@ -382,16 +382,6 @@ def test_eager_calls_skip_the_op_and_match_it(backend, biases, needs_grad):
     assert len(eager_grads) == len(op_grads) and all(map(torch.equal, eager_grads, op_grads))
 
 
-def test_profiled_calls_go_through_the_op():
-    """Under the profiler (as under torch.compile, dispatch modes and FlopCounterMode) the op runs,
-    so traces name it."""
-    x, weights = random_ffn(1, 1, (2, 3), 4, 8, dtype=torch.float32)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
-        effkernels.local_ffn(x, (2, 3), *weights, num_prefix_tokens=1)
-    names = {event.name for event in profile.events()}
-    assert {"effkernels::local_ffn", "effkernels::dwconv_act"} <= names
-
-
 def test_flop_counter_fix_counts_the_depthwise_conv_once():
     """torch's FlopCounterMode counts a depthwise conv's weight gradient as a dense hidden×hidden conv;
     effkernels.flops.flop_counter counts it as the forward's multiply-adds. Pinned on the reference block."""

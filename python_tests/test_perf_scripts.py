@@ -43,3 +43,19 @@ def test_end_to_end_training_benchmark_runs_every_setting(tmp_path):
     for row in results["rows"]:
         assert row["steps"] > 0 and row["theoretical saving"] > 1 and row["measured saving"] > 0
         assert isinstance(row["on target"], bool)
+
+
+def test_kernel_profile_lists_each_workloads_heaviest_kernels(tmp_path):
+    import profile_kernels
+
+    profile_kernels.main(["--sweep", "tiny", "--device", "cpu", "--iterations", "2", "--top", "3", "--out", str(tmp_path)])
+    with open(tmp_path / "profile_kernels.json") as f:
+        workloads = json.load(f)["workloads"]
+    assert set(workloads) == {"local_ffn fused block", "local_ffn plain Mlp", "lowfreq_crop plain",
+                              "lowfreq_crop augmented"}
+    for result in workloads.values():
+        kernels = result["kernels"]
+        assert result["host ms"] > 0 and kernels and all(k["ms"] > 0 for k in kernels)
+        assert [k["ms"] for k in kernels] == sorted((k["ms"] for k in kernels), reverse=True)
+    table = (tmp_path / "profile_kernels.md").read_text()
+    assert table.count("\n### ") == 4 and table.count("\n| ") >= 4 * (1 + 3)
