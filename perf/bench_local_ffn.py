@@ -10,11 +10,11 @@ Block variants (timed round-robin, so that a noisy neighbour hits every peer ali
 - mlp: timm's Mlp (fc1 → GELU → fc2) of the same widths, eager and compiled: what locality costs.
 The layout is ViT-24h's: h-swish before and after the 3×3 depthwise conv, class token skipping the FFN.
 
-The conv kernels alone: dwconv_act forward and backward (effkernels' GPU kernel, or the C++ kernel on a
-CPU) against the view conv by cuDNN, with GB/s and % of the measured copy roofline (forward moves h in
+The conv kernels alone: dwconv_act forward and backward (effkernels' default GPU kernel, the CUDA C++
+one beside it when built, or the C++ kernel on a CPU) against the view conv by cuDNN, with GB/s and % of the measured copy roofline (forward moves h in
 and a out; backward moves grad and h in and grad_h out). Host µs per eager call: the time per call of
-dwconv_act (and of its backward op) on a tiny input, many calls back to back, so the device never waits
-on itself: what a launch-bound step pays per op.
+dwconv_act on a tiny input (forward without grad; backward as autograd reaches it), many calls back to
+back, so the device never waits on itself: what a launch-bound step pays per op.
 
 FLOPs: every variant computes the same math, so all TFLOP/s use one count, "model GFLOP": the
 reference block's fwd+bwd counted by effkernels.flops.flop_counter. torch's own FlopCounterMode
@@ -188,6 +188,13 @@ def bench_case(model, batch, side, device, dtype, repeats, compile_variants):
         "dwconv_act bwd": (lambda: torch.ops.effkernels.dwconv_act_backward(grad, h, grid, dw_weight, dw_bias,
                                                                             **OPTIONS), 3 * nbytes),
     }
+    if device.type == "cuda" and hasattr(torch.ops.effkernels, "dwconv_act_cuda"):
+        # The other GPU backend on the same inputs: the default is the one measured fastest.
+        kernels["dwconv_act CUDA C++ fwd"] = (
+            lambda: torch.ops.effkernels.dwconv_act_cuda(h, grid, dw_weight, dw_bias, **OPTIONS), 2 * nbytes)
+        kernels["dwconv_act CUDA C++ bwd"] = (
+            lambda: torch.ops.effkernels.dwconv_act_backward_cuda(grad, h, grid, dw_weight, dw_bias, **OPTIONS),
+            3 * nbytes)
     leaves = [t.detach().requires_grad_() for t in (h, dw_weight, dw_bias)]
     view_out = F.hardswish(_view_conv(F.hardswish(leaves[0]), grid, leaves[1], leaves[2], 1))
     view_grad = torch.randn_like(view_out)
@@ -205,11 +212,16 @@ def bench_case(model, batch, side, device, dtype, repeats, compile_variants):
     return row
 
 
+def kernel_names(row) -> list[str]:
+    """The conv kernels timed alone in this row (dwconv_act, the view conv, the CUDA C++ backend)."""
+    return [key[: -len(" GB/s")] for key in row if key.endswith(" GB/s")]
+
+
 def progress_line(row) -> str:
     """One case's headline figures, printed as soon as it is measured."""
     ratios = ", ".join(f"{name} {row[name]:.2f}" for name in ("fused / mlp", "fused compiled / mlp") if name in row)
     kernels = ", ".join(f"{name} {row[f'{name} ms']:.3f} ms ({row[f'{name} % roofline']:.0f} %)"
-                        for name in ("dwconv_act fwd", "dwconv_act bwd", "view conv fwd", "view conv bwd"))
+                        for name in kernel_names(row))
     return f"{row['model']} b{row['batch']} {row['grid']}: {ratios}; {kernels}"
 
 
@@ -235,7 +247,7 @@ def main(argv=None):
     rows = []
     for case in SWEEPS[sweep]:
         row = bench_case(*case, device, dtype, repeats, compile_variants)
-        for name in ("dwconv_act fwd", "dwconv_act bwd", "view conv fwd", "view conv bwd"):
+        for name in kernel_names(row):
             row[f"{name} % roofline"] = 100 * row[f"{name} GB/s"] / bandwidth
         rows.append(row)
         print(progress_line(row), flush=True)
@@ -248,8 +260,7 @@ def main(argv=None):
     columns = (["model", "batch", "grid", "model GFLOP", "torch-counted GFLOP"] + block_columns
                + [c for c in ("fused / mlp", "fused compiled / mlp", "reference / mlp", "reference compiled / mlp",
                               "view conv / mlp", "fused TFLOP/s") if c in rows[0]]
-               + [f"{k} {unit}" for k in ("dwconv_act fwd", "dwconv_act bwd", "view conv fwd", "view conv bwd")
-                  for unit in ("ms", "% roofline")]
+               + [f"{k} {unit}" for k in kernel_names(rows[0]) for unit in ("ms", "% roofline")]
                + ["fused memory MB", "reference memory MB"])
     table = common.write_results(args.out or common.default_out_dir(device), "local_ffn", meta, rows, columns,
                                  plot=(("model", "grid"), "fused / mlp", "LocalFFN time / plain Mlp time"))

@@ -3,7 +3,9 @@
 effkernels, on uint8 images (what a loader yields; conversion, normalisation and cast fused):
 - "bf16" / "f32": lowfreq_crop with bf16 / float32 output (the Triton kernel's bf16-only and
   hi + lo tensor-core precisions on a GPU); "f32 in": float32 images in [0, 1], float32 out;
-- "aug bf16" / "aug f32": lowfreq_crop_augmented with per-sample crop boxes and flips.
+- "aug bf16" / "aug f32": lowfreq_crop_augmented with per-sample crop boxes and flips;
+- "CUDA C++ bf16" / "CUDA C++ f32": the plain op on the CUDA C++ backend (EFFKERNELS_BACKEND=cuda),
+  on a GPU when it was built: the default backend is the one these show fastest.
 Peers, measured in the same run on the same batch:
 - fft: EfficientTrain's freq_crop in torch.fft (fft2, shift, crop the centred block, ifft2, real);
   fft+resize: that, then F.interpolate(antialias=True) to the output size, when one is asked for;
@@ -86,6 +88,21 @@ def two_gemm_lowfreq_crop(size: int, band: int, out: tuple, device):
     return run
 
 
+def with_backend(name, fn):
+    """fn run with EFFKERNELS_BACKEND=name (lowfreq_crop keys its cached plans on it)."""
+    def call():
+        previous = os.environ.get("EFFKERNELS_BACKEND")
+        os.environ["EFFKERNELS_BACKEND"] = name
+        try:
+            return fn()
+        finally:
+            if previous is None:
+                del os.environ["EFFKERNELS_BACKEND"]
+            else:
+                os.environ["EFFKERNELS_BACKEND"] = previous
+    return call
+
+
 def bench_case(batch, size, band, out_size, device, repeats, compile_peers):
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
     floats = images.float() / 255
@@ -113,6 +130,10 @@ def bench_case(batch, size, band, out_size, device, repeats, compile_peers):
         "interpolate": lambda: F.interpolate(next_floats(), size=out, mode="bilinear", antialias=True),
         "torchvision resize": lambda: torchvision_functional.resize(next_floats(), list(out), antialias=True),
     }
+    if device.type == "cuda" and hasattr(torch.ops.effkernels, "separable_map_cuda"):
+        # The other GPU backend on the same batches: the default is the one measured fastest.
+        timed["CUDA C++ bf16"] = with_backend("cuda", ours(torch.bfloat16))
+        timed["CUDA C++ f32"] = with_backend("cuda", ours(torch.float32))
     if compile_peers:
         compiled = torch.compile(two_gemm)
         timed["2-GEMM compiled"] = lambda: compiled(next_images())
@@ -222,6 +243,7 @@ def main(argv=None):
             "host us per call": host, "2-GEMM compiled": "timed" if compile_peers else "skipped",
             "sweep": args.sweep, "repeats": repeats}
     columns = ["batch", "input", "band", "output", "bf16 ms", "f32 ms", "f32 in ms", "aug bf16 ms", "aug f32 ms",
+               "CUDA C++ bf16 ms", "CUDA C++ f32 ms",
                "fft ms", "fft+resize ms", "2-GEMM ms", "2-GEMM compiled ms", *(f"{name} ms" for name in RESIZE_PEERS),
                "speed-up vs fft", "bf16 vs fft", "vs 2-GEMM", "vs 2-GEMM compiled", "aug / plain", "vs best resize",
                "GB/s", "% roofline", "TFLOP/s", "% GEMM"]
