@@ -161,14 +161,15 @@ torch.library.impl("effkernels::local_ffn", "CompositeImplicitAutograd", _local_
 
 
 def _run_dwconv_act(h, grid_size, weight, bias, options):
-    """dwconv_act on checked arguments. An eager call on a plain CPU or CUDA tensor that no tracer,
+    """dwconv_act on checked arguments. An eager call on plain CPU or CUDA tensors that no tracer,
     mode or transform watches runs the device kernels directly, under `_DwconvAct` when
     autograd needs it: the dispatcher and the op's registered autograd cost more host time than the
-    kernel launch (on a 2-core CPU VM, 2026-11-23: 112 µs per call with grad through the op, 31 µs
-    this way). Everything else goes through the op, which torch.compile and FlopCounterMode see;
-    profiler traces show the kernels, not the op."""
+    kernel launch (public dwconv_act with autograd on a 2-core CPU VM, 2026-11-23: 110 µs per call
+    through the op, 49 µs this way). Everything else goes through the op, which torch.compile and
+    FlopCounterMode see; profiler traces show the kernels, not the op."""
     device_type = h.device.type
-    if not (device_type in _EAGER_DEVICE_TYPES and untraced(h)):
+    plain_weights = type(weight) is torch.Tensor and (bias is None or type(bias) is torch.Tensor)
+    if not (device_type in _EAGER_DEVICE_TYPES and plain_weights and untraced(h)):
         return torch.ops.effkernels.dwconv_act(h, grid_size, weight, bias, **options)
     forward, backward = _device_kernels(device_type, gpu_backend() if device_type == "cuda" else None)
     if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
