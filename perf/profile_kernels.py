@@ -45,8 +45,7 @@ def local_ffn_workloads(shape, device, dtype):
 
     def fused():
         with autocast:
-            y = effkernels.local_ffn(x, shape["grid"], fc1.to(dtype), fc1_bias.to(dtype), dw.to(dtype),
-                                     dw_bias.to(dtype), fc2.to(dtype), fc2_bias.to(dtype), num_prefix_tokens=1,
+            y = effkernels.local_ffn(x, shape["grid"], fc1, fc1_bias, dw, dw_bias, fc2, fc2_bias, num_prefix_tokens=1,
                                      pre_act="hardswish", act="hardswish")
         y.backward(grad)
 
