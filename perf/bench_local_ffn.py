@@ -28,7 +28,6 @@ the compiled variants anywhere. The output says what was skipped.
 import argparse
 import os
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -107,20 +106,6 @@ def memory_mb(fn, x):
     return sum(storages.values()) / 2**20
 
 
-def host_us(fn, device, calls=300):
-    """µs per call of fn() called back to back (device synchronised once at the end)."""
-    for _ in range(10):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    begin = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - begin) / calls * 1e6
-
-
 def host_overhead(device, dtype):
     """Host µs per eager call of dwconv_act on a 1 × (1 + 2×2) × 8 input: the forward alone (no
     grad), and the backward as training reaches it (forward with grad + autograd backward, minus
@@ -129,10 +114,14 @@ def host_overhead(device, dtype):
     weight = torch.randn(8, 1, 3, 3, device=device, dtype=dtype, requires_grad=True)
     bias = torch.randn(8, device=device, dtype=dtype, requires_grad=True)
     grad = torch.randn_like(h)
+
+    def call():
+        return effkernels.dwconv_act(h, (2, 2), weight, bias, **OPTIONS)
+
     with torch.no_grad():
-        forward = host_us(lambda: effkernels.dwconv_act(h, (2, 2), weight, bias, **OPTIONS), device)
-    with_grad = host_us(lambda: effkernels.dwconv_act(h, (2, 2), weight, bias, **OPTIONS), device)
-    both = host_us(lambda: effkernels.dwconv_act(h, (2, 2), weight, bias, **OPTIONS).backward(grad), device)
+        forward = common.wall_us_per_call(call, device, 300)
+    with_grad = common.wall_us_per_call(call, device, 300)
+    both = common.wall_us_per_call(lambda: call().backward(grad), device, 300)
     return {"host us dwconv_act fwd": forward, "host us dwconv_act bwd": both - with_grad}
 
 

@@ -78,6 +78,19 @@ def median_ms(fn, device: torch.device, repeats: int, warmup: int = 3, calls: in
     return statistics.median(samples)
 
 
+def wall_us_per_call(fn, device: torch.device, calls: int, warmup: int = 10) -> float:
+    """µs per call of fn() called back to back, the device synchronised once at the end: on a GPU,
+    where each call's work is small, the host's cost per call (what a launch-bound loop pays)."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    begin = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    synchronize(device)
+    return (time.perf_counter() - begin) / calls * 1e6
+
+
 def interleaved_median_ms(fns: dict, device: torch.device, repeats: int, warmup: int = 3) -> dict:
     """Median ms per call of each fn, timed round-robin so that a noisy neighbour hits every peer alike."""
     samples = {name: [] for name in fns}

@@ -13,7 +13,6 @@ Usage: python perf/profile_kernels.py [--sweep deit_small|tiny] [--out DIR]
 import argparse
 import json
 import os
-import time
 
 import torch
 import torch.nn.functional as F
@@ -77,14 +76,7 @@ def lowfreq_workloads(shape, device, dtype):
 
 def profile(step, device, iterations):
     """(host ms per iteration, [(kernel or op, calls per iteration, ms per iteration)] heaviest first)."""
-    for _ in range(3):
-        step()
-    common.synchronize(device)
-    begin = time.perf_counter()
-    for _ in range(iterations):
-        step()
-    common.synchronize(device)
-    host_ms = (time.perf_counter() - begin) / iterations * 1e3
+    host_ms = common.wall_us_per_call(step, device, iterations, warmup=3) / 1e3
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
