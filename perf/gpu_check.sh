@@ -4,11 +4,12 @@
 # Usage: bash perf/gpu_check.sh [results-folder]   (default perf/results/<device>-<date>)
 #
 # Every phase runs under its own time limit (seconds, overridable as BUILD_LIMIT, TEST_LIMIT,
-# LOWFREQ_LIMIT, LOCAL_FFN_LIMIT, PROFILE_LIMIT, TIMM_LIMIT, PIPELINE_LIMIT, TRAIN_LIMIT, E2E_LIMIT) and appends its outcome to summary.txt
-# the moment it ends (ok, failed, or over its limit), so a slow phase never costs the results of the
-# others. The summary carries pytest's failure lines and its slowest tests. All phases take up to
+# LOWFREQ_LIMIT, LOCAL_FFN_LIMIT, PROFILE_LIMIT, TIMM_LIMIT, PIPELINE_LIMIT, TRAIN_LIMIT, E2E_LIMIT,
+# TUNE_LIMIT) and appends its outcome to summary.txt the moment it ends (ok, failed, or over its
+# limit), so a slow phase never costs the results of the others. The summary carries pytest's failure lines and its slowest tests. All phases take up to
 # 1490 s, more than two 10-minute device calls: PHASES="build tests lowfreq" runs a subset. Without
 # "build" the extension must already be importable (e.g. a _C library built by an earlier call).
+# PHASES="tune" sweeps the Triton kernels' launch shapes (perf/tune_*.py), which choose their defaults.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python}
@@ -75,6 +76,12 @@ fi
 if wanted profile; then  # the heaviest kernels of the LocalFFN block and lowfreq_crop at the issues' shapes
   phase "kernel profile" "${PROFILE_LIMIT:-90}" "$out/profile_kernels.log" $python perf/profile_kernels.py --out "$out"
   grep -E "^[a-z_]+ .*: .* ms" "$out/profile_kernels.log" >> "$summary"
+fi
+if wanted tune; then  # launch-shape sweeps that choose the kernels' defaults (not in the default phases)
+  phase "tune dwconv_act" "${TUNE_LIMIT:-300}" "$out/tune_dwconv_act.log" $python perf/tune_dwconv_act.py --out "$out"
+  grep -E "^(forward|backward) " "$out/tune_dwconv_act.log" >> "$summary"
+  phase "tune separable_map" "${TUNE_LIMIT:-300}" "$out/tune_separable_map.txt" $python perf/tune_separable_map.py
+  grep -E "^band " "$out/tune_separable_map.txt" >> "$summary"
 fi
 if wanted timm; then
   phase "benchmark timm fuse" "${TIMM_LIMIT:-40}" "$out/bench_timm_fuse.log" \

@@ -315,23 +315,35 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # Triton runs under the
 
 
 @pytest.mark.parametrize("width", [4, 9])
-def test_triton_column_strips_share_their_halo(monkeypatch, width):
-    """Grids wider than MAX_BLOCK_W are split into column strips whose halos overlap."""
+def test_triton_column_strips_share_their_halo(width):
+    """Grids wider than a program's column strip (BLOCK_W) are split into strips whose halos overlap."""
     from effkernels.triton import dwconv_act as kernels
 
-    monkeypatch.setattr(kernels, "MAX_BLOCK_W", 4)
-    kernels._config.cache_clear()
-    try:
-        h, weight, bias, grad = random_dwconv(3, 1, (3, width), 12, device=DEVICE)
-        options = dict(num_prefix_tokens=1, prefix="mlp", pre_act="hardswish", act="gelu")
-        out = kernels.dwconv_act_triton(h, (3, width), weight, bias, **options)
-        grads = kernels.dwconv_act_backward_triton(grad, h, (3, width), weight, bias, **options)
-    finally:
-        kernels._config.cache_clear()
+    h, weight, bias, grad = random_dwconv(3, 1, (3, width), 12, device=DEVICE)
+    options = dict(num_prefix_tokens=1, prefix="mlp", pre_act="hardswish", act="gelu")
+    out = kernels.dwconv_act_triton(h, (3, width), weight, bias, **options, tiles={"BLOCK_W": 4})
+    grads = kernels.dwconv_act_backward_triton(grad, h, (3, width), weight, bias, **options, tiles={"BLOCK_W": 4})
     expected, expected_grads = dwconv_fwd_and_grads(reference.dwconv_act, h, weight, bias, (3, width), grad, **options)
     assert relative_error(out, expected) < TOLERANCE[torch.float64]
     for got, want in zip(grads, expected_grads):
         assert relative_error(got, want) < TOLERANCE[torch.float64]
+
+
+@pytest.mark.parametrize("tiles", [dict(BLOCK_C=16, num_warps=2), dict(BLOCK_W=2, BLOCK_C=64, programs_per_sm=1)])
+def test_triton_launch_shapes_the_tuner_tries_compute_the_same(tiles):
+    """perf/tune_dwconv_act.py times other launch shapes than the default: each gives the same results."""
+    from effkernels.triton import dwconv_act as kernels
+
+    h, weight, bias, grad = random_dwconv(3, 2, (3, 5), 40, device=DEVICE)
+    options = dict(num_prefix_tokens=2, prefix="mlp", pre_act="relu", act="hardswish")
+    out = kernels.dwconv_act_triton(h, (3, 5), weight, bias, **options, tiles=tiles)
+    grads = kernels.dwconv_act_backward_triton(grad, h, (3, 5), weight, bias, **options, tiles=tiles)
+    expected, expected_grads = dwconv_fwd_and_grads(reference.dwconv_act, h, weight, bias, (3, 5), grad, **options)
+    assert relative_error(out, expected) < TOLERANCE[torch.float64]
+    for got, want in zip(grads, expected_grads):
+        assert relative_error(got, want) < TOLERANCE[torch.float64]
+    with pytest.raises(ValueError, match="tiles"):
+        kernels.dwconv_act_triton(h, (3, 5), weight, bias, **options, tiles={"BLOCK_K": 16})
 
 
 def test_triton_host_path_launches_raw_kernels_in_eager(monkeypatch):
@@ -345,10 +357,11 @@ def test_triton_host_path_launches_raw_kernels_in_eager(monkeypatch):
         raise AssertionError("wrap_triton in an eager call")
 
     monkeypatch.setattr(torch.library, "wrap_triton", no_wrap)
-    kernels._config.cache_clear()
-    kernels.dwconv_act_triton(h, (3, 4), weight, bias, num_prefix_tokens=1)
-    kernels.dwconv_act_backward_triton(grad, h, (3, 4), weight, bias, num_prefix_tokens=1)
-    assert kernels._config.cache_info().misses == 1 and kernels._config.cache_info().hits == 1
+    kernels.launch_shape.cache_clear()
+    for _ in range(2):
+        kernels.dwconv_act_triton(h, (3, 4), weight, bias, num_prefix_tokens=1)
+        kernels.dwconv_act_backward_triton(grad, h, (3, 4), weight, bias, num_prefix_tokens=1)
+    assert kernels.launch_shape.cache_info().misses == 2 and kernels.launch_shape.cache_info().hits == 2
 
     wrapped = []
     monkeypatch.setattr(torch.library, "wrap_triton", lambda kernel: wrapped.append(kernel) or kernel)
@@ -405,64 +418,28 @@ def test_flop_counter_fix_counts_the_depthwise_conv_once():
     assert counts["torch"] == gemms + 2 * conv + conv * hidden  # grad_weight as a dense conv
 
 
-SM90_COMPILE_CHECK = """
-import os, re, subprocess, sys
-import torch, triton, triton.language as tl
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from effkernels.triton import dwconv_act as kernels
-
-dtype, triton_dtype, out = getattr(torch, sys.argv[1]), sys.argv[2], sys.argv[3]
-ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-sizes = {name: "i32" for name in ("B", "N", "P", "H", "W", "C")}
-options = dict(HAS_BIAS=True, HAS_PREFIX=True, SKIP_PREFIX=False, PRE="hardswish", ACT="gelu_tanh", ACC=tl.float32,
-               BLOCK_W=16, BLOCK_P=1)
-tensors = ("h_ptr", "w_ptr", "bias_ptr")
-fwd = {**{t: "*" + triton_dtype for t in (*tensors, "out_ptr")}, **sizes}
-bwd = {"grad_ptr": "*" + triton_dtype, **{t: "*" + triton_dtype for t in (*tensors, "grad_h_ptr")},
-       "partials_ptr": "*fp32", **sizes}
-per_sm = kernels.PROGRAMS_PER_SM[dtype]
-for kernel, signature, block_c, programs in ((kernels._dwconv_act_fwd_kernel, fwd, 32, per_sm[0]),
-                                              (kernels._dwconv_act_bwd_kernel, bwd, 16, per_sm[1])):
-    constexprs = {**options, "BLOCK_C": block_c}
-    # The hints a launch gives: 16-byte aligned pointers, a channel count divisible by 16.
-    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(signature)
-             if signature[name].startswith("*") or name == "C"}
-    source = ASTSource(fn=kernel, signature={**signature, **{k: "constexpr" for k in constexprs}},
-                       constexprs=constexprs, attrs=attrs)
-    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": kernels.NUM_WARPS})
-    with open(os.path.join(out, "kernel.ptx"), "w") as f:
-        f.write(compiled.asm["ptx"])
-    report = subprocess.run([ptxas, "-v", "--gpu-name", "sm_90a", os.path.join(out, "kernel.ptx"), "-o",
-                             os.path.join(out, "kernel.cubin")], capture_output=True, text=True, check=True).stderr
-    registers = int(re.search(r"Used (\\d+) registers", report).group(1))
-    print(kernel.__name__, registers, "spills" if "0 bytes spill stores, 0 bytes spill loads" not in report else "",
-          (registers + 7) // 8 * 8 * 32 * kernels.NUM_WARPS * programs)
-"""
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU every Triton test compiles the kernels for real")
-@pytest.mark.parametrize("dtype,triton_dtype", [(torch.bfloat16, "bf16"), (torch.float32, "fp32")])
-def test_triton_kernels_compile_for_sm90_within_their_register_budget(tmp_path, dtype, triton_dtype):
-    """Without a GPU the interpreter never compiles the kernels: compile them for sm_90 (in a process
-    without TRITON_INTERPRET), and check with ptxas that they do not spill and that PROGRAMS_PER_SM of
-    them fit in an SM's 65,536 registers."""
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_triton_kernels_compile_for_sm90_within_their_register_budget(dtype):
+    """Without a GPU the interpreter never compiles the kernels: compile the default launch shapes for
+    sm_90 (perf/tune_dwconv_act.py --sm90, in processes without TRITON_INTERPRET), with the costliest
+    activation and a bias, and check with ptxas that they do not spill and that PROGRAMS_PER_SM of them
+    fit in an SM's 65,536 registers."""
     import os
-    import subprocess
     import sys
 
     import triton
 
+    from effkernels.triton import dwconv_act as kernels
+
     if not os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")):
         pytest.skip("this triton has no bundled ptxas")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-c", SM90_COMPILE_CHECK, str(dtype).split(".")[1], triton_dtype,
-                             str(tmp_path)], capture_output=True, text=True, env=env, cwd=repo)
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.splitlines()
-    assert [line.split()[0] for line in lines] == ["_dwconv_act_fwd_kernel", "_dwconv_act_bwd_kernel"], lines
-    for line in lines:
-        name, registers, *spills, registers_per_sm = line.split()
-        assert not spills, line
-        assert int(registers_per_sm) <= 65536, line
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "perf"))
+    import tune_dwconv_act
+
+    reports = tune_dwconv_act.main(["--sm90", "--defaults-only", "--dtype", dtype, "--act", "gelu_tanh", "--bias",
+                                    "--grids", "6", "14", "--jobs", "2"])
+    assert sorted(r["kind"] for r in reports) == ["backward"] * 2 + ["forward"] * 2, reports
+    for report in reports:
+        assert report["spill_bytes"] == 0, report
+        assert report["programs_fit"] >= kernels.PROGRAMS_PER_SM[getattr(torch, dtype)][report["kind"] == "backward"]

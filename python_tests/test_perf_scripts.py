@@ -59,3 +59,17 @@ def test_kernel_profile_lists_each_workloads_heaviest_kernels(tmp_path):
         assert [k["ms"] for k in kernels] == sorted((k["ms"] for k in kernels), reverse=True)
     table = (tmp_path / "profile_kernels.md").read_text()
     assert table.count("\n### ") == 4 and table.count("\n| ") >= 4 * (1 + 3)
+
+
+def test_dwconv_act_tuner_times_the_default_and_candidates(tmp_path):
+    """perf/tune_dwconv_act.py on a tiny shape under the interpreter: each candidate is compiled for sm_90
+    and run, the default is among the rows and every row is compared with it (figures no speed claim)."""
+    import tune_dwconv_act
+
+    rows = tune_dwconv_act.main(["--device", "cpu", "--grids", "3", "--hidden", "16", "--batch", "2", "--shapes", "2",
+                                 "--jobs", "2", "--top", "2", "--out", str(tmp_path)])
+    assert {row["kind"] for row in rows} == {"forward", "backward"}
+    assert sum(row["default"] for row in rows) == 2
+    assert all(row["ms"] > 0 and row["vs default"] > 0 and row["registers"] > 0 for row in rows)
+    results = json.loads((tmp_path / "tune_dwconv_act.json").read_text())
+    assert len(results["rows"]) == len(rows)

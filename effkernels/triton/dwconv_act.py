@@ -26,6 +26,8 @@ Design (a memory-bound stencil; see ../shared/DESIGN.md, Op 2):
   grad_bias: deterministic, no atomics. Sample groups fill the SMs once (one wave).
 - Tiles: 4 values per thread forward, 2 backward (4 warps), chosen by registers: compiled for sm_90
   with ptxas -v, bf16, the forward uses 96-117 registers and the backward 151-163, neither spills.
+  perf/tune_dwconv_act.py times the other launch shapes (launch_shape's `tiles`) on a GPU, and
+  reports every shape's registers and load widths anywhere, so the defaults can follow measurement.
 - Host path: launch metadata (block sizes, grid, sample groups) cached per shape; the raw kernel is
   launched in eager mode, through torch.library.wrap_triton only while torch.compile traces.
 """
@@ -393,30 +395,32 @@ def _dwconv_act_reduce_kernel(partials_ptr, grad_weight_ptr, grad_bias_ptr, ROWS
 
 
 _ACC = {torch.float64: tl.float64}
+TILE = {"forward": FWD_TILE, "backward": BWD_TILE}
+TILE_KEYS = ("BLOCK_W", "BLOCK_C", "num_warps", "programs_per_sm")
 
 
 @functools.lru_cache(maxsize=256)
-def _config(batch, tokens, channels, prefix_tokens, height, width, dtype, device):
-    """Launch metadata per shape, cached so an eager call does no more than allocate and launch:
-    (forward grid, forward BLOCK_C, backward grid, backward BLOCK_C, BLOCK_W, BLOCK_P)."""
-    block_w = min(MAX_BLOCK_W, triton.next_power_of_2(width))
-    strips = triton.cdiv(width, block_w)
+def launch_shape(kind, batch, channels, prefix_tokens, width, dtype, device, tiles=()):
+    """(grid, launch options) of the forward or backward kernel ("forward"/"backward") for a shape,
+    cached so that an eager call does no more than allocate and launch. tiles: (key, value) pairs
+    overriding the defaults, for perf/tune_dwconv_act.py: BLOCK_W (grid columns per strip), BLOCK_C,
+    num_warps, programs_per_sm (sample groups: that many programs per SM, at most one per sample)."""
+    tiles = dict(tiles)
+    if unknown := set(tiles) - set(TILE_KEYS):
+        raise ValueError(f"tiles: unknown keys {sorted(unknown)}; expected some of {TILE_KEYS}")
+    block_w = tiles.get("BLOCK_W", min(MAX_BLOCK_W, triton.next_power_of_2(width)))
     widest_c = max(MIN_BLOCK_C, triton.next_power_of_2(channels))
-    fwd_c = min(MAX_BLOCK_C, widest_c, max(MIN_BLOCK_C, FWD_TILE // block_w))
-    bwd_c = min(MAX_BLOCK_C, widest_c, max(MIN_BLOCK_C, BWD_TILE // block_w))
-    fwd_blocks, bwd_blocks = triton.cdiv(channels, fwd_c) * strips, triton.cdiv(channels, bwd_c) * strips
+    block_c = tiles.get("BLOCK_C", min(MAX_BLOCK_C, widest_c, max(MIN_BLOCK_C, TILE[kind] // block_w)))
+    blocks = (triton.cdiv(channels, block_c), triton.cdiv(width, block_w))
     if device.type == "cuda":
         sms = torch.cuda.get_device_properties(device).multi_processor_count
-        fwd_per_sm, bwd_per_sm = PROGRAMS_PER_SM[dtype]
-        fwd_groups, bwd_groups = (fwd_per_sm * sms) // fwd_blocks, (bwd_per_sm * sms) // bwd_blocks
+        per_sm = tiles.get("programs_per_sm", PROGRAMS_PER_SM[dtype][kind == "backward"])
+        groups = per_sm * sms // (blocks[0] * blocks[1])
     else:  # the interpreter: two groups, so that tests see programs owning several samples
-        fwd_groups = bwd_groups = 2
-    fwd_groups, bwd_groups = (max(1, min(batch, groups)) for groups in (fwd_groups, bwd_groups))
-    block_p = triton.next_power_of_2(max(prefix_tokens, 1))
-    return (
-        (triton.cdiv(channels, fwd_c), strips, fwd_groups), fwd_c,
-        (triton.cdiv(channels, bwd_c), strips, bwd_groups), bwd_c, block_w, block_p,
-    )
+        groups = 2
+    options = dict(BLOCK_W=block_w, BLOCK_C=block_c, BLOCK_P=triton.next_power_of_2(max(prefix_tokens, 1)),
+                   num_warps=tiles.get("num_warps", NUM_WARPS))
+    return (*blocks, max(1, min(batch, groups))), options
 
 
 def _launcher(kernel):
@@ -424,28 +428,34 @@ def _launcher(kernel):
     return torch.library.wrap_triton(kernel) if torch.compiler.is_compiling() else kernel
 
 
-def dwconv_act_triton(h, grid_size, weight, bias=None, num_prefix_tokens=0, prefix="mlp", pre_act=None, act="hardswish"):
-    """Forward launch; arguments as effkernels.local_ffn_ops.dwconv_act, already checked."""
+def _tile_items(tiles):
+    return tuple(sorted(tiles.items())) if tiles else ()
+
+
+def dwconv_act_triton(h, grid_size, weight, bias=None, num_prefix_tokens=0, prefix="mlp", pre_act=None, act="hardswish",
+                      tiles=None):
+    """Forward launch; arguments as effkernels.local_ffn_ops.dwconv_act, already checked. tiles: launch
+    shape overrides (see launch_shape)."""
     h = h.contiguous()
     out = torch.empty_like(h)
     if h.numel() == 0:
         return out
     batch, tokens, channels = h.shape
-    fwd_grid, fwd_c, _, _, block_w, block_p = _config(
-        batch, tokens, channels, num_prefix_tokens, grid_size[0], grid_size[1], h.dtype, h.device)
+    grid, options = launch_shape("forward", batch, channels, num_prefix_tokens, grid_size[1], h.dtype, h.device,
+                                 _tile_items(tiles))
     weight = weight.contiguous()
-    _launcher(_dwconv_act_fwd_kernel)[fwd_grid](
+    _launcher(_dwconv_act_fwd_kernel)[grid](
         h, weight, bias if bias is not None else weight, out, batch, tokens, num_prefix_tokens, grid_size[0],
         grid_size[1], channels, HAS_BIAS=bias is not None, HAS_PREFIX=num_prefix_tokens > 0,
-        SKIP_PREFIX=prefix == "skip", PRE=pre_act or "none", ACT=act, ACC=_ACC.get(h.dtype, tl.float32),
-        BLOCK_W=block_w, BLOCK_C=fwd_c, BLOCK_P=block_p, num_warps=NUM_WARPS,
+        SKIP_PREFIX=prefix == "skip", PRE=pre_act or "none", ACT=act, ACC=_ACC.get(h.dtype, tl.float32), **options,
     )
     return out
 
 
-def dwconv_act_backward_triton(grad, h, grid_size, weight, bias=None, num_prefix_tokens=0, prefix="mlp", pre_act=None, act="hardswish"):
+def dwconv_act_backward_triton(grad, h, grid_size, weight, bias=None, num_prefix_tokens=0, prefix="mlp", pre_act=None,
+                               act="hardswish", tiles=None):
     """Backward launches (the one-pass kernel, then the fixed-order reduction of its partial sums):
-    (grad_h, grad_weight, grad_bias); arguments already checked."""
+    (grad_h, grad_weight, grad_bias); arguments already checked. tiles: as dwconv_act_triton's."""
     h, grad, weight = h.contiguous(), grad.contiguous(), weight.contiguous()
     batch, tokens, channels = h.shape
     grad_h = torch.empty_like(h)
@@ -453,17 +463,16 @@ def dwconv_act_backward_triton(grad, h, grid_size, weight, bias=None, num_prefix
     grad_bias = torch.empty(channels, dtype=weight.dtype, device=weight.device)
     if h.numel() == 0:
         return grad_h, grad_weight.zero_(), grad_bias.zero_()
-    _, _, bwd_grid, bwd_c, block_w, block_p = _config(
-        batch, tokens, channels, num_prefix_tokens, grid_size[0], grid_size[1], h.dtype, h.device)
+    grid, options = launch_shape("backward", batch, channels, num_prefix_tokens, grid_size[1], h.dtype, h.device,
+                                 _tile_items(tiles))
     acc = _ACC.get(h.dtype, tl.float32)
-    rows = bwd_grid[1] * bwd_grid[2]
+    rows = grid[1] * grid[2]
     partials = torch.empty((rows, 10, channels), dtype=torch.float64 if acc == tl.float64 else torch.float32,
                            device=h.device)
-    _launcher(_dwconv_act_bwd_kernel)[bwd_grid](
+    _launcher(_dwconv_act_bwd_kernel)[grid](
         grad, h, weight, bias if bias is not None else weight, grad_h, partials, batch, tokens, num_prefix_tokens,
         grid_size[0], grid_size[1], channels, HAS_BIAS=bias is not None, HAS_PREFIX=num_prefix_tokens > 0,
-        SKIP_PREFIX=prefix == "skip", PRE=pre_act or "none", ACT=act, ACC=acc, BLOCK_W=block_w, BLOCK_C=bwd_c,
-        BLOCK_P=block_p, num_warps=NUM_WARPS,
+        SKIP_PREFIX=prefix == "skip", PRE=pre_act or "none", ACT=act, ACC=acc, **options,
     )
     reduce_c = min(MAX_BLOCK_C, max(MIN_BLOCK_C, triton.next_power_of_2(channels)))
     _launcher(_dwconv_act_reduce_kernel)[(triton.cdiv(channels, reduce_c), 10)](

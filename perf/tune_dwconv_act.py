@@ -1,0 +1,229 @@
+"""Choose dwconv_act's Triton launch shapes by measurement (effkernels/triton/dwconv_act.py: launch_shape).
+
+    python perf/tune_dwconv_act.py [--grids 6 10 14] [--hidden 1536] [--batch 256]   # on a GPU
+    python perf/tune_dwconv_act.py --sm90 [--defaults-only]                            # anywhere
+
+Candidates: BLOCK_W (grid columns per program strip) × BLOCK_C (channels) × num_warps, each compiled
+for sm_90 by Triton and ptxas in worker processes: registers, spills, how many programs fit in an SM's
+65,536 registers, and the width of the kernel's global loads and stores (16-byte vectors are the
+design's aim; scalar 2-byte loads are the per-channel taps).
+
+On a GPU each candidate is then timed at LocalFFN's shapes (ViT-24h layout by default: h-swish before
+and after the conv, no conv bias, one class token skipped; bf16, DeiT-S hidden width), with every programs-per-SM
+count that fits (the sample groups of the one-wave launch), forward and backward apart, by
+triton.testing.do_bench (median, L2 flushed between calls): kernel time, not host time. Rows give
+GB/s and % of the measured copy roofline (forward moves h in and the result out; backward grad and h
+in, grad_h out) and the ratio to today's default; the table lists the default and the fastest few.
+
+--sm90 needs no GPU: the compile report alone. The test suite runs it to keep the default shapes
+within their register budget (no spills, PROGRAMS_PER_SM of them fit).
+"""
+import argparse
+import collections
+import concurrent.futures
+import functools
+import itertools
+import multiprocessing
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+REGISTERS_PER_SM = 65536
+LAYOUT = dict(num_prefix_tokens=1, prefix="skip", pre_act="hardswish")  # ViT-24h's, with --act after the conv
+DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+
+
+def candidates(width):
+    """(BLOCK_W, BLOCK_C, num_warps) launch shapes worth timing for a grid `width` columns wide."""
+    import triton
+
+    widest = triton.next_power_of_2(width)
+    for block_w, block_c, warps in itertools.product((widest // 2, widest), (16, 32, 64, 128), (2, 4, 8)):
+        per_thread = block_w * block_c // (32 * warps)
+        if block_w >= 2 and 1 <= per_thread <= 16:
+            yield block_w, block_c, warps
+
+
+def default_shape(kind, width, dtype_name, hidden):
+    """The (BLOCK_W, BLOCK_C, num_warps, programs per SM) that launch_shape picks today."""
+    from effkernels.triton import dwconv_act as kernels
+
+    dtype = getattr(torch, dtype_name)
+    _, options = kernels.launch_shape(kind, 1, hidden, LAYOUT["num_prefix_tokens"], width, dtype, torch.device("cpu"))
+    per_sm = kernels.PROGRAMS_PER_SM[dtype][kind == "backward"]
+    return options["BLOCK_W"], options["BLOCK_C"], options["num_warps"], per_sm
+
+
+def compile_report(job):
+    """Compile one (kind, dtype, act, bias, BLOCK_W, BLOCK_C, num_warps) for sm_90 (no GPU needed): a dict
+    with registers, spill bytes, programs per SM that fit, and global load/store instruction widths."""
+    kind, dtype_name, act, bias, block_w, block_c, warps = job
+    os.environ.pop("TRITON_INTERPRET", None)  # must be unset before triton is imported (spawned worker)
+    import triton
+    import triton.language as tl
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from effkernels.triton import dwconv_act as kernels
+
+    kernel = kernels._dwconv_act_fwd_kernel if kind == "forward" else kernels._dwconv_act_bwd_kernel
+    element = DTYPES[dtype_name]
+    constexprs = dict(HAS_BIAS=bias, HAS_PREFIX=True, SKIP_PREFIX=True, PRE=LAYOUT["pre_act"], ACT=act,
+                      ACC=tl.float32, BLOCK_W=block_w, BLOCK_C=block_c, BLOCK_P=1)
+    signature = {name: ("*fp32" if name == "partials_ptr" else "*" + element) if name.endswith("_ptr") else "i32"
+                 for name in kernel.arg_names if name not in constexprs}
+    # The hints a launch gives: 16-byte aligned pointers, a channel count divisible by 16.
+    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(signature)
+             if signature[name].startswith("*") or name == "C"}
+    source = ASTSource(fn=kernel, signature={**signature, **{k: "constexpr" for k in constexprs}},
+                       constexprs=constexprs, attrs=attrs)
+    ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps}).asm["ptx"]
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "kernel.ptx")
+        with open(path, "w") as f:
+            f.write(ptx)
+        report = subprocess.run([ptxas, "-v", "--gpu-name", "sm_90a", path, "-o", path + ".cubin"],
+                                capture_output=True, text=True, check=True).stderr
+    registers = int(re.search(r"Used (\d+) registers", report).group(1))
+    spills = sum(int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", report))
+    per_program = (registers + 7) // 8 * 8 * 32 * warps  # registers are allocated 8 per thread at a time
+    if torch.cuda.is_available():
+        # Fill Triton's disk cache for the timing loop: a small launch of the same specialisation (batch
+        # and channels multiples of 16, token count and grid sides neither 1 nor a multiple of 16).
+        tiles = dict(BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps)
+        launch_call(kind, 3, 16, 16, getattr(torch, dtype_name), act, bias, torch.device("cuda"), tiles)[0]()
+    return dict(kind=kind, dtype=dtype_name, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps,
+                registers=registers, spill_bytes=spills, programs_fit=REGISTERS_PER_SM // per_program,
+                loads=_widths(ptx, "ld"), stores=_widths(ptx, "st"))
+
+
+def _widths(ptx, op):
+    """'count×bytes' of the global memory instructions `op` (ld/st) in PTX, widest first."""
+    sizes = collections.Counter()
+    for suffixes in re.findall(rf"\b{op}\.global((?:\.[\w:]+)+)", ptx):
+        parts = suffixes.split(".")[1:]
+        lanes = next((int(p[1:]) for p in parts if re.fullmatch(r"v\d", p)), 1)
+        bits = int(re.fullmatch(r"[bfsu](\d+)", parts[-1]).group(1))
+        sizes[lanes * bits // 8] += 1
+    return " ".join(f"{count}×{size}B" for size, count in sorted(sizes.items(), reverse=True))
+
+
+def compile_all(jobs, workers):
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        return list(pool.map(compile_report, jobs))
+
+
+def launch_call(kind, side, hidden, batch, dtype, act, with_bias, device, tiles):
+    """(a call of the forward or backward launch with `tiles` on fresh inputs, the bytes it moves)."""
+    from effkernels.triton import dwconv_act as kernels
+
+    h = torch.randn(batch, 1 + side * side, hidden, device=device, dtype=dtype)
+    weight = torch.randn(hidden, 1, 3, 3, device=device, dtype=dtype)
+    bias = torch.randn(hidden, device=device, dtype=dtype) if with_bias else None
+    options = dict(**LAYOUT, act=act, tiles=tiles)
+    if kind == "forward":
+        return functools.partial(kernels.dwconv_act_triton, h, (side, side), weight, bias, **options), 2 * h.nbytes
+    return (functools.partial(kernels.dwconv_act_backward_triton, torch.randn_like(h), h, (side, side), weight, bias,
+                              **options), 3 * h.nbytes)
+
+
+def time_launches(kind, side, hidden, batch, dtype, act, with_bias, report, per_sm_counts, device, bandwidth):
+    """Timed rows of one compiled candidate at one grid side, for each programs-per-SM count."""
+    import triton
+
+    rows = []
+    for per_sm in per_sm_counts:
+        tiles = {"BLOCK_W": report["BLOCK_W"], "BLOCK_C": report["BLOCK_C"], "num_warps": report["num_warps"],
+                 "programs_per_sm": per_sm}
+        call, moved = launch_call(kind, side, hidden, batch, dtype, act, with_bias, device, tiles)
+        if device.type == "cuda":
+            ms = triton.testing.do_bench(call, warmup=5, rep=25, return_mode="median")
+        else:  # the interpreter: the code path is tried, the figure means nothing
+            ms = common.median_ms(call, device, repeats=1, warmup=0)
+        rows.append(dict(kind=kind, grid=f"{side}x{side}", hidden=hidden, batch=batch, **tiles, ms=ms,
+                         registers=report["registers"], spill_bytes=report["spill_bytes"],
+                         **{"GB/s": moved / ms / 1e6, "% roofline": 100 * moved / ms / 1e6 / bandwidth}))
+    return rows
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sm90", action="store_true", help="compile report only (no GPU needed)")
+    parser.add_argument("--defaults-only", action="store_true", help="only today's default shapes")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
+    parser.add_argument("--act", choices=["hardswish", "gelu", "gelu_tanh", "relu"], default="hardswish",
+                        help="activation after the conv (ViT-24h: hardswish; PVTv2: gelu)")
+    parser.add_argument("--bias", action="store_true", help="with a conv bias (PVTv2 has one)")
+    parser.add_argument("--grids", type=int, nargs="+", default=[6, 10, 14], help="grid sides (tokens per row)")
+    parser.add_argument("--hidden", type=int, default=1536, help="LocalFFN hidden width (DeiT-S: 1536)")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--kinds", nargs="+", choices=["forward", "backward"], default=["forward", "backward"])
+    parser.add_argument("--top", type=int, default=5, help="fastest rows listed per grid and kind")
+    parser.add_argument("--shapes", type=int, default=None, help="time only the first N candidates (a smoke run)")
+    parser.add_argument("--jobs", type=int, default=min(12, os.cpu_count() or 1), help="compiling processes")
+    parser.add_argument("--out", default=None, help="results folder (default perf/results/<device>-<date>)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if not args.sm90 and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        sys.exit("timing runs on a CUDA GPU (or, its figures meaningless, under TRITON_INTERPRET=1); "
+                 "--sm90 gives the compile report anywhere")
+    shapes = {(kind, width): {default_shape(kind, width, args.dtype, args.hidden)[:3],
+                              *([] if args.defaults_only else list(candidates(width))[: args.shapes])}
+              for kind in args.kinds for width in args.grids}
+    jobs = sorted({(kind, args.dtype, args.act, args.bias, *shape)
+                   for (kind, _), group in shapes.items() for shape in group})
+    reports = {tuple(job): report for job, report in zip(jobs, compile_all(jobs, args.jobs))}
+    if args.sm90:
+        for report in reports.values():
+            print({k: report[k] for k in ("kind", "BLOCK_W", "BLOCK_C", "num_warps", "registers", "spill_bytes",
+                                          "programs_fit", "loads", "stores")}, flush=True)
+        return list(reports.values())
+
+    dtype = getattr(torch, args.dtype)
+    bandwidth = common.copy_bandwidth_gbs(device)
+    listed = []
+    for (kind, width), group in shapes.items():
+        default = default_shape(kind, width, args.dtype, args.hidden)
+        rows = []
+        for shape in sorted(group):
+            report = reports[(kind, args.dtype, args.act, args.bias, *shape)]
+            # Sample groups matter on a GPU only (the interpreter runs two): every count that fits there.
+            fitting = range(1, max(report["programs_fit"], 1) + 1) if device.type == "cuda" else ()
+            counts = sorted({*fitting, default[3]})
+            rows += time_launches(kind, width, args.hidden, args.batch, dtype, args.act, args.bias, report, counts,
+                                  device, bandwidth)
+        default_ms = next(r["ms"] for r in rows if (r["BLOCK_W"], r["BLOCK_C"], r["num_warps"],
+                                                    r["programs_per_sm"]) == default)
+        for row in rows:
+            row["vs default"] = default_ms / row["ms"]
+            row["default"] = (row["BLOCK_W"], row["BLOCK_C"], row["num_warps"], row["programs_per_sm"]) == default
+        rows.sort(key=lambda r: r["ms"])
+        listed += [r for r in rows if r["default"]] + [r for r in rows[: args.top] if not r["default"]]
+        best = rows[0]
+        print(f"{kind} {width}x{width}: default {default_ms:.4f} ms; best {best['ms']:.4f} ms "
+              f"({best['% roofline']:.0f} % of copy roofline) with BLOCK_W {best['BLOCK_W']}, BLOCK_C "
+              f"{best['BLOCK_C']}, {best['num_warps']} warps, {best['programs_per_sm']} per SM", flush=True)
+    columns = ["kind", "grid", "default", "BLOCK_W", "BLOCK_C", "num_warps", "programs_per_sm", "registers",
+               "spill_bytes", "ms", "GB/s", "% roofline", "vs default"]
+    meta = {**common.run_meta(device), "copy GB/s": bandwidth, "dtype": args.dtype, "hidden": args.hidden,
+            "batch": args.batch, "layout": {**LAYOUT, "act": args.act, "bias": args.bias}}
+    print(common.write_results(args.out or common.default_out_dir(device), "tune_dwconv_act", meta, listed, columns))
+    return listed
+
+
+if __name__ == "__main__":
+    main()
