@@ -40,31 +40,46 @@ LAYOUT = dict(num_prefix_tokens=1, prefix="skip", pre_act="hardswish")  # ViT-24
 DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
 
-def candidates(width):
-    """(BLOCK_W, BLOCK_C, num_warps) launch shapes worth timing for a grid `width` columns wide."""
+SHAPE_KEYS = ("BLOCK_W", "BLOCK_C", "num_warps", "RELOAD_TAPS")  # a compiled kernel's launch shape
+
+
+def candidates(kind, width):
+    """Launch shapes (tuples of SHAPE_KEYS) worth timing for a grid `width` columns wide."""
     import triton
 
     widest = triton.next_power_of_2(width)
-    for block_w, block_c, warps in itertools.product((widest // 2, widest), (16, 32, 64, 128), (2, 4, 8)):
+    reload = (False, True) if kind == "forward" else (False,)
+    for block_w, block_c, warps, taps in itertools.product((widest // 2, widest), (16, 32, 64, 128), (2, 4, 8),
+                                                           reload):
         per_thread = block_w * block_c // (32 * warps)
         if block_w >= 2 and 1 <= per_thread <= 16:
-            yield block_w, block_c, warps
+            yield block_w, block_c, warps, taps
 
 
 def default_shape(kind, width, dtype_name, hidden):
-    """The (BLOCK_W, BLOCK_C, num_warps, programs per SM) that launch_shape picks today."""
+    """(the launch shape, the programs per SM) that launch_shape picks today."""
     from effkernels.triton import dwconv_act as kernels
 
     dtype = getattr(torch, dtype_name)
     _, options = kernels.launch_shape(kind, 1, hidden, LAYOUT["num_prefix_tokens"], width, dtype, torch.device("cpu"))
-    per_sm = kernels.PROGRAMS_PER_SM[dtype][kind == "backward"]
-    return options["BLOCK_W"], options["BLOCK_C"], options["num_warps"], per_sm
+    shape = tuple(options.get(key, False) for key in SHAPE_KEYS)
+    return shape, kernels.PROGRAMS_PER_SM[dtype][kind == "backward"]
+
+
+def tiles_of(kind, shape, **more):
+    """launch_shape's tiles for a launch shape (RELOAD_TAPS is the forward's only)."""
+    tiles = dict(zip(SHAPE_KEYS, shape), **more)
+    if kind == "backward":
+        del tiles["RELOAD_TAPS"]
+    return tiles
 
 
 def compile_report(job):
-    """Compile one (kind, dtype, act, bias, BLOCK_W, BLOCK_C, num_warps) for sm_90 (no GPU needed): a dict
-    with registers, spill bytes, programs per SM that fit, and global load/store instruction widths."""
-    kind, dtype_name, act, bias, block_w, block_c, warps = job
+    """Compile one (kind, dtype, act, bias, *launch shape) for sm_90 (no GPU needed): a dict with the
+    shape, registers, spill bytes, programs per SM that fit, and global load/store instruction widths."""
+    kind, dtype_name, act, bias, *shape = job
+    tiles = tiles_of(kind, shape)
+    warps = tiles.pop("num_warps")
     os.environ.pop("TRITON_INTERPRET", None)  # must be unset before triton is imported (spawned worker)
     import triton
     import triton.language as tl
@@ -76,7 +91,7 @@ def compile_report(job):
     kernel = kernels._dwconv_act_fwd_kernel if kind == "forward" else kernels._dwconv_act_bwd_kernel
     element = DTYPES[dtype_name]
     constexprs = dict(HAS_BIAS=bias, HAS_PREFIX=True, SKIP_PREFIX=True, PRE=LAYOUT["pre_act"], ACT=act,
-                      ACC=tl.float32, BLOCK_W=block_w, BLOCK_C=block_c, BLOCK_P=1)
+                      ACC=tl.float32, BLOCK_P=1, **tiles)
     signature = {name: ("*fp32" if name == "partials_ptr" else "*" + element) if name.endswith("_ptr") else "i32"
                  for name in kernel.arg_names if name not in constexprs}
     # The hints a launch gives: 16-byte aligned pointers, a channel count divisible by 16.
@@ -98,10 +113,9 @@ def compile_report(job):
     if torch.cuda.is_available():
         # Fill Triton's disk cache for the timing loop: a small launch of the same specialisation (batch
         # and channels multiples of 16, token count and grid sides neither 1 nor a multiple of 16).
-        tiles = dict(BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps)
-        launch_call(kind, 3, 16, 16, getattr(torch, dtype_name), act, bias, torch.device("cuda"), tiles)[0]()
-    return dict(kind=kind, dtype=dtype_name, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps,
-                registers=registers, spill_bytes=spills, programs_fit=REGISTERS_PER_SM // per_program,
+        launch_call(kind, 3, 16, 16, getattr(torch, dtype_name), act, bias, torch.device("cuda"),
+                    tiles_of(kind, shape))[0]()
+    return dict(kind=kind, dtype=dtype_name, **dict(zip(SHAPE_KEYS, shape)), registers=registers, spill_bytes=spills, programs_fit=REGISTERS_PER_SM // per_program,
                 loads=_widths(ptx, "ld"), stores=_widths(ptx, "st"))
 
 
@@ -141,15 +155,16 @@ def time_launches(kind, side, hidden, batch, dtype, act, with_bias, report, per_
     import triton
 
     rows = []
+    shape = tuple(report[key] for key in SHAPE_KEYS)
     for per_sm in per_sm_counts:
-        tiles = {"BLOCK_W": report["BLOCK_W"], "BLOCK_C": report["BLOCK_C"], "num_warps": report["num_warps"],
-                 "programs_per_sm": per_sm}
+        tiles = tiles_of(kind, shape, programs_per_sm=per_sm)
         call, moved = launch_call(kind, side, hidden, batch, dtype, act, with_bias, device, tiles)
         if device.type == "cuda":
             ms = triton.testing.do_bench(call, warmup=5, rep=25, return_mode="median")
         else:  # the interpreter: the code path is tried, the figure means nothing
             ms = common.median_ms(call, device, repeats=1, warmup=0)
-        rows.append(dict(kind=kind, grid=f"{side}x{side}", hidden=hidden, batch=batch, **tiles, ms=ms,
+        rows.append(dict(kind=kind, grid=f"{side}x{side}", hidden=hidden, batch=batch, **dict(zip(SHAPE_KEYS, shape)),
+                         programs_per_sm=per_sm, ms=ms,
                          registers=report["registers"], spill_bytes=report["spill_bytes"],
                          **{"GB/s": moved / ms / 1e6, "% roofline": 100 * moved / ms / 1e6 / bandwidth}))
     return rows
@@ -181,43 +196,45 @@ def main(argv=None):
     if not args.sm90 and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         sys.exit("timing runs on a CUDA GPU (or, its figures meaningless, under TRITON_INTERPRET=1); "
                  "--sm90 gives the compile report anywhere")
-    shapes = {(kind, width): {default_shape(kind, width, args.dtype, args.hidden)[:3],
-                              *([] if args.defaults_only else list(candidates(width))[: args.shapes])}
+    shapes = {(kind, width): {default_shape(kind, width, args.dtype, args.hidden)[0],
+                              *([] if args.defaults_only else list(candidates(kind, width))[: args.shapes])}
               for kind in args.kinds for width in args.grids}
     jobs = sorted({(kind, args.dtype, args.act, args.bias, *shape)
                    for (kind, _), group in shapes.items() for shape in group})
     reports = {tuple(job): report for job, report in zip(jobs, compile_all(jobs, args.jobs))}
     if args.sm90:
         for report in reports.values():
-            print({k: report[k] for k in ("kind", "BLOCK_W", "BLOCK_C", "num_warps", "registers", "spill_bytes",
-                                          "programs_fit", "loads", "stores")}, flush=True)
+            print({k: report[k] for k in ("kind", *SHAPE_KEYS, "registers", "spill_bytes", "programs_fit", "loads",
+                                          "stores")}, flush=True)
         return list(reports.values())
 
     dtype = getattr(torch, args.dtype)
     bandwidth = common.copy_bandwidth_gbs(device)
     listed = []
     for (kind, width), group in shapes.items():
-        default = default_shape(kind, width, args.dtype, args.hidden)
+        default_tiles, default_per_sm = default_shape(kind, width, args.dtype, args.hidden)
+        default = (*default_tiles, default_per_sm)
         rows = []
         for shape in sorted(group):
             report = reports[(kind, args.dtype, args.act, args.bias, *shape)]
             # Sample groups matter on a GPU only (the interpreter runs two): every count that fits there.
             fitting = range(1, max(report["programs_fit"], 1) + 1) if device.type == "cuda" else ()
-            counts = sorted({*fitting, default[3]})
+            counts = sorted({*fitting, default_per_sm})
             rows += time_launches(kind, width, args.hidden, args.batch, dtype, args.act, args.bias, report, counts,
                                   device, bandwidth)
-        default_ms = next(r["ms"] for r in rows if (r["BLOCK_W"], r["BLOCK_C"], r["num_warps"],
-                                                    r["programs_per_sm"]) == default)
+        for row in rows:
+            row["default"] = tuple(row[key] for key in (*SHAPE_KEYS, "programs_per_sm")) == default
+        default_ms = next(row["ms"] for row in rows if row["default"])
         for row in rows:
             row["vs default"] = default_ms / row["ms"]
-            row["default"] = (row["BLOCK_W"], row["BLOCK_C"], row["num_warps"], row["programs_per_sm"]) == default
         rows.sort(key=lambda r: r["ms"])
         listed += [r for r in rows if r["default"]] + [r for r in rows[: args.top] if not r["default"]]
         best = rows[0]
         print(f"{kind} {width}x{width}: default {default_ms:.4f} ms; best {best['ms']:.4f} ms "
               f"({best['% roofline']:.0f} % of copy roofline) with BLOCK_W {best['BLOCK_W']}, BLOCK_C "
-              f"{best['BLOCK_C']}, {best['num_warps']} warps, {best['programs_per_sm']} per SM", flush=True)
-    columns = ["kind", "grid", "default", "BLOCK_W", "BLOCK_C", "num_warps", "programs_per_sm", "registers",
+              f"{best['BLOCK_C']}, {best['num_warps']} warps, {best['programs_per_sm']} per SM"
+              f"{', taps reloaded' if best['RELOAD_TAPS'] else ''}", flush=True)
+    columns = ["kind", "grid", "default", *SHAPE_KEYS, "programs_per_sm", "registers",
                "spill_bytes", "ms", "GB/s", "% roofline", "vs default"]
     meta = {**common.run_meta(device), "copy GB/s": bandwidth, "dtype": args.dtype, "hidden": args.hidden,
             "batch": args.batch, "layout": {**LAYOUT, "act": args.act, "bias": args.bias}}

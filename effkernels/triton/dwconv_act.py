@@ -28,6 +28,10 @@ Design (a memory-bound stencil; see ../shared/DESIGN.md, Op 2):
   with ptxas -v, bf16, the forward uses 96-117 registers and the backward 151-163, neither spills.
   perf/tune_dwconv_act.py times the other launch shapes (launch_shape's `tiles`) on a GPU, and
   reports every shape's registers and load widths anywhere, so the defaults can follow measurement.
+  One of them is the forward's RELOAD_TAPS: the nine taps per channel are the largest register cost
+  (9 per value a thread holds), so it re-reads them from L1 every row instead; at 8 values per
+  thread (16-byte loads) that takes 172 registers down to 128, and twice the programs fit per SM,
+  so twice the rows are in flight (sm_90 ptxas, bf16; the speed is the tuner's to measure).
 - Host path: launch metadata (block sizes, grid, sample groups) cached per shape; the raw kernel is
   launched in eager mode, through torch.library.wrap_triton only while torch.compile traces.
 """
@@ -167,6 +171,7 @@ def _dwconv_act_fwd_kernel(
     h_ptr, w_ptr, bias_ptr, out_ptr, B, N, P, H, W, C,
     HAS_BIAS: tl.constexpr, HAS_PREFIX: tl.constexpr, SKIP_PREFIX: tl.constexpr, PRE: tl.constexpr,
     ACT: tl.constexpr, ACC: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+    RELOAD_TAPS: tl.constexpr,
 ):
     pid_x, group = tl.program_id(1), tl.program_id(2)
     chans, mask_c, cols, out_mask = _program_tile(W, C, BLOCK_W, BLOCK_C)
@@ -211,6 +216,9 @@ def _dwconv_act_fwd_kernel(
         b_l, b_m, b_r = c_l, c_m, c_r
         c_l, c_m, c_r = _row3(h_ptr, row3, (t + 3 < steps) & (e3 < H), cols, chans, mask_c, W, C)
         e3, row3 = _advance(e3, row3, H, row_stride, sample_stride)
+        if RELOAD_TAPS:  # from L1 each row: their registers hold rows in flight instead
+            w0, w1, w2, w3, w4, w5, w6, w7, w8, bias = _taps_and_bias(w_ptr, bias_ptr, chans, mask_c, HAS_BIAS,
+                                                                      ACC, BLOCK_C)
         z_done = _taps3(z_above, p_l, p_m, p_r, w6, w7, w8)  # row e-1: its row below came in
         z_above = _taps3(z_row, p_l, p_m, p_r, w3, w4, w5)
         z_row = _taps3(bias[None, :], p_l, p_m, p_r, w0, w1, w2)
@@ -396,7 +404,7 @@ def _dwconv_act_reduce_kernel(partials_ptr, grad_weight_ptr, grad_bias_ptr, ROWS
 
 _ACC = {torch.float64: tl.float64}
 TILE = {"forward": FWD_TILE, "backward": BWD_TILE}
-TILE_KEYS = ("BLOCK_W", "BLOCK_C", "num_warps", "programs_per_sm")
+TILE_KEYS = ("BLOCK_W", "BLOCK_C", "num_warps", "programs_per_sm", "RELOAD_TAPS")
 
 
 @functools.lru_cache(maxsize=256)
@@ -404,7 +412,8 @@ def launch_shape(kind, batch, channels, prefix_tokens, width, dtype, device, til
     """(grid, launch options) of the forward or backward kernel ("forward"/"backward") for a shape,
     cached so that an eager call does no more than allocate and launch. tiles: (key, value) pairs
     overriding the defaults, for perf/tune_dwconv_act.py: BLOCK_W (grid columns per strip), BLOCK_C,
-    num_warps, programs_per_sm (sample groups: that many programs per SM, at most one per sample)."""
+    num_warps, programs_per_sm (sample groups: that many programs per SM, at most one per sample), and
+    for the forward RELOAD_TAPS (read the taps every row rather than keep them in registers)."""
     tiles = dict(tiles)
     if unknown := set(tiles) - set(TILE_KEYS):
         raise ValueError(f"tiles: unknown keys {sorted(unknown)}; expected some of {TILE_KEYS}")
@@ -420,6 +429,10 @@ def launch_shape(kind, batch, channels, prefix_tokens, width, dtype, device, til
         groups = 2
     options = dict(BLOCK_W=block_w, BLOCK_C=block_c, BLOCK_P=triton.next_power_of_2(max(prefix_tokens, 1)),
                    num_warps=tiles.get("num_warps", NUM_WARPS))
+    if kind == "forward":
+        options["RELOAD_TAPS"] = tiles.get("RELOAD_TAPS", False)
+    elif "RELOAD_TAPS" in tiles:
+        raise ValueError("tiles: RELOAD_TAPS is a forward option")
     return (*blocks, max(1, min(batch, groups))), options
 
 
