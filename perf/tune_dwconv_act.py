@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 REGISTERS_PER_SM = 65536
+PROGRAMS_PER_SM_TRIED = (1, 2, 3, 4, 6, 8, 12, 16)  # those that fit in the registers
 LAYOUT = dict(num_prefix_tokens=1, prefix="skip", pre_act="hardswish")  # ViT-24h's, with --act after the conv
 DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
@@ -115,8 +116,8 @@ def compile_report(job):
         # and channels multiples of 16, token count and grid sides neither 1 nor a multiple of 16).
         launch_call(kind, 3, 16, 16, getattr(torch, dtype_name), act, bias, torch.device("cuda"),
                     tiles_of(kind, shape))[0]()
-    return dict(kind=kind, dtype=dtype_name, **dict(zip(SHAPE_KEYS, shape)), registers=registers, spill_bytes=spills, programs_fit=REGISTERS_PER_SM // per_program,
-                loads=_widths(ptx, "ld"), stores=_widths(ptx, "st"))
+    return dict(kind=kind, dtype=dtype_name, **dict(zip(SHAPE_KEYS, shape)), registers=registers, spill_bytes=spills,
+                programs_fit=REGISTERS_PER_SM // per_program, loads=_widths(ptx, "ld"), stores=_widths(ptx, "st"))
 
 
 def _widths(ptx, op):
@@ -217,8 +218,9 @@ def main(argv=None):
         rows = []
         for shape in sorted(group):
             report = reports[(kind, args.dtype, args.act, args.bias, *shape)]
-            # Sample groups matter on a GPU only (the interpreter runs two): every count that fits there.
-            fitting = range(1, max(report["programs_fit"], 1) + 1) if device.type == "cuda" else ()
+            # Sample groups matter on a GPU only (the interpreter runs two): the counts that fit there.
+            fit = max(report["programs_fit"], 1) if device.type == "cuda" else 0
+            fitting = [n for n in PROGRAMS_PER_SM_TRIED if n <= fit]
             counts = sorted({*fitting, default_per_sm})
             rows += time_launches(kind, width, args.hidden, args.batch, dtype, args.act, args.bias, report, counts,
                                   device, bandwidth)
