@@ -14,6 +14,7 @@ count that fits (the sample groups of the one-wave launch), forward and backward
 triton.testing.do_bench (median, L2 flushed between calls): kernel time, not host time. Rows give
 GB/s and % of the measured copy roofline (forward moves h in and the result out; backward grad and h
 in, grad_h out) and the ratio to today's default; the table lists the default and the fastest few.
+Shapes that spill registers are counted, and not timed.
 
 --sm90 needs no GPU: the compile report alone. The test suite runs it to keep the default shapes
 within their register budget (no spills, PROGRAMS_PER_SM of them fit).
@@ -203,6 +204,9 @@ def main(argv=None):
     jobs = sorted({(kind, args.dtype, args.act, args.bias, *shape)
                    for (kind, _), group in shapes.items() for shape in group})
     reports = {tuple(job): report for job, report in zip(jobs, compile_all(jobs, args.jobs))}
+    spilling = [r for r in reports.values() if r["spill_bytes"]]
+    print(f"compiled {len(reports)} launch shapes for sm_90; {len(spilling)} spill registers"
+          f"{'' if args.sm90 else ' (not timed)'}", flush=True)
     if args.sm90:
         for report in reports.values():
             print({k: report[k] for k in ("kind", *SHAPE_KEYS, "registers", "spill_bytes", "programs_fit", "loads",
@@ -218,6 +222,8 @@ def main(argv=None):
         rows = []
         for shape in sorted(group):
             report = reports[(kind, args.dtype, args.act, args.bias, *shape)]
+            if report["spill_bytes"] and shape != default_tiles:  # spilling to local memory: not a candidate
+                continue
             # Sample groups matter on a GPU only (the interpreter runs two): the counts that fit there.
             fit = max(report["programs_fit"], 1) if device.type == "cuda" else 0
             fitting = [n for n in PROGRAMS_PER_SM_TRIED if n <= fit]
