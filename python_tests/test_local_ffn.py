@@ -170,14 +170,17 @@ def saved_bytes(fn):
     return sum(storages.values())
 
 
+@pytest.mark.parametrize("autocast", [False, True])
 @pytest.mark.parametrize("pre_act", [None, "hardswish"])
-def test_keeps_no_more_for_backward_than_eager(pre_act):
+def test_keeps_no_more_for_backward_than_eager(pre_act, autocast):
+    """Issue 13: the fused block keeps at most what the eager chain keeps, under bf16 autocast too."""
     x, weights = random_ffn(4, 1, (14, 14), 192, 768, dtype=torch.float32)
     x.requires_grad_()
     weights = [w.requires_grad_() for w in weights]
     options = dict(num_prefix_tokens=1, prefix="mlp", pre_act=pre_act, act="hardswish")
-    fused = saved_bytes(lambda: effkernels.local_ffn(x, (14, 14), *weights, **options))
-    eager = saved_bytes(lambda: reference.local_ffn(x, (14, 14), *weights, **options))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        fused = saved_bytes(lambda: effkernels.local_ffn(x, (14, 14), *weights, **options))
+        eager = saved_bytes(lambda: reference.local_ffn(x, (14, 14), *weights, **options))
     assert fused <= eager
 
 
