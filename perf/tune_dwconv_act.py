@@ -5,12 +5,13 @@
 
 Candidates: BLOCK_W (grid columns per program strip) × BLOCK_C (channels) × num_warps, each compiled
 for sm_90 by Triton and ptxas in worker processes: registers, spills, how many programs fit in an SM's
-65,536 registers, and the width of the kernel's global loads and stores (16-byte vectors are the
-design's aim; scalar 2-byte loads are the per-channel taps).
+65,536 registers, SASS instructions per value and row step in the hot loop (the kernels are likely
+issue-bound: see the module's docstring), and the width of the kernel's global loads and stores
+(16-byte vectors are the design's aim; scalar 2-byte loads are the per-channel taps).
 
 On a GPU each candidate is then timed at LocalFFN's shapes (ViT-24h layout by default: h-swish before
-and after the conv, no conv bias, one class token skipped; bf16, DeiT-S hidden width), with every programs-per-SM
-count that fits (the sample groups of the one-wave launch), forward and backward apart, by
+and after the conv, no conv bias, one class token skipped; bf16, DeiT-S hidden width), with each
+programs-per-SM count that fits (the sample groups of the one-wave launch), forward and backward apart, by
 triton.testing.do_bench (median, L2 flushed between calls): kernel time, not host time. Rows give
 GB/s and % of the measured copy roofline (forward moves h in and the result out; backward grad and h
 in, grad_h out) and the ratio to today's default; the table lists the default and the fastest few.
@@ -42,20 +43,18 @@ LAYOUT = dict(num_prefix_tokens=1, prefix="skip", pre_act="hardswish")  # ViT-24
 DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
 
-SHAPE_KEYS = ("BLOCK_W", "BLOCK_C", "num_warps", "RELOAD_TAPS")  # a compiled kernel's launch shape
+SHAPE_KEYS = ("BLOCK_W", "BLOCK_C", "num_warps")  # a compiled kernel's launch shape
 
 
-def candidates(kind, width):
+def candidates(width):
     """Launch shapes (tuples of SHAPE_KEYS) worth timing for a grid `width` columns wide."""
     import triton
 
     widest = triton.next_power_of_2(width)
-    reload = (False, True) if kind == "forward" else (False,)
-    for block_w, block_c, warps, taps in itertools.product((widest // 2, widest), (16, 32, 64, 128), (2, 4, 8),
-                                                           reload):
+    for block_w, block_c, warps in itertools.product((widest // 2, widest), (16, 32, 64, 128), (2, 4, 8)):
         per_thread = block_w * block_c // (32 * warps)
         if block_w >= 2 and 1 <= per_thread <= 16:
-            yield block_w, block_c, warps, taps
+            yield block_w, block_c, warps
 
 
 def default_shape(kind, width, dtype_name, hidden):
@@ -64,24 +63,14 @@ def default_shape(kind, width, dtype_name, hidden):
 
     dtype = getattr(torch, dtype_name)
     _, options = kernels.launch_shape(kind, 1, hidden, LAYOUT["num_prefix_tokens"], width, dtype, torch.device("cpu"))
-    shape = tuple(options.get(key, False) for key in SHAPE_KEYS)
-    return shape, kernels.PROGRAMS_PER_SM[dtype][kind == "backward"]
-
-
-def tiles_of(kind, shape, **more):
-    """launch_shape's tiles for a launch shape (RELOAD_TAPS is the forward's only)."""
-    tiles = dict(zip(SHAPE_KEYS, shape), **more)
-    if kind == "backward":
-        del tiles["RELOAD_TAPS"]
-    return tiles
+    return tuple(options[key] for key in SHAPE_KEYS), kernels.PROGRAMS_PER_SM[dtype][kind == "backward"]
 
 
 def compile_report(job):
     """Compile one (kind, dtype, act, bias, *launch shape) for sm_90 (no GPU needed): a dict with the
-    shape, registers, spill bytes, programs per SM that fit, and global load/store instruction widths."""
-    kind, dtype_name, act, bias, *shape = job
-    tiles = tiles_of(kind, shape)
-    warps = tiles.pop("num_warps")
+    shape, registers, spill bytes, programs per SM that fit, SASS instructions per value in the hot
+    loop, and global load/store instruction widths."""
+    kind, dtype_name, act, bias, block_w, block_c, warps = job
     os.environ.pop("TRITON_INTERPRET", None)  # must be unset before triton is imported (spawned worker)
     import triton
     import triton.language as tl
@@ -93,7 +82,7 @@ def compile_report(job):
     kernel = kernels._dwconv_act_fwd_kernel if kind == "forward" else kernels._dwconv_act_bwd_kernel
     element = DTYPES[dtype_name]
     constexprs = dict(HAS_BIAS=bias, HAS_PREFIX=True, SKIP_PREFIX=True, PRE=LAYOUT["pre_act"], ACT=act,
-                      ACC=tl.float32, BLOCK_P=1, **tiles)
+                      ACC=tl.float32, BLOCK_P=1, BLOCK_W=block_w, BLOCK_C=block_c)
     signature = {name: ("*fp32" if name == "partials_ptr" else "*" + element) if name.endswith("_ptr") else "i32"
                  for name in kernel.arg_names if name not in constexprs}
     # The hints a launch gives: 16-byte aligned pointers, a channel count divisible by 16.
@@ -102,13 +91,17 @@ def compile_report(job):
     source = ASTSource(fn=kernel, signature={**signature, **{k: "constexpr" for k in constexprs}},
                        constexprs=constexprs, attrs=attrs)
     ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps}).asm["ptx"]
-    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "kernel.ptx")
         with open(path, "w") as f:
             f.write(ptx)
-        report = subprocess.run([ptxas, "-v", "--gpu-name", "sm_90a", path, "-o", path + ".cubin"],
-                                capture_output=True, text=True, check=True).stderr
+        report = subprocess.run([os.path.join(tools, "ptxas"), "-v", "--gpu-name", "sm_90a", path, "-o",
+                                 path + ".cubin"], capture_output=True, text=True, check=True).stderr
+        sass = subprocess.run([os.path.join(tools, "nvdisasm"), "-c", path + ".cubin"], capture_output=True,
+                              text=True).stdout
+    steps = kernels.FWD_UNROLL.value if kind == "forward" else 1  # row steps per iteration of the hot loop
+    per_value = hot_loop_instructions(sass) / (steps * block_w * block_c / (32 * warps)) if sass else None
     registers = int(re.search(r"Used (\d+) registers", report).group(1))
     spills = sum(int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", report))
     per_program = (registers + 7) // 8 * 8 * 32 * warps  # registers are allocated 8 per thread at a time
@@ -116,9 +109,22 @@ def compile_report(job):
         # Fill Triton's disk cache for the timing loop: a small launch of the same specialisation (batch
         # and channels multiples of 16, token count and grid sides neither 1 nor a multiple of 16).
         launch_call(kind, 3, 16, 16, getattr(torch, dtype_name), act, bias, torch.device("cuda"),
-                    tiles_of(kind, shape))[0]()
-    return dict(kind=kind, dtype=dtype_name, **dict(zip(SHAPE_KEYS, shape)), registers=registers, spill_bytes=spills,
-                programs_fit=REGISTERS_PER_SM // per_program, loads=_widths(ptx, "ld"), stores=_widths(ptx, "st"))
+                    dict(BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps))[0]()
+    return dict(kind=kind, dtype=dtype_name, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps, registers=registers,
+                spill_bytes=spills, programs_fit=REGISTERS_PER_SM // per_program, sass_per_value=per_value,
+                loads=_widths(ptx, "ld"), stores=_widths(ptx, "st"))
+
+
+def hot_loop_instructions(sass):
+    """Instructions in the largest innermost loop of nvdisasm output (a loop: a label and a later
+    branch back to it; innermost: no other loop inside)."""
+    label, address = r"\.L_x_(\d+):", r"/\*[0-9a-f]{4,}\*/"
+    lines = [line for line in sass.splitlines() if re.match(label, line) or re.search(address, line)]
+    labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(label, line))}
+    loops = [(labels[m.group(1)], i) for i, line in enumerate(lines)
+             if (m := re.search(r"BRA[^`]*`\(\.L_x_(\d+)\)", line)) and labels.get(m.group(1), i) < i]
+    innermost = [(a, b) for a, b in loops if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in loops)]
+    return max((sum(not lines[k].startswith(".L_x_") for k in range(a, b + 1)) for a, b in innermost), default=0)
 
 
 def _widths(ptx, op):
@@ -157,17 +163,17 @@ def time_launches(kind, side, hidden, batch, dtype, act, with_bias, report, per_
     import triton
 
     rows = []
-    shape = tuple(report[key] for key in SHAPE_KEYS)
+    shape = {key: report[key] for key in SHAPE_KEYS}
     for per_sm in per_sm_counts:
-        tiles = tiles_of(kind, shape, programs_per_sm=per_sm)
+        tiles = dict(shape, programs_per_sm=per_sm)
         call, moved = launch_call(kind, side, hidden, batch, dtype, act, with_bias, device, tiles)
         if device.type == "cuda":
             ms = triton.testing.do_bench(call, warmup=5, rep=25, return_mode="median")
         else:  # the interpreter: the code path is tried, the figure means nothing
             ms = common.median_ms(call, device, repeats=1, warmup=0)
-        rows.append(dict(kind=kind, grid=f"{side}x{side}", hidden=hidden, batch=batch, **dict(zip(SHAPE_KEYS, shape)),
-                         programs_per_sm=per_sm, ms=ms,
+        rows.append(dict(kind=kind, grid=f"{side}x{side}", hidden=hidden, batch=batch, **tiles, ms=ms,
                          registers=report["registers"], spill_bytes=report["spill_bytes"],
+                         sass_per_value=report["sass_per_value"],
                          **{"GB/s": moved / ms / 1e6, "% roofline": 100 * moved / ms / 1e6 / bandwidth}))
     return rows
 
@@ -199,7 +205,7 @@ def main(argv=None):
         sys.exit("timing runs on a CUDA GPU (or, its figures meaningless, under TRITON_INTERPRET=1); "
                  "--sm90 gives the compile report anywhere")
     shapes = {(kind, width): {default_shape(kind, width, args.dtype, args.hidden)[0],
-                              *([] if args.defaults_only else list(candidates(kind, width))[: args.shapes])}
+                              *([] if args.defaults_only else list(candidates(width))[: args.shapes])}
               for kind in args.kinds for width in args.grids}
     jobs = sorted({(kind, args.dtype, args.act, args.bias, *shape)
                    for (kind, _), group in shapes.items() for shape in group})
@@ -209,8 +215,8 @@ def main(argv=None):
           f"{'' if args.sm90 else ' (not timed)'}", flush=True)
     if args.sm90:
         for report in reports.values():
-            print({k: report[k] for k in ("kind", *SHAPE_KEYS, "registers", "spill_bytes", "programs_fit", "loads",
-                                          "stores")}, flush=True)
+            print({k: report[k] for k in ("kind", *SHAPE_KEYS, "registers", "spill_bytes", "programs_fit",
+                                          "sass_per_value", "loads", "stores")}, flush=True)
         return list(reports.values())
 
     dtype = getattr(torch, args.dtype)
@@ -240,9 +246,8 @@ def main(argv=None):
         best = rows[0]
         print(f"{kind} {width}x{width}: default {default_ms:.4f} ms; best {best['ms']:.4f} ms "
               f"({best['% roofline']:.0f} % of copy roofline) with BLOCK_W {best['BLOCK_W']}, BLOCK_C "
-              f"{best['BLOCK_C']}, {best['num_warps']} warps, {best['programs_per_sm']} per SM"
-              f"{', taps reloaded' if best['RELOAD_TAPS'] else ''}", flush=True)
-    columns = ["kind", "grid", "default", *SHAPE_KEYS, "programs_per_sm", "registers",
+              f"{best['BLOCK_C']}, {best['num_warps']} warps, {best['programs_per_sm']} per SM", flush=True)
+    columns = ["kind", "grid", "default", *SHAPE_KEYS, "programs_per_sm", "registers", "sass_per_value",
                "spill_bytes", "ms", "GB/s", "% roofline", "vs default"]
     meta = {**common.run_meta(device), "copy GB/s": bandwidth, "dtype": args.dtype, "hidden": args.hidden,
             "batch": args.batch, "layout": {**LAYOUT, "act": args.act, "bias": args.bias}}

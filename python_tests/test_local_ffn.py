@@ -332,8 +332,7 @@ def test_triton_column_strips_share_their_halo(width):
         assert relative_error(got, want) < TOLERANCE[torch.float64]
 
 
-@pytest.mark.parametrize("tiles", [dict(BLOCK_C=16, num_warps=2, RELOAD_TAPS=True),
-                                   dict(BLOCK_W=2, BLOCK_C=64, programs_per_sm=1)])
+@pytest.mark.parametrize("tiles", [dict(BLOCK_C=16, num_warps=2), dict(BLOCK_W=2, BLOCK_C=64, programs_per_sm=1)])
 def test_triton_launch_shapes_the_tuner_tries_compute_the_same(tiles):
     """perf/tune_dwconv_act.py times other launch shapes than the default: each gives the same results."""
     from effkernels.triton import dwconv_act as kernels
@@ -341,16 +340,13 @@ def test_triton_launch_shapes_the_tuner_tries_compute_the_same(tiles):
     h, weight, bias, grad = random_dwconv(3, 2, (3, 5), 40, device=DEVICE)
     options = dict(num_prefix_tokens=2, prefix="mlp", pre_act="relu", act="hardswish")
     out = kernels.dwconv_act_triton(h, (3, 5), weight, bias, **options, tiles=tiles)
-    backward_tiles = {key: value for key, value in tiles.items() if key != "RELOAD_TAPS"}  # a forward option
-    grads = kernels.dwconv_act_backward_triton(grad, h, (3, 5), weight, bias, **options, tiles=backward_tiles)
+    grads = kernels.dwconv_act_backward_triton(grad, h, (3, 5), weight, bias, **options, tiles=tiles)
     expected, expected_grads = dwconv_fwd_and_grads(reference.dwconv_act, h, weight, bias, (3, 5), grad, **options)
     assert relative_error(out, expected) < TOLERANCE[torch.float64]
     for got, want in zip(grads, expected_grads):
         assert relative_error(got, want) < TOLERANCE[torch.float64]
     with pytest.raises(ValueError, match="tiles"):
         kernels.dwconv_act_triton(h, (3, 5), weight, bias, **options, tiles={"BLOCK_K": 16})
-    with pytest.raises(ValueError, match="RELOAD_TAPS"):
-        kernels.dwconv_act_backward_triton(grad, h, (3, 5), weight, bias, **options, tiles={"RELOAD_TAPS": True})
 
 
 def test_triton_host_path_launches_raw_kernels_in_eager(monkeypatch):

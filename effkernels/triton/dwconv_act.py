@@ -25,13 +25,22 @@ Design (a memory-bound stencil; see ../shared/DESIGN.md, Op 2):
   partial-sum buffer; a second small kernel adds those rows in a fixed order into grad_weight and
   grad_bias: deterministic, no atomics. Sample groups fill the SMs once (one wave).
 - Tiles: 4 values per thread forward, 2 backward (4 warps), chosen by registers: compiled for sm_90
-  with ptxas -v, bf16, the forward uses 96-117 registers and the backward 151-163, neither spills.
+  with ptxas -v, bf16, the forward uses 96-118 registers and the backward 156-165, neither spills.
   perf/tune_dwconv_act.py times the other launch shapes (launch_shape's `tiles`) on a GPU, and
   reports every shape's registers and load widths anywhere, so the defaults can follow measurement.
-  One of them is the forward's RELOAD_TAPS: the nine taps per channel are the largest register cost
-  (9 per value a thread holds), so it re-reads them from L1 every row instead; at 8 values per
-  thread (16-byte loads) that takes 172 registers down to 128, and twice the programs fit per SM,
-  so twice the rows are in flight (sm_90 ptxas, bf16; the speed is the tuner's to measure).
+- Instructions: these kernels are likely bound by instruction issue, not by DRAM. The tuner's --sm90
+  report counts the SASS of each hot loop per value and row step. An H100 issues about 1.05e12
+  warp-instructions/s (132 SMs × 4 × 1.98 GHz); at 3.35 TB/s the forward moves 4 bytes per value and
+  the backward 6. Before the changes below the forward took 54 instructions per value (1.35× the
+  issue rate at full bandwidth) and the backward 162 (2.7×: at most ~37 % of the roofline; the H100
+  measured 19 %, each call's host time included). So the math is written for the instruction count.
+  h-swish is z · sat(z/6 + 1/2): one FFMA.SAT and one FMUL instead of five instructions, on three
+  column shifts of every row (forward) or five (the backward's recompute). The forward's row loop is unrolled three times, the period of
+  its rolling rows, so rotating them costs no register moves. At the default bf16 shapes: forward 34
+  instructions per value (96 registers instead of 112), backward 148 (sm_90 SASS, ViT-24h layout,
+  2026-11-23; GPU time not yet measured). The backward's own floor in this design is ~130 (27 of
+  its 61 FMAs per value recompute z at three column shifts), so its 0.35 ms target (~45 % of the
+  roofline) asks for a different split of work, not tuning.
 - Host path: launch metadata (block sizes, grid, sample groups) cached per shape; the raw kernel is
   launched in eager mode, through torch.library.wrap_triton only while torch.compile traces.
 """
@@ -47,10 +56,11 @@ BWD_TILE = 256  # elements per backward program: 2 per thread (~35 live tiles)
 MAX_BLOCK_C = 128
 MIN_BLOCK_C = 16
 NUM_WARPS = 4
+FWD_UNROLL = tl.constexpr(3)  # the forward's rows rotate with period 3 (rows fetched ahead): unrolled away
 # (forward, backward) programs per SM by dtype: as many as fit at once (65,536 registers / (registers
 # rounded up to 8 × 128 threads)), so the launch is one wave and each program owns B / groups samples
 # (weights loaded and weight-grad sums reduced once per program). Registers by ptxas -v for sm_90 over
-# the activation variants: bf16/fp16 forward 96-117, backward 151-163; fp32 121 and 174; fp64 ~220
+# the activation variants: bf16/fp16 forward 96-118, backward 156-165; fp32 up to 128 and 177; fp64 ~220
 # and 255 (the fp64 backward spills a little: fp64 is for exactness, not speed).
 PROGRAMS_PER_SM = {torch.bfloat16: (4, 3), torch.float16: (4, 3), torch.float32: (4, 2), torch.float64: (2, 2)}
 
@@ -68,7 +78,7 @@ def _activate(z, KIND: tl.constexpr):
     if KIND == "relu":
         out = tl.where(z > 0, z, 0.0)
     elif KIND == "hardswish":
-        out = z * tl.minimum(tl.maximum(z + 3.0, 0.0), 6.0) / 6.0
+        out = z * tl.minimum(tl.maximum(z / 6.0 + 0.5, 0.0), 1.0)  # = z · relu6(z + 3) / 6, as FFMA.SAT + FMUL
     elif KIND == "gelu":
         out = 0.5 * z * (1.0 + tl.math.erf(z * 0.7071067811865476))
     elif KIND == "gelu_tanh":
@@ -171,7 +181,6 @@ def _dwconv_act_fwd_kernel(
     h_ptr, w_ptr, bias_ptr, out_ptr, B, N, P, H, W, C,
     HAS_BIAS: tl.constexpr, HAS_PREFIX: tl.constexpr, SKIP_PREFIX: tl.constexpr, PRE: tl.constexpr,
     ACT: tl.constexpr, ACC: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
-    RELOAD_TAPS: tl.constexpr,
 ):
     pid_x, group = tl.program_id(1), tl.program_id(2)
     chans, mask_c, cols, out_mask = _program_tile(W, C, BLOCK_W, BLOCK_C)
@@ -198,7 +207,7 @@ def _dwconv_act_fwd_kernel(
     a_l, a_m, a_r = _row3(h_ptr, row, True, cols, chans, mask_c, W, C)
     b_l, b_m, b_r = _row3(h_ptr, row1, (1 < steps) & (e1 < H), cols, chans, mask_c, W, C)
     c_l, c_m, c_r = _row3(h_ptr, row2, (2 < steps) & (e2 < H), cols, chans, mask_c, W, C)
-    for t in range(0, steps):
+    for t in tl.range(0, steps, loop_unroll_factor=FWD_UNROLL):
         if HAS_PREFIX:
             if (e == 0) & (pid_x == 0):  # the sample's prefix tokens: act(pre_act(h)), or 0 ("skip")
                 tokens = tl.arange(0, BLOCK_P)
@@ -216,9 +225,6 @@ def _dwconv_act_fwd_kernel(
         b_l, b_m, b_r = c_l, c_m, c_r
         c_l, c_m, c_r = _row3(h_ptr, row3, (t + 3 < steps) & (e3 < H), cols, chans, mask_c, W, C)
         e3, row3 = _advance(e3, row3, H, row_stride, sample_stride)
-        if RELOAD_TAPS:  # from L1 each row: their registers hold rows in flight instead
-            w0, w1, w2, w3, w4, w5, w6, w7, w8, bias = _taps_and_bias(w_ptr, bias_ptr, chans, mask_c, HAS_BIAS,
-                                                                      ACC, BLOCK_C)
         z_done = _taps3(z_above, p_l, p_m, p_r, w6, w7, w8)  # row e-1: its row below came in
         z_above = _taps3(z_row, p_l, p_m, p_r, w3, w4, w5)
         z_row = _taps3(bias[None, :], p_l, p_m, p_r, w0, w1, w2)
@@ -404,7 +410,7 @@ def _dwconv_act_reduce_kernel(partials_ptr, grad_weight_ptr, grad_bias_ptr, ROWS
 
 _ACC = {torch.float64: tl.float64}
 TILE = {"forward": FWD_TILE, "backward": BWD_TILE}
-TILE_KEYS = ("BLOCK_W", "BLOCK_C", "num_warps", "programs_per_sm", "RELOAD_TAPS")
+TILE_KEYS = ("BLOCK_W", "BLOCK_C", "num_warps", "programs_per_sm")
 
 
 @functools.lru_cache(maxsize=256)
@@ -412,8 +418,7 @@ def launch_shape(kind, batch, channels, prefix_tokens, width, dtype, device, til
     """(grid, launch options) of the forward or backward kernel ("forward"/"backward") for a shape,
     cached so that an eager call does no more than allocate and launch. tiles: (key, value) pairs
     overriding the defaults, for perf/tune_dwconv_act.py: BLOCK_W (grid columns per strip), BLOCK_C,
-    num_warps, programs_per_sm (sample groups: that many programs per SM, at most one per sample), and
-    for the forward RELOAD_TAPS (read the taps every row rather than keep them in registers)."""
+    num_warps, programs_per_sm (sample groups: that many programs per SM, at most one per sample)."""
     tiles = dict(tiles)
     if unknown := set(tiles) - set(TILE_KEYS):
         raise ValueError(f"tiles: unknown keys {sorted(unknown)}; expected some of {TILE_KEYS}")
@@ -429,10 +434,6 @@ def launch_shape(kind, batch, channels, prefix_tokens, width, dtype, device, til
         groups = 2
     options = dict(BLOCK_W=block_w, BLOCK_C=block_c, BLOCK_P=triton.next_power_of_2(max(prefix_tokens, 1)),
                    num_warps=tiles.get("num_warps", NUM_WARPS))
-    if kind == "forward":
-        options["RELOAD_TAPS"] = tiles.get("RELOAD_TAPS", False)
-    elif "RELOAD_TAPS" in tiles:
-        raise ValueError("tiles: RELOAD_TAPS is a forward option")
     return (*blocks, max(1, min(batch, groups))), options
 
 
