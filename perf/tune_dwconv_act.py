@@ -98,8 +98,9 @@ def compile_report(job):
             f.write(ptx)
         report = subprocess.run([os.path.join(tools, "ptxas"), "-v", "--gpu-name", "sm_90a", path, "-o",
                                  path + ".cubin"], capture_output=True, text=True, check=True).stderr
-        sass = subprocess.run([os.path.join(tools, "nvdisasm"), "-c", path + ".cubin"], capture_output=True,
-                              text=True).stdout
+        nvdisasm = os.path.join(tools, "nvdisasm")
+        sass = subprocess.run([nvdisasm, "-c", path + ".cubin"], capture_output=True,
+                              text=True).stdout if os.path.exists(nvdisasm) else ""
     steps = kernels.FWD_UNROLL.value if kind == "forward" else 1  # row steps per iteration of the hot loop
     per_value = hot_loop_instructions(sass) / (steps * block_w * block_c / (32 * warps)) if sass else None
     registers = int(re.search(r"Used (\d+) registers", report).group(1))
