@@ -3,11 +3,12 @@
     python perf/tune_dwconv_act.py [--grids 6 10 14] [--hidden 1536] [--batch 256]   # on a GPU
     python perf/tune_dwconv_act.py --sm90 [--defaults-only]                            # anywhere
 
-Candidates: BLOCK_W (grid columns per program strip) × BLOCK_C (channels) × num_warps, each compiled
-for sm_90 by Triton and ptxas in worker processes: registers, spills, how many programs fit in an SM's
-65,536 registers, SASS instructions per value and row step in the hot loop (the kernels are likely
-issue-bound: see the module's docstring), and the width of the kernel's global loads and stores
-(16-byte vectors are the design's aim; scalar 2-byte loads are the per-channel taps).
+Candidates: BLOCK_W (grid columns per program strip) × BLOCK_C (channels) × num_warps × UNROLL (of the
+row loop: fewer instructions, more registers), each compiled for sm_90 by Triton and ptxas in worker
+processes: registers, spills, how many programs fit in an SM's 65,536 registers, SASS instructions
+per value and row step in the hot loop (the kernels are likely issue-bound: see the module's
+docstring), and the width of the kernel's global loads and stores (16-byte vectors are the design's
+aim; scalar 2-byte loads are the per-channel taps).
 
 On a GPU each candidate is then timed at LocalFFN's shapes (ViT-24h layout by default: h-swish before
 and after the conv, no conv bias, one class token skipped; bf16, DeiT-S hidden width), with each
@@ -43,7 +44,7 @@ LAYOUT = dict(num_prefix_tokens=1, prefix="skip", pre_act="hardswish")  # ViT-24
 DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
 
-SHAPE_KEYS = ("BLOCK_W", "BLOCK_C", "num_warps")  # a compiled kernel's launch shape
+SHAPE_KEYS = ("BLOCK_W", "BLOCK_C", "num_warps", "UNROLL")  # a compiled kernel's launch shape
 
 
 def candidates(width):
@@ -51,10 +52,11 @@ def candidates(width):
     import triton
 
     widest = triton.next_power_of_2(width)
-    for block_w, block_c, warps in itertools.product((widest // 2, widest), (16, 32, 64, 128), (2, 4, 8)):
+    for block_w, block_c, warps, unroll in itertools.product((widest // 2, widest), (16, 32, 64, 128), (2, 4, 8),
+                                                             (1, 3)):
         per_thread = block_w * block_c // (32 * warps)
         if block_w >= 2 and 1 <= per_thread <= 16:
-            yield block_w, block_c, warps
+            yield block_w, block_c, warps, unroll
 
 
 def default_shape(kind, width, dtype_name, hidden):
@@ -70,7 +72,7 @@ def compile_report(job):
     """Compile one (kind, dtype, act, bias, *launch shape) for sm_90 (no GPU needed): a dict with the
     shape, registers, spill bytes, programs per SM that fit, SASS instructions per value in the hot
     loop, and global load/store instruction widths."""
-    kind, dtype_name, act, bias, block_w, block_c, warps = job
+    kind, dtype_name, act, bias, block_w, block_c, warps, unroll = job
     os.environ.pop("TRITON_INTERPRET", None)  # must be unset before triton is imported (spawned worker)
     import triton
     import triton.language as tl
@@ -82,7 +84,7 @@ def compile_report(job):
     kernel = kernels._dwconv_act_fwd_kernel if kind == "forward" else kernels._dwconv_act_bwd_kernel
     element = DTYPES[dtype_name]
     constexprs = dict(HAS_BIAS=bias, HAS_PREFIX=True, SKIP_PREFIX=True, PRE=LAYOUT["pre_act"], ACT=act,
-                      ACC=tl.float32, BLOCK_P=1, BLOCK_W=block_w, BLOCK_C=block_c)
+                      ACC=tl.float32, BLOCK_P=1, BLOCK_W=block_w, BLOCK_C=block_c, UNROLL=unroll)
     signature = {name: ("*fp32" if name == "partials_ptr" else "*" + element) if name.endswith("_ptr") else "i32"
                  for name in kernel.arg_names if name not in constexprs}
     # The hints a launch gives: 16-byte aligned pointers, a channel count divisible by 16.
@@ -101,8 +103,7 @@ def compile_report(job):
         nvdisasm = os.path.join(tools, "nvdisasm")
         sass = subprocess.run([nvdisasm, "-c", path + ".cubin"], capture_output=True,
                               text=True).stdout if os.path.exists(nvdisasm) else ""
-    steps = kernels.FWD_UNROLL.value if kind == "forward" else 1  # row steps per iteration of the hot loop
-    per_value = hot_loop_instructions(sass) / (steps * block_w * block_c / (32 * warps)) if sass else None
+    per_value = hot_loop_instructions(sass) / (unroll * block_w * block_c / (32 * warps)) if sass else None
     registers = int(re.search(r"Used (\d+) registers", report).group(1))
     spills = sum(int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", report))
     per_program = (registers + 7) // 8 * 8 * 32 * warps  # registers are allocated 8 per thread at a time
@@ -110,10 +111,10 @@ def compile_report(job):
         # Fill Triton's disk cache for the timing loop: a small launch of the same specialisation (batch
         # and channels multiples of 16, token count and grid sides neither 1 nor a multiple of 16).
         launch_call(kind, 3, 16, 16, getattr(torch, dtype_name), act, bias, torch.device("cuda"),
-                    dict(BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps))[0]()
-    return dict(kind=kind, dtype=dtype_name, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps, registers=registers,
-                spill_bytes=spills, programs_fit=REGISTERS_PER_SM // per_program, sass_per_value=per_value,
-                loads=_widths(ptx, "ld"), stores=_widths(ptx, "st"))
+                    dict(BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps, UNROLL=unroll))[0]()
+    return dict(kind=kind, dtype=dtype_name, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps, UNROLL=unroll,
+                registers=registers, spill_bytes=spills, programs_fit=REGISTERS_PER_SM // per_program,
+                sass_per_value=per_value, loads=_widths(ptx, "ld"), stores=_widths(ptx, "st"))
 
 
 def hot_loop_instructions(sass):

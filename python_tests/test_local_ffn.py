@@ -332,7 +332,8 @@ def test_triton_column_strips_share_their_halo(width):
         assert relative_error(got, want) < TOLERANCE[torch.float64]
 
 
-@pytest.mark.parametrize("tiles", [dict(BLOCK_C=16, num_warps=2), dict(BLOCK_W=2, BLOCK_C=64, programs_per_sm=1)])
+@pytest.mark.parametrize("tiles", [dict(BLOCK_C=16, num_warps=2, UNROLL=3),
+                                   dict(BLOCK_W=2, BLOCK_C=64, UNROLL=1, programs_per_sm=1)])
 def test_triton_launch_shapes_the_tuner_tries_compute_the_same(tiles):
     """perf/tune_dwconv_act.py times other launch shapes than the default: each gives the same results."""
     from effkernels.triton import dwconv_act as kernels

@@ -35,11 +35,12 @@ Design (a memory-bound stencil; see ../shared/DESIGN.md, Op 2):
   issue rate at full bandwidth) and the backward 162 (2.7×: at most ~37 % of the roofline; the H100
   measured 19 %, each call's host time included). So the math is written for the instruction count.
   h-swish is z · sat(z/6 + 1/2): one FFMA.SAT and one FMUL instead of five instructions, on three
-  column shifts of every row (forward) or five (the backward's recompute). The forward's row loop is unrolled three times, the period of
-  its rolling rows, so rotating them costs no register moves. At the default bf16 shapes: forward 34
-  instructions per value (96 registers instead of 112), backward 148 (sm_90 SASS, ViT-24h layout,
-  2026-11-23; GPU time not yet measured). The backward's own floor in this design is ~130 (27 of
-  its 61 FMAs per value recompute z at three column shifts), so its 0.35 ms target (~45 % of the
+  column shifts of every row (forward) or five (the backward's recompute). The forward's row loop is
+  unrolled three times, the period of its rolling rows, so rotating them costs no register moves
+  (ROW_UNROLL). At the default bf16 shapes: forward 34 instructions per value (96 registers instead
+  of 112), backward 148 (sm_90 SASS, ViT-24h layout, 2026-11-23; GPU time not yet measured). The
+  backward unrolled by 3 takes 128 but 189 registers. Its floor in this design is ~125 (27 of its
+  61 FMAs per value recompute z at three column shifts), so its 0.35 ms target (~45 % of the
   roofline) asks for a different split of work, not tuning.
 - Host path: launch metadata (block sizes, grid, sample groups) cached per shape; the raw kernel is
   launched in eager mode, through torch.library.wrap_triton only while torch.compile traces.
@@ -56,7 +57,10 @@ BWD_TILE = 256  # elements per backward program: 2 per thread (~35 live tiles)
 MAX_BLOCK_C = 128
 MIN_BLOCK_C = 16
 NUM_WARPS = 4
-FWD_UNROLL = tl.constexpr(3)  # the forward's rows rotate with period 3 (rows fetched ahead): unrolled away
+# Row loop unrolling: the forward's rows rotate with period 3 (rows fetched ahead), so unrolling by 3
+# removes the register moves; the backward's by 3 saves 14 % of its instructions but needs 189
+# registers instead of 156 (2 programs per SM instead of 3): the tuner measures that trade.
+ROW_UNROLL = {"forward": 3, "backward": 1}
 # (forward, backward) programs per SM by dtype: as many as fit at once (65,536 registers / (registers
 # rounded up to 8 × 128 threads)), so the launch is one wave and each program owns B / groups samples
 # (weights loaded and weight-grad sums reduced once per program). Registers by ptxas -v for sm_90 over
@@ -181,6 +185,7 @@ def _dwconv_act_fwd_kernel(
     h_ptr, w_ptr, bias_ptr, out_ptr, B, N, P, H, W, C,
     HAS_BIAS: tl.constexpr, HAS_PREFIX: tl.constexpr, SKIP_PREFIX: tl.constexpr, PRE: tl.constexpr,
     ACT: tl.constexpr, ACC: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+    UNROLL: tl.constexpr,
 ):
     pid_x, group = tl.program_id(1), tl.program_id(2)
     chans, mask_c, cols, out_mask = _program_tile(W, C, BLOCK_W, BLOCK_C)
@@ -207,7 +212,7 @@ def _dwconv_act_fwd_kernel(
     a_l, a_m, a_r = _row3(h_ptr, row, True, cols, chans, mask_c, W, C)
     b_l, b_m, b_r = _row3(h_ptr, row1, (1 < steps) & (e1 < H), cols, chans, mask_c, W, C)
     c_l, c_m, c_r = _row3(h_ptr, row2, (2 < steps) & (e2 < H), cols, chans, mask_c, W, C)
-    for t in tl.range(0, steps, loop_unroll_factor=FWD_UNROLL):
+    for t in tl.range(0, steps, loop_unroll_factor=UNROLL):
         if HAS_PREFIX:
             if (e == 0) & (pid_x == 0):  # the sample's prefix tokens: act(pre_act(h)), or 0 ("skip")
                 tokens = tl.arange(0, BLOCK_P)
@@ -239,6 +244,7 @@ def _dwconv_act_bwd_kernel(
     grad_ptr, h_ptr, w_ptr, bias_ptr, grad_h_ptr, partials_ptr, B, N, P, H, W, C,
     HAS_BIAS: tl.constexpr, HAS_PREFIX: tl.constexpr, SKIP_PREFIX: tl.constexpr, PRE: tl.constexpr,
     ACT: tl.constexpr, ACC: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+    UNROLL: tl.constexpr,
 ):
     pid_x, group = tl.program_id(1), tl.program_id(2)
     groups = tl.num_programs(2)
@@ -308,7 +314,7 @@ def _dwconv_act_bwd_kernel(
         # grad_h of rows r-1 and r, partly summed: a row is complete once grad_z of the row below it is in.
         gh_up = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
         gh_mid = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
-        for r in range(0, H):
+        for r in tl.range(0, H, loop_unroll_factor=UNROLL):
             row = grid_base + r * row_stride
             d_m2 = _pre(hn_m2, PRE, ACC)
             d_m1 = _pre(hn_m1, PRE, ACC)
@@ -410,7 +416,7 @@ def _dwconv_act_reduce_kernel(partials_ptr, grad_weight_ptr, grad_bias_ptr, ROWS
 
 _ACC = {torch.float64: tl.float64}
 TILE = {"forward": FWD_TILE, "backward": BWD_TILE}
-TILE_KEYS = ("BLOCK_W", "BLOCK_C", "num_warps", "programs_per_sm")
+TILE_KEYS = ("BLOCK_W", "BLOCK_C", "num_warps", "UNROLL", "programs_per_sm")
 
 
 @functools.lru_cache(maxsize=256)
@@ -418,7 +424,8 @@ def launch_shape(kind, batch, channels, prefix_tokens, width, dtype, device, til
     """(grid, launch options) of the forward or backward kernel ("forward"/"backward") for a shape,
     cached so that an eager call does no more than allocate and launch. tiles: (key, value) pairs
     overriding the defaults, for perf/tune_dwconv_act.py: BLOCK_W (grid columns per strip), BLOCK_C,
-    num_warps, programs_per_sm (sample groups: that many programs per SM, at most one per sample)."""
+    num_warps, UNROLL (of the row loop), programs_per_sm (sample groups: that many programs per SM, at
+    most one per sample)."""
     tiles = dict(tiles)
     if unknown := set(tiles) - set(TILE_KEYS):
         raise ValueError(f"tiles: unknown keys {sorted(unknown)}; expected some of {TILE_KEYS}")
@@ -433,7 +440,7 @@ def launch_shape(kind, batch, channels, prefix_tokens, width, dtype, device, til
     else:  # the interpreter: two groups, so that tests see programs owning several samples
         groups = 2
     options = dict(BLOCK_W=block_w, BLOCK_C=block_c, BLOCK_P=triton.next_power_of_2(max(prefix_tokens, 1)),
-                   num_warps=tiles.get("num_warps", NUM_WARPS))
+                   num_warps=tiles.get("num_warps", NUM_WARPS), UNROLL=tiles.get("UNROLL", ROW_UNROLL[kind]))
     return (*blocks, max(1, min(batch, groups))), options
 
 
