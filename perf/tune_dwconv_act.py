@@ -22,23 +22,17 @@ Shapes that spill registers are counted, and not timed.
 within their register budget (no spills, PROGRAMS_PER_SM of them fit).
 """
 import argparse
-import collections
-import concurrent.futures
 import functools
 import itertools
-import multiprocessing
 import os
-import re
-import subprocess
 import sys
-import tempfile
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import sm90  # noqa: E402
 
-REGISTERS_PER_SM = 65536
 PROGRAMS_PER_SM_TRIED = (1, 2, 3, 4, 6, 8, 12, 16)  # those that fit in the registers
 LAYOUT = dict(num_prefix_tokens=1, prefix="skip", pre_act="hardswish")  # ViT-24h's, with --act after the conv
 DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
@@ -72,78 +66,28 @@ def compile_report(job):
     """Compile one (kind, dtype, act, bias, *launch shape) for sm_90 (no GPU needed): a dict with the
     shape, registers, spill bytes, programs per SM that fit, SASS instructions per value in the hot
     loop, and global load/store instruction widths."""
-    kind, dtype_name, act, bias, block_w, block_c, warps, unroll = job
-    os.environ.pop("TRITON_INTERPRET", None)  # must be unset before triton is imported (spawned worker)
-    import triton
     import triton.language as tl
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
 
     from effkernels.triton import dwconv_act as kernels
 
+    kind, dtype_name, act, bias, block_w, block_c, warps, unroll = job
     kernel = kernels._dwconv_act_fwd_kernel if kind == "forward" else kernels._dwconv_act_bwd_kernel
-    element = DTYPES[dtype_name]
     constexprs = dict(HAS_BIAS=bias, HAS_PREFIX=True, SKIP_PREFIX=True, PRE=LAYOUT["pre_act"], ACT=act,
                       ACC=tl.float32, BLOCK_P=1, BLOCK_W=block_w, BLOCK_C=block_c, UNROLL=unroll)
-    signature = {name: ("*fp32" if name == "partials_ptr" else "*" + element) if name.endswith("_ptr") else "i32"
-                 for name in kernel.arg_names if name not in constexprs}
-    # The hints a launch gives: 16-byte aligned pointers, a channel count divisible by 16.
-    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(signature)
-             if signature[name].startswith("*") or name == "C"}
-    source = ASTSource(fn=kernel, signature={**signature, **{k: "constexpr" for k in constexprs}},
-                       constexprs=constexprs, attrs=attrs)
-    ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps}).asm["ptx"]
-    tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "kernel.ptx")
-        with open(path, "w") as f:
-            f.write(ptx)
-        report = subprocess.run([os.path.join(tools, "ptxas"), "-v", "--gpu-name", "sm_90a", path, "-o",
-                                 path + ".cubin"], capture_output=True, text=True, check=True).stderr
-        nvdisasm = os.path.join(tools, "nvdisasm")
-        sass = subprocess.run([nvdisasm, "-c", path + ".cubin"], capture_output=True,
-                              text=True).stdout if os.path.exists(nvdisasm) else ""
-    per_value = hot_loop_instructions(sass) / (unroll * block_w * block_c / (32 * warps)) if sass else None
-    registers = int(re.search(r"Used (\d+) registers", report).group(1))
-    spills = sum(int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", report))
-    per_program = (registers + 7) // 8 * 8 * 32 * warps  # registers are allocated 8 per thread at a time
+    types = {name: ("*fp32" if name == "partials_ptr" else "*" + DTYPES[dtype_name]) if name.endswith("_ptr")
+             else "i32" for name in kernel.arg_names}
+    ptx = sm90.compile_ptx(kernel, types, constexprs, divisible={"C"}, num_warps=warps)
+    registers, spills, sass = sm90.assemble(ptx)
+    values = unroll * block_w * block_c / (32 * warps)  # per thread and iteration of the hot loop
     if torch.cuda.is_available():
         # Fill Triton's disk cache for the timing loop: a small launch of the same specialisation (batch
         # and channels multiples of 16, token count and grid sides neither 1 nor a multiple of 16).
         launch_call(kind, 3, 16, 16, getattr(torch, dtype_name), act, bias, torch.device("cuda"),
                     dict(BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps, UNROLL=unroll))[0]()
     return dict(kind=kind, dtype=dtype_name, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps, UNROLL=unroll,
-                registers=registers, spill_bytes=spills, programs_fit=REGISTERS_PER_SM // per_program,
-                sass_per_value=per_value, loads=_widths(ptx, "ld"), stores=_widths(ptx, "st"))
-
-
-def hot_loop_instructions(sass):
-    """Instructions in the largest innermost loop of nvdisasm output (a loop: a label and a later
-    branch back to it; innermost: no other loop inside)."""
-    label, address = r"\.L_x_(\d+):", r"/\*[0-9a-f]{4,}\*/"
-    lines = [line for line in sass.splitlines() if re.match(label, line) or re.search(address, line)]
-    labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(label, line))}
-    loops = [(labels[m.group(1)], i) for i, line in enumerate(lines)
-             if (m := re.search(r"BRA[^`]*`\(\.L_x_(\d+)\)", line)) and labels.get(m.group(1), i) < i]
-    innermost = [(a, b) for a, b in loops if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in loops)]
-    return max((sum(not lines[k].startswith(".L_x_") for k in range(a, b + 1)) for a, b in innermost), default=0)
-
-
-def _widths(ptx, op):
-    """'count×bytes' of the global memory instructions `op` (ld/st) in PTX, widest first."""
-    sizes = collections.Counter()
-    for suffixes in re.findall(rf"\b{op}\.global((?:\.[\w:]+)+)", ptx):
-        parts = suffixes.split(".")[1:]
-        lanes = next((int(p[1:]) for p in parts if re.fullmatch(r"v\d", p)), 1)
-        bits = int(re.fullmatch(r"[bfsu](\d+)", parts[-1]).group(1))
-        sizes[lanes * bits // 8] += 1
-    return " ".join(f"{count}×{size}B" for size, count in sorted(sizes.items(), reverse=True))
-
-
-def compile_all(jobs, workers):
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        return list(pool.map(compile_report, jobs))
+                registers=registers, spill_bytes=spills, programs_fit=sm90.programs_fit(registers, warps),
+                sass_per_value=sm90.hot_loop_instructions(sass) / values if sass else None,
+                loads=sm90.memory_widths(ptx, "ld"), stores=sm90.memory_widths(ptx, "st"))
 
 
 def launch_call(kind, side, hidden, batch, dtype, act, with_bias, device, tiles):
@@ -211,7 +155,7 @@ def main(argv=None):
               for kind in args.kinds for width in args.grids}
     jobs = sorted({(kind, args.dtype, args.act, args.bias, *shape)
                    for (kind, _), group in shapes.items() for shape in group})
-    reports = {tuple(job): report for job, report in zip(jobs, compile_all(jobs, args.jobs))}
+    reports = dict(zip(jobs, sm90.in_workers(compile_report, jobs, args.jobs)))
     spilling = [r for r in reports.values() if r["spill_bytes"]]
     print(f"compiled {len(reports)} launch shapes for sm_90; {len(spilling)} spill registers"
           f"{'' if args.sm90 else ' (not timed)'}", flush=True)

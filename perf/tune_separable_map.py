@@ -6,17 +6,24 @@ one bf16 part), every launch shape of the grid below, timed with CUDA events (me
 compiler cannot fit (registers, shared memory) are reported as such. Then the best shapes' pipeline
 depths, and float32 out (three bf16 parts) for the best. Worker processes compile every shape first
 (Triton's disk cache), so the timing loop only loads kernels.
+
+--sm90 needs no GPU: it compiles the default launch shapes of the training sizes (bf16 and float32
+out) for sm_90 and reports registers, spills, and the count of wgmma and cp.async instructions (the
+tensor-core dots and the pipelined loads). The test suite runs it to keep both in the kernel.
 """
 import argparse
-import concurrent.futures
 import itertools
-import multiprocessing
+import os
+import sys
 
 import torch
 import triton
 
 from effkernels import operators
 from effkernels.triton.separable_map import default_tiles, precision_parts, prepare_separable_map
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sm90  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -42,6 +49,30 @@ def launcher(band, batch, out_dtype, tiles):
     return prepare_separable_map(x.shape, x.dtype, rows, cols, scale, shift, out_dtype, rank_one, tiles), x
 
 
+def compile_report(job):
+    """The sm_90 compile of the default launch shape for (band, output dtype name), uint8 224² input,
+    normalised (the training path): a dict of the shape, registers, spills, wgmma and cp.async counts."""
+    import triton.language as tl
+
+    from effkernels.triton.separable_map import _separable_map_kernel as kernel
+
+    band, out_name = job
+    parts, x_parts = precision_parts(torch.uint8, getattr(torch, out_name))
+    tiles = default_tiles(band, band, 224, 224, parts)
+    operator, out = ("*bf16", "*bf16") if parts == 1 else ("*fp32", "*fp32")
+    types = {name: "i32" for name in kernel.arg_names}
+    types.update(x_ptr="*u8", rows_ptr=operator, cols_ptr=operator, out_ptr=out,
+                 **{name: "*fp32" for name in ("scale_ptr", "shift_ptr", "ru_ptr", "rv_ptr", "cu_ptr", "cv_ptr")})
+    launch = {key: tiles[key] for key in ("num_warps", "num_stages")}
+    constexprs = dict(K=1, HAS_SCALE=True, HAS_SHIFT=True, HAS_RANK_ONE=operators.has_rank_one_term((band, band)),
+                      PARTS=parts, X_PARTS=x_parts, ACC_DTYPE=tl.float32, INTERPRETED=False,
+                      STAGES=launch["num_stages"], **{k: v for k, v in tiles.items() if k not in launch})
+    ptx = sm90.compile_ptx(kernel, types, constexprs, divisible=(), **launch)
+    registers, spills, _ = sm90.assemble(ptx)
+    return dict(band=band, out=out_name, **tiles, registers=registers, spill_bytes=spills,
+                wgmma=ptx.count("wgmma.mma_async"), cp_async=ptx.count("cp.async."))
+
+
 def compile_only(job):
     """Run one shape once on a tiny batch (fills the disk cache); the error's name if it does not fit."""
     try:
@@ -63,33 +94,42 @@ def time_ms(band, batch, out_dtype, tiles=None):
     return triton.testing.do_bench(lambda: launch(x), warmup=10, rep=40, return_mode="median")
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--bands", type=int, nargs="+", default=[96, 160, 192])
     parser.add_argument("--top", type=int, default=4)
     parser.add_argument("--jobs", type=int, default=12, help="compiling processes")
-    args = parser.parse_args()
+    parser.add_argument("--sm90", action="store_true", help="the compile report of the default shapes only")
+    args = parser.parse_args(argv)
+    if args.sm90:
+        reports = sm90.in_workers(compile_report, [(band, out) for band in args.bands
+                                                   for out in ("bfloat16", "float32")], args.jobs)
+        for report in reports:
+            print(report, flush=True)
+        return reports
     if not torch.cuda.is_available():
-        parser.error("it needs a CUDA GPU: it times the GPU kernel's launch shapes")
-    stage_variants = [dict(num_stages=s) for s in (2, 4)]
+        parser.error("it needs a CUDA GPU to time the launch shapes (--sm90 reports the compile anywhere)")
+    stage_variants = [dict(num_stages=s) for s in (1, 2, 4)]  # 1: the width loop not pipelined
     shapes = {band: list(candidate_tiles(band)) for band in args.bands}
     jobs = [(band, 2, dtype, {**tiles, **stages}) for band in args.bands for tiles in shapes[band]
             for dtype in (torch.bfloat16,) for stages in [{}] + stage_variants]
-    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        errors = list(pool.map(compile_only, jobs))
+    errors = sm90.in_workers(compile_only, jobs, args.jobs)
     print(f"compiled {len(jobs)} shapes, {sum(bool(e) for e in errors)} did not fit", flush=True)
     for band in args.bands:
+        default = default_tiles(band, band, 224, 224, precision_parts(torch.uint8, torch.bfloat16)[0])
         default_ms = time_ms(band, args.batch, torch.bfloat16)
+        unpipelined_ms = time_ms(band, args.batch, torch.bfloat16, {**default, "num_stages": 1})
         results = [(ms, tiles) for tiles in shapes[band]
                    if (ms := time_ms(band, args.batch, torch.bfloat16, tiles)) is not None]
         results.sort(key=lambda r: r[0])
-        print(f"band {band}: default {default_tiles(band, band, 224, 224, precision_parts(torch.uint8, torch.bfloat16)[0])} {default_ms:.4f} ms; "
-              f"{len(results)} of {len(shapes[band])} shapes ran", flush=True)
+        print(f"band {band}: default {default} {default_ms:.4f} ms (width loop not pipelined: "
+              f"{unpipelined_ms and round(unpipelined_ms, 4)} ms); {len(results)} of {len(shapes[band])} shapes ran",
+              flush=True)
         for ms, tiles in results[: args.top]:
-            deeper = [(time_ms(band, args.batch, torch.bfloat16, {**tiles, **v}), v["num_stages"]) for v in stage_variants]
+            deeper = [time_ms(band, args.batch, torch.bfloat16, {**tiles, **v}) for v in stage_variants]
             f32_ms = time_ms(band, args.batch, torch.float32, tiles)
-            print(f"  bf16 {ms:.4f} ms (stages 2/4: {' / '.join(f'{m:.4f}' if m else '-' for m, _ in deeper)})  "
+            print(f"  bf16 {ms:.4f} ms (stages 1/2/4: {' / '.join(f'{m:.4f}' if m else '-' for m in deeper)})  "
                   f"f32 {f32_ms if f32_ms is None else round(f32_ms, 4)} ms  {tiles}", flush=True)
 
 

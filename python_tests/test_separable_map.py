@@ -269,3 +269,26 @@ def test_cuda_cpp_route_folds_the_rank_one_term_into_a_dense_term():
     assert dense_rows.shape == (2, 3, 5, 9) and dense_cols.shape == (2, 3, 6, 8)
     expected = reference.separable_map(x, rows, cols, scale, shift, rank_one=(row_u, row_v, col_u, col_v))
     torch.testing.assert_close(effkernels.separable_map(x, dense_rows, dense_cols, scale, shift), expected)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the Triton tests compile the kernel for real")
+def test_training_launches_compile_for_hopper_with_tensor_cores_and_pipelined_loads():
+    """Without a GPU the interpreter never compiles the kernel: compile the default launch shapes of
+    lowfreq_crop's training bands for sm_90 (perf/tune_separable_map.py --sm90, in processes without
+    TRITON_INTERPRET). The dots must be wgmma and, for bf16 and float32 out alike, the width loop's
+    loads cp.async, issued ahead of the dots (Triton does not pipeline a nested loop by itself)."""
+    import os
+    import sys
+
+    import triton
+
+    if not os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")):
+        pytest.skip("this triton has no bundled ptxas")
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "perf"))
+    import tune_separable_map
+
+    reports = tune_separable_map.main(["--sm90", "--bands", "96", "160", "--jobs", "2"])
+    assert [(r["band"], r["out"]) for r in reports] == [(96, "bfloat16"), (96, "float32"), (160, "bfloat16"),
+                                                        (160, "float32")]
+    for report in reports:
+        assert report["wgmma"] > 0 and report["cp_async"] > 0, report

@@ -14,12 +14,23 @@ same structure with IEEE dots (input_precision="ieee"). The splits happen in reg
 loads, so operators stay float32 in memory and any operator tensor works as is.
 
 The rank-one term `(row_vᵀ x col_v) row_u col_uᵀ` (lowfreq_crop's imaginary part) is a weighted sum
-of the plane, accumulated elementwise from the x blocks the program loads anyway (2 FLOP per
-element, no extra memory traffic), then added as an outer product in the epilogue.
+of the plane, computed from the x blocks the program loads anyway (no extra memory traffic): x·col_v
+per band row, then row_v over the band, one scalar, added as an outer product in the epilogue. (It
+was a BLOCK_H × BLOCK_W float32 tile summed once at the end: 32 more registers per thread in kernels
+that already spill at 255; sm_90 spill bytes at band 160, bf16 out: 220 -> 124.)
 
 Tiles: fixed by shape and precision, no autotuning (nothing to look up per call): the table in
 `default_tiles`, chosen by perf/tune_separable_map.py on an H100. With bf16 operators (the training
 path) the kernel reads them as prepared once per plan, at half the bytes of float32.
+
+Pipelining: Triton (3.6 of the GPU image, 3.8 here) does not software-pipeline a loop nested in
+another by default, so with bf16 out the x and operator blocks of the inner (width) loop were
+loaded synchronously before each wgmma (no cp.async in the sm_90 PTX). At 255 registers × 256
+threads one program fills an SM's register file, so no other program hid that latency. The inner
+loop now asks for `num_stages` stages itself (STAGES): at the training bands its loads are cp.async,
+issued ahead of the dots (perf/tune_separable_map.py --sm90 counts them). It costs spills (band 160,
+bf16 out: 124 -> 532 bytes); num_stages=1 gives back the unpipelined loop, and the tuner times both
+(GPU time not yet measured, 2026-11-23).
 """
 import os
 
@@ -151,6 +162,7 @@ def _separable_map_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
     # One 1-D grid: the tiles of a plane are neighbours, so a plane stays hot in L2.
     tiles_m = tl.cdiv(OH, BLOCK_M)
@@ -168,7 +180,7 @@ def _separable_map_kernel(
     acc_dtype = ACC_DTYPE
     x_plane = x_ptr + n * x_sn + c.to(tl.int64) * x_sc
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_dtype)
-    weights = tl.zeros((BLOCK_H, BLOCK_W), dtype=acc_dtype)  # rank-one term: row_v ⊗ col_v ∘ x, summed
+    weight = tl.zeros((), dtype=acc_dtype)  # the rank-one term's Σ x ∘ (row_v ⊗ col_v)
     for k in tl.static_range(K):
         row_ops = rows_ptr + n * r_sn + k * r_sk
         col_ops = cols_ptr + n * c_sn + k * c_sk
@@ -178,7 +190,8 @@ def _separable_map_kernel(
             if HAS_RANK_ONE and k == 0:
                 row_v = tl.load(rv_ptr + n * rv_sn + offs_h, mask=mask_h, other=0)
             band = tl.zeros((BLOCK_H, BLOCK_N), dtype=acc_dtype)
-            for w0 in range(0, W, BLOCK_W):
+            x_col_v = tl.zeros((BLOCK_H,), dtype=acc_dtype)  # x @ col_v over the band's rows
+            for w0 in tl.range(0, W, BLOCK_W, num_stages=STAGES):  # pipelined: see the module docstring
                 offs_w = w0 + tl.arange(0, BLOCK_W)
                 mask_w = offs_w < W
                 x_block = tl.load(
@@ -194,7 +207,9 @@ def _separable_map_kernel(
                 band = _dot_parts(x_block, col_block, band, X_PARTS, PARTS, INTERPRETED)
                 if HAS_RANK_ONE and k == 0:
                     col_v = tl.load(cv_ptr + n * cv_sn + offs_w, mask=mask_w, other=0)
-                    weights += x_block * (row_v[:, None] * col_v[None, :])
+                    x_col_v += tl.sum(x_block * col_v[None, :], axis=1)
+            if HAS_RANK_ONE and k == 0:
+                weight += tl.sum(x_col_v * row_v, axis=0)
             row_block = tl.load(
                 row_ops + offs_m[:, None] * r_so + offs_h[None, :] * r_sh,
                 mask=mask_m[:, None] & mask_h[None, :],
@@ -205,7 +220,7 @@ def _separable_map_kernel(
     if HAS_RANK_ONE:
         row_u = tl.load(ru_ptr + n * ru_sn + offs_m, mask=mask_m, other=0)
         col_u = tl.load(cu_ptr + n * cu_sn + offs_n, mask=mask_n, other=0)
-        acc += tl.sum(tl.sum(weights, axis=1), axis=0) * (row_u[:, None] * col_u[None, :])
+        acc += weight * (row_u[:, None] * col_u[None, :])
     if HAS_SCALE:
         acc = acc * tl.load(scale_ptr + c)
     if HAS_SHIFT:
@@ -291,6 +306,7 @@ def prepare_separable_map(x_shape, x_dtype, rows, cols, scale=None, shift=None, 
         X_PARTS=x_parts,
         ACC_DTYPE=tl.float64 if acc_dtype == torch.float64 else tl.float32,
         INTERPRETED=os.environ.get("TRITON_INTERPRET") == "1",
+        STAGES=launch_shape["num_stages"],
         **launch_shape,
     )
     kernel = _separable_map_kernel[grid]
