@@ -7,9 +7,10 @@ compiler cannot fit (registers, shared memory) are reported as such. Then the be
 depths, and float32 out (three bf16 parts) for the best. Worker processes compile every shape first
 (Triton's disk cache), so the timing loop only loads kernels.
 
---sm90 needs no GPU: it compiles the default launch shapes of the training sizes (bf16 and float32
-out) for sm_90 and reports registers, spills, and the count of wgmma and cp.async instructions (the
-tensor-core dots and the pipelined loads). The test suite runs it to keep both in the kernel.
+--sm90 needs no GPU: it compiles the default launch shapes of the training sizes (uint8 to bf16 and
+to float32 out, and float64) for sm_90 and reports registers, spills, and the count of wgmma,
+mma.sync and cp.async instructions (the tensor-core dots and the pipelined loads). The test suite
+runs it to keep them in the kernel.
 """
 import argparse
 import itertools
@@ -49,28 +50,37 @@ def launcher(band, batch, out_dtype, tiles):
     return prepare_separable_map(x.shape, x.dtype, rows, cols, scale, shift, out_dtype, rank_one, tiles), x
 
 
+TRITON_TYPES = {torch.uint8: "u8", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64"}
+
+
 def compile_report(job):
-    """The sm_90 compile of the default launch shape for (band, output dtype name), uint8 224² input,
-    normalised (the training path): a dict of the shape, registers, spills, wgmma and cp.async counts."""
+    """The sm_90 compile of the default launch shape for (band, x dtype name, output dtype name), 224²
+    input, normalised (uint8 to bf16 out: the training path): a dict of the shape, registers, spills,
+    and the counts of wgmma, mma.sync (float64's IEEE dots) and cp.async instructions."""
     import triton.language as tl
 
     from effkernels.triton.separable_map import _separable_map_kernel as kernel
 
-    band, out_name = job
-    parts, x_parts = precision_parts(torch.uint8, getattr(torch, out_name))
+    band, x_name, out_name = job
+    x_dtype, out_dtype = getattr(torch, x_name), getattr(torch, out_name)
+    parts, x_parts = precision_parts(x_dtype, out_dtype)
     tiles = default_tiles(band, band, 224, 224, parts)
-    operator, out = ("*bf16", "*bf16") if parts == 1 else ("*fp32", "*fp32")
+    accumulate = torch.float64 if parts == 0 else torch.float32  # operators, scale, shift, rank-one factors
+    operator = "*" + TRITON_TYPES[torch.bfloat16 if parts == 1 else accumulate]
     types = {name: "i32" for name in kernel.arg_names}
-    types.update(x_ptr="*u8", rows_ptr=operator, cols_ptr=operator, out_ptr=out,
-                 **{name: "*fp32" for name in ("scale_ptr", "shift_ptr", "ru_ptr", "rv_ptr", "cu_ptr", "cv_ptr")})
+    types.update(x_ptr="*" + TRITON_TYPES[x_dtype], rows_ptr=operator, cols_ptr=operator,
+                 out_ptr="*" + TRITON_TYPES[out_dtype],
+                 **{name: "*" + TRITON_TYPES[accumulate] for name in ("scale_ptr", "shift_ptr", "ru_ptr", "rv_ptr",
+                                                                        "cu_ptr", "cv_ptr")})
     launch = {key: tiles[key] for key in ("num_warps", "num_stages")}
     constexprs = dict(K=1, HAS_SCALE=True, HAS_SHIFT=True, HAS_RANK_ONE=operators.has_rank_one_term((band, band)),
-                      PARTS=parts, X_PARTS=x_parts, ACC_DTYPE=tl.float32, INTERPRETED=False,
-                      STAGES=launch["num_stages"], **{k: v for k, v in tiles.items() if k not in launch})
+                      PARTS=parts, X_PARTS=x_parts, ACC_DTYPE=tl.float64 if parts == 0 else tl.float32,
+                      INTERPRETED=False, STAGES=launch["num_stages"],
+                      **{k: v for k, v in tiles.items() if k not in launch})
     ptx = sm90.compile_ptx(kernel, types, constexprs, divisible=(), **launch)
     registers, spills, _ = sm90.assemble(ptx)
-    return dict(band=band, out=out_name, **tiles, registers=registers, spill_bytes=spills,
-                wgmma=ptx.count("wgmma.mma_async"), cp_async=ptx.count("cp.async."))
+    return dict(band=band, x=x_name, out=out_name, **tiles, registers=registers, spill_bytes=spills,
+                wgmma=ptx.count("wgmma.mma_async"), mma_sync=ptx.count("mma.sync"), cp_async=ptx.count("cp.async."))
 
 
 def compile_only(job):
@@ -103,8 +113,9 @@ def main(argv=None):
     parser.add_argument("--sm90", action="store_true", help="the compile report of the default shapes only")
     args = parser.parse_args(argv)
     if args.sm90:
-        reports = sm90.in_workers(compile_report, [(band, out) for band in args.bands
-                                                   for out in ("bfloat16", "float32")], args.jobs)
+        jobs = [(band, x, out) for band in args.bands
+                for x, out in (("uint8", "bfloat16"), ("uint8", "float32"), ("float64", "float64"))]
+        reports = sm90.in_workers(compile_report, jobs, args.jobs)
         for report in reports:
             print(report, flush=True)
         return reports

@@ -276,7 +276,8 @@ def test_training_launches_compile_for_hopper_with_tensor_cores_and_pipelined_lo
     """Without a GPU the interpreter never compiles the kernel: compile the default launch shapes of
     lowfreq_crop's training bands for sm_90 (perf/tune_separable_map.py --sm90, in processes without
     TRITON_INTERPRET). The dots must be wgmma and, for bf16 and float32 out alike, the width loop's
-    loads cp.async, issued ahead of the dots (Triton does not pipeline a nested loop by itself)."""
+    loads cp.async, issued ahead of the dots (Triton does not pipeline a nested loop by itself); the
+    float64 path (a GPU build without the CUDA C++ kernels runs it) must compile."""
     import os
     import sys
 
@@ -288,7 +289,11 @@ def test_training_launches_compile_for_hopper_with_tensor_cores_and_pipelined_lo
     import tune_separable_map
 
     reports = tune_separable_map.main(["--sm90", "--bands", "96", "160", "--jobs", "2"])
-    assert [(r["band"], r["out"]) for r in reports] == [(96, "bfloat16"), (96, "float32"), (160, "bfloat16"),
-                                                        (160, "float32")]
+    assert [(r["band"], r["x"], r["out"]) for r in reports] == [
+        (band, x, out) for band in (96, 160) for x, out in (("uint8", "bfloat16"), ("uint8", "float32"),
+                                                            ("float64", "float64"))]
     for report in reports:
-        assert report["wgmma"] > 0 and report["cp_async"] > 0, report
+        if report["x"] == "float64":  # IEEE float64 dots: compiles (it did not before out_dtype was given)
+            assert report["mma_sync"] > 0, report
+        else:
+            assert report["wgmma"] > 0 and report["cp_async"] > 0, report

@@ -122,7 +122,7 @@ def _dot_parts(a, b, acc, A_PARTS: tl.constexpr, PARTS: tl.constexpr, INTERPRETE
     whole running total (H/16 chunks × 6 passes of one-sided error); this way truncation acts on
     one block's own sum, and the running total is rounded to nearest."""
     if PARTS == 0:
-        acc = tl.dot(a, b, acc, input_precision="ieee")
+        acc = tl.dot(a, b, acc, input_precision="ieee", out_dtype=acc.dtype)
     elif PARTS == 1:
         acc = _mma(_bf16(a, INTERPRETED), _bf16(b, INTERPRETED), acc, INTERPRETED)
     else:
