@@ -450,6 +450,7 @@ def _launcher(kernel):
 
 
 def _tile_items(tiles):
+    """tiles as launch_shape's (hashable) cache key."""
     return tuple(sorted(tiles.items())) if tiles else ()
 
 
