@@ -28,10 +28,10 @@ def in_workers(fn, jobs, workers):
             os.environ["TRITON_INTERPRET"] = interpret
 
 
-def compile_ptx(kernel, types, constexprs, divisible, num_warps, num_stages=None):
+def compile_ptx(kernel, types, constexprs, divisible=(), **options):
     """sm_90 PTX of a @triton.jit kernel. types: Triton types of the runtime arguments by name
     ("*bf16", "i32", ...); divisible: the arguments a launch would see as multiples of 16 (pointers
-    are 16-byte aligned)."""
+    are 16-byte aligned); options: the compiler's (num_warps, num_stages, enable_fp_fusion, ...)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -41,8 +41,16 @@ def compile_ptx(kernel, types, constexprs, divisible, num_warps, num_stages=None
              if signature[name].startswith("*") or name in divisible}
     source = ASTSource(fn=kernel, signature={**signature, **{name: "constexpr" for name in constexprs}},
                        constexprs=constexprs, attrs=attrs)
-    options = {"num_warps": num_warps, **({"num_stages": num_stages} if num_stages else {})}
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
+
+
+def compile_named(job):
+    """compile_ptx for a job that crosses processes: (module, kernel name, types, constexprs, divisible,
+    options), the kernel named rather than passed."""
+    import importlib
+
+    module, name, types, constexprs, divisible, options = job
+    return compile_ptx(getattr(importlib.import_module(module), name), types, constexprs, divisible, **options)
 
 
 def assemble(ptx):

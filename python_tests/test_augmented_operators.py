@@ -6,7 +6,6 @@ operator builder, Triton separable_map). The torch-ops composition is the refere
 effkernels.reference.lowfreq_crop_augmented (per-sample F.interpolate + torch.fft) that of the op.
 """
 import os
-import subprocess
 import sys
 
 import pytest
@@ -184,32 +183,31 @@ def test_bad_arguments_raise_the_same_errors_on_both_paths(request, path, kwargs
         effkernels.lowfreq_crop_augmented(x, 8, **kwargs)
 
 
-COMPILE_FOR_HOPPER = """
-import triton, triton.language as tl
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from effkernels.triton.augmented_operators import LAUNCH_OPTIONS, _augmented_operators_kernel as kernel
-
-names = kernel.arg_names
-pointers = dict(boxes_ptr="i32", row_lowfreq_ptr="acc", col_lowfreq_ptr="acc", row_v_ptr="acc", col_v_ptr="acc",
-                rows_ptr="op", cols_ptr="op")
-for op, acc, acc_dtype in (("bf16", "fp32", tl.float32), ("fp32", "fp32", tl.float32), ("fp64", "fp64", tl.float64)):
-    constexprs = dict(HAS_V=True, ACC_DTYPE=acc_dtype, INTERPRETED=False, BLOCK_O=16, BLOCK_J=64)
-    signature = {name: "*" + pointers[name].replace("acc", acc).replace("op", op) if name in pointers
-                 else "constexpr" if name in constexprs else "i32" for name in names}
-    source = ASTSource(fn=kernel, signature=signature, constexprs={(names.index(k),): v for k, v in constexprs.items()})
-    ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=LAUNCH_OPTIONS).asm["ptx"]
-    print(op, ptx.count("div.rn.f64"), ptx.count("fma.rn.f64"))
-"""
-
-
 def test_builder_compiles_for_hopper_with_ieee_float64_weights():
-    """The kernel as the GPU compiles it (sm_90 PTX, no GPU needed; a subprocess, since this one
-    interprets Triton): it compiles for every operator dtype, its float64 weight math divides with
-    IEEE rounding (div.rn.f64: the box scale and the row normalisation, per axis) and is not
+    """The kernel as the GPU compiles it (sm_90 PTX, no GPU needed; perf/sm90.py compiles in processes
+    without TRITON_INTERPRET): it compiles for every operator dtype, its float64 weight math divides
+    with IEEE rounding (div.rn.f64: the box scale and the row normalisation, per axis) and is not
     contracted into FMAs, so the weights equal resize_operator's."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-c", COMPILE_FOR_HOPPER], cwd=root, capture_output=True,
-                            text=True, timeout=600, env={**os.environ, "TRITON_INTERPRET": "0"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split("\n")[:3] == ["bf16 4 0", "fp32 4 0", "fp64 4 0"]
+    import triton
+    import triton.language as tl
+
+    from effkernels.triton import augmented_operators
+
+    if not os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")):
+        pytest.skip("this triton has no bundled ptxas")
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "perf"))
+    import sm90
+
+    pointers = dict(boxes_ptr="i32", row_lowfreq_ptr="acc", col_lowfreq_ptr="acc", row_v_ptr="acc", col_v_ptr="acc",
+                    rows_ptr="op", cols_ptr="op")
+    names = augmented_operators._augmented_operators_kernel.arg_names
+    jobs = []
+    for op, acc, acc_dtype in (("bf16", "fp32", tl.float32), ("fp32", "fp32", tl.float32),
+                               ("fp64", "fp64", tl.float64)):
+        types = {name: "*" + pointers[name].replace("acc", acc).replace("op", op) if name in pointers else "i32"
+                 for name in names}
+        constexprs = dict(HAS_V=True, ACC_DTYPE=acc_dtype, INTERPRETED=False, BLOCK_O=16, BLOCK_J=64)
+        jobs.append(("effkernels.triton.augmented_operators", "_augmented_operators_kernel", types, constexprs, (),
+                     augmented_operators.LAUNCH_OPTIONS))
+    for ptx in sm90.in_workers(sm90.compile_named, jobs, 2):
+        assert (ptx.count("div.rn.f64"), ptx.count("fma.rn.f64")) == (4, 0)
