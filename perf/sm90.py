@@ -28,6 +28,18 @@ def in_workers(fn, jobs, workers):
             os.environ["TRITON_INTERPRET"] = interpret
 
 
+def tools_dir():
+    """The folder of the ptxas and nvdisasm that Triton ships."""
+    import triton
+
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+
+
+def has_ptxas():
+    """Whether this Triton ships ptxas (the sm_90 reports need it)."""
+    return os.path.exists(os.path.join(tools_dir(), "ptxas"))
+
+
 def compile_ptx(kernel, types, constexprs, divisible=(), **options):
     """sm_90 PTX of a @triton.jit kernel. types: Triton types of the runtime arguments by name
     ("*bf16", "i32", ...); divisible: the arguments a launch would see as multiples of 16 (pointers
@@ -55,9 +67,7 @@ def compile_named(job):
 
 def assemble(ptx):
     """(registers, spill bytes, SASS text or "" where Triton ships no nvdisasm) of PTX, by ptxas."""
-    import triton
-
-    tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    tools = tools_dir()
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "kernel.ptx")
         with open(path, "w") as f:

@@ -188,15 +188,15 @@ def test_builder_compiles_for_hopper_with_ieee_float64_weights():
     without TRITON_INTERPRET): it compiles for every operator dtype, its float64 weight math divides
     with IEEE rounding (div.rn.f64: the box scale and the row normalisation, per axis) and is not
     contracted into FMAs, so the weights equal resize_operator's."""
-    import triton
     import triton.language as tl
 
     from effkernels.triton import augmented_operators
 
-    if not os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")):
-        pytest.skip("this triton has no bundled ptxas")
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "perf"))
     import sm90
+
+    if not sm90.has_ptxas():
+        pytest.skip("this triton has no bundled ptxas")
 
     pointers = dict(boxes_ptr="i32", row_lowfreq_ptr="acc", col_lowfreq_ptr="acc", row_v_ptr="acc", col_v_ptr="acc",
                     rows_ptr="op", cols_ptr="op")
