@@ -8,6 +8,11 @@ Block variants (timed round-robin, so that a noisy neighbour hits every peer ali
 - view conv: the reference with the conv run by cuDNN on a channels-last view of the grid tokens (no
   transpose copy; ../shared/gpu-probes/peers.py measured it), eager;
 - mlp: timm's Mlp (fc1 → GELU → fc2) of the same widths, eager and compiled: what locality costs.
+On a GPU each of these is also timed "graphed": its forward + backward captured once in a CUDA graph
+and replayed. An eager step can time the host's launches rather than the kernels (on the H100 of
+2026-11-23 an eager Mlp step took 1.3-1.5 ms at every grid from 6×6 to 14×14, though its work grows
+5×); the graphed times are the device's, what a captured training step pays, and their ratios
+("graphed / mlp graphed") compare the kernels themselves.
 The layout is ViT-24h's: h-swish before and after the 3×3 depthwise conv, class token skipping the FFN.
 
 The conv kernels alone: dwconv_act forward and backward (effkernels' default GPU kernel, the CUDA C++
@@ -154,6 +159,9 @@ def bench_case(model, batch, side, device, dtype, repeats, compile_variants):
     steps["mlp"] = fwd_bwd(mlp, x, (x, *mlp.parameters()))
     if compile_variants:
         steps["mlp compiled"] = fwd_bwd(torch.compile(mlp, dynamic=False), x, (x, *mlp.parameters()))
+    for name, step in list(steps.items()):
+        if (replay := common.graphed(step, device)) is not None:
+            steps[f"{name} graphed"] = replay
     times = common.interleaved_median_ms(steps, device, repeats)
 
     model_flops = count_flops(eager, x, flop_counter(display=False))
@@ -166,6 +174,8 @@ def bench_case(model, batch, side, device, dtype, repeats, compile_variants):
     for name in ("fused", "reference", "view conv", "fused compiled", "reference compiled"):
         if name in times:
             row[f"{name} / mlp"] = times[name] / times["mlp"]
+        if f"{name} graphed" in times:
+            row[f"{name} graphed / mlp graphed"] = times[f"{name} graphed"] / times["mlp graphed"]
 
     # The conv kernels alone, on h = fc1(x) in the run's dtype.
     h = torch.randn(batch, 1 + side * side, hidden, **factory)
@@ -208,7 +218,8 @@ def kernel_names(row) -> list[str]:
 
 def progress_line(row) -> str:
     """One case's headline figures, printed as soon as it is measured."""
-    ratios = ", ".join(f"{name} {row[name]:.2f}" for name in ("fused / mlp", "fused compiled / mlp") if name in row)
+    ratios = ", ".join(f"{name} {row[name]:.2f}" for name in ("fused / mlp", "fused compiled / mlp",
+                                                             "fused graphed / mlp graphed") if name in row)
     kernels = ", ".join(f"{name} {row[f'{name} ms']:.3f} ms ({row[f'{name} % roofline']:.0f} %)"
                         for name in kernel_names(row))
     return f"{row['model']} b{row['batch']} {row['grid']}: {ratios}; {kernels}"
@@ -245,10 +256,12 @@ def main(argv=None):
             "dtype": str(dtype), "layout": OPTIONS, "backend": os.environ.get("EFFKERNELS_BACKEND", "triton"),
             "memory": "tensors saved for backward" if device.type == "cpu" else "peak allocated during fwd+bwd",
             "skipped": skipped, **host}
-    block_columns = [f"{name} ms" for name in BLOCKS if f"{name} ms" in rows[0]]
+    block_columns = [f"{name}{how} ms" for how in ("", " graphed") for name in BLOCKS
+                     if f"{name}{how} ms" in rows[0]]
+    ratio_columns = [f"{name}{how} / mlp{how}" for how in ("", " graphed")
+                     for name in ("fused", "fused compiled", "reference", "reference compiled", "view conv")]
     columns = (["model", "batch", "grid", "model GFLOP", "torch-counted GFLOP"] + block_columns
-               + [c for c in ("fused / mlp", "fused compiled / mlp", "reference / mlp", "reference compiled / mlp",
-                              "view conv / mlp", "fused TFLOP/s") if c in rows[0]]
+               + [c for c in (*ratio_columns, "fused TFLOP/s", "fused graphed TFLOP/s") if c in rows[0]]
                + [f"{k} {unit}" for k in kernel_names(rows[0]) for unit in ("ms", "% roofline")]
                + ["fused memory MB", "reference memory MB"])
     table = common.write_results(args.out or common.default_out_dir(device), "local_ffn", meta, rows, columns,

@@ -1,7 +1,9 @@
 """What effkernels.timm.fuse buys on a real timm model: forward + backward time before and after.
 
 For pvt_v2_b0 (every block's MlpWithDepthwiseConv becomes the fused LocalFFN): each stage's first
-block alone, on the token grid it sees, and the whole model, timed round-robin in one run.
+block alone, on the token grid it sees, and the whole model, timed round-robin in one run. On a GPU
+each is also timed replayed from a CUDA graph ("graphed"): the device's time without the host's
+launches, what a captured training step pays.
 """
 import argparse
 import copy
@@ -24,6 +26,17 @@ def step(module, inputs):
         module.zero_grad(set_to_none=True)
         module(*inputs).float().sum().backward()
     return run
+
+
+def timed(steps, device, repeats):
+    """{"timm ms", "fused ms", "speed-up"} of the two steps, and on a GPU the same replayed from CUDA graphs."""
+    steps = {**steps, **{f"{name} graphed": replay for name, fn in steps.items()
+                         if (replay := common.graphed(fn, device)) is not None}}
+    times = common.interleaved_median_ms(steps, device, repeats)
+    row = {**{f"{name} ms": ms for name, ms in times.items()}, "speed-up": times["timm"] / times["fused"]}
+    if "fused graphed" in times:
+        row["graphed speed-up"] = times["timm graphed"] / times["fused graphed"]
+    return row
 
 
 def stage_inputs(model, batch, size, device, dtype):
@@ -56,16 +69,15 @@ def main(argv=None):
     for index, ((block, inputs), (fused_block, _)) in enumerate(
         zip(stage_inputs(model, batch, size, device, dtype), stage_inputs(fused, batch, size, device, dtype))
     ):
-        times = common.interleaved_median_ms({"timm": step(block, inputs), "fused": step(fused_block, inputs)}, device, repeats)
         rows.append({"part": f"stage {index} block", "tokens": f"{inputs[1][0]}x{inputs[1][1]}",
-                     **{f"{k} ms": v for k, v in times.items()}, "speed-up": times["timm"] / times["fused"]})
+                     **timed({"timm": step(block, inputs), "fused": step(fused_block, inputs)}, device, repeats)})
     images = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
-    times = common.interleaved_median_ms({"timm": step(model, (images,)), "fused": step(fused, (images,))}, device, repeats)
-    rows.append({"part": "whole model", "tokens": f"{size}px", **{f"{k} ms": v for k, v in times.items()},
-                 "speed-up": times["timm"] / times["fused"]})
+    rows.append({"part": "whole model", "tokens": f"{size}px",
+                 **timed({"timm": step(model, (images,)), "fused": step(fused, (images,))}, device, repeats)})
     meta = {**common.run_meta(device), "model": args.model, "batch": batch, "image": size, "dtype": args.dtype,
             "repeats": repeats, "what": "forward + backward"}
-    columns = ["part", "tokens", "timm ms", "fused ms", "speed-up"]
+    columns = [c for c in ("part", "tokens", "timm ms", "fused ms", "speed-up", "timm graphed ms", "fused graphed ms",
+                           "graphed speed-up") if c in rows[0]]
     print(common.write_results(args.out or common.default_out_dir(device), f"timm_fuse_{args.model}", meta, rows, columns,
                                        plot=("part", "speed-up", "speed-up of fuse()")))
 

@@ -6,6 +6,7 @@ import os
 import platform
 import statistics
 import time
+import warnings
 
 import torch
 
@@ -89,6 +90,30 @@ def wall_us_per_call(fn, device: torch.device, calls: int, warmup: int = 10) -> 
         fn()
     synchronize(device)
     return (time.perf_counter() - begin) / calls * 1e6
+
+
+def graphed(fn, device: torch.device, warmup: int = 3):
+    """A function replaying fn() from a CUDA graph captured once, or None off CUDA (or where fn cannot
+    be captured: a warning says why). Timed, it gives the
+    device's time for fn's work with no host launch cost: what a captured (reduce-overhead) training
+    step pays, where an eager loop on a slow host may time the host instead. fn is warmed up on a side
+    stream first (compiled functions compile there), as torch.cuda.graph asks."""
+    if device.type != "cuda":
+        return None
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            fn()
+    except RuntimeError as error:  # e.g. an op that synchronises with the host: report, time the rest
+        warnings.warn(f"not timed from a CUDA graph: {fn} could not be captured ({error})")
+        return None
+    return graph.replay
 
 
 def interleaved_median_ms(fns: dict, device: torch.device, repeats: int, warmup: int = 3) -> dict:

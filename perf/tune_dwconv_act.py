@@ -41,24 +41,32 @@ DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 SHAPE_KEYS = ("BLOCK_W", "BLOCK_C", "num_warps", "UNROLL")  # a compiled kernel's launch shape
 
 
-def candidates(width):
-    """Launch shapes (tuples of SHAPE_KEYS) worth timing for a grid `width` columns wide."""
+def candidates(kind, width):
+    """Launch shapes (tuples of SHAPE_KEYS) worth timing for a grid `width` columns wide: strips of the
+    whole width or half of it (the backward's strip holds a column more, or overlaps its neighbours)."""
     import triton
 
-    widest = triton.next_power_of_2(width)
-    for block_w, block_c, warps, unroll in itertools.product((widest // 2, widest), (16, 32, 64, 128), (2, 4, 8),
-                                                             (1, 3)):
-        per_thread = block_w * block_c // (32 * warps)
-        if block_w >= 2 and 1 <= per_thread <= 16:
+    from effkernels.triton import dwconv_act as kernels
+
+    widest = triton.next_power_of_2(width + (kind == "backward"))
+    widths = [w for w in (widest // 2, widest) if w >= 2 and (kind == "forward" or w in kernels.BACKWARD_BLOCK_WS)]
+    for block_w, block_c, warps, unroll in itertools.product(widths, (16, 32, 64, 128), (2, 4, 8), (1, 3)):
+        if 1 <= block_w * block_c // (32 * warps) <= 16:
             yield block_w, block_c, warps, unroll
 
 
-def default_shape(kind, width, dtype_name, hidden):
+def halo(kind, width, block_w):
+    """The backward's HALO (launch_shape's): 1 where its strips overlap, 0 where one strip holds the grid."""
+    return int(kind == "backward" and block_w <= width)
+
+
+def default_shape(kind, width, dtype_name, hidden, act):
     """(the launch shape, the programs per SM) that launch_shape picks today."""
     from effkernels.triton import dwconv_act as kernels
 
     dtype = getattr(torch, dtype_name)
-    _, options = kernels.launch_shape(kind, 1, hidden, LAYOUT["num_prefix_tokens"], width, dtype, torch.device("cpu"))
+    _, options = kernels.launch_shape(kind, 1, hidden, LAYOUT["num_prefix_tokens"], width, dtype, torch.device("cpu"),
+                                      act)
     return tuple(options[key] for key in SHAPE_KEYS), kernels.PROGRAMS_PER_SM[dtype][kind == "backward"]
 
 
@@ -70,10 +78,11 @@ def compile_report(job):
 
     from effkernels.triton import dwconv_act as kernels
 
-    kind, dtype_name, act, bias, block_w, block_c, warps, unroll = job
+    kind, dtype_name, act, bias, with_halo, block_w, block_c, warps, unroll = job
     kernel = kernels._dwconv_act_fwd_kernel if kind == "forward" else kernels._dwconv_act_bwd_kernel
     constexprs = dict(HAS_BIAS=bias, HAS_PREFIX=True, SKIP_PREFIX=True, PRE=LAYOUT["pre_act"], ACT=act,
-                      ACC=tl.float32, BLOCK_P=1, BLOCK_W=block_w, BLOCK_C=block_c, UNROLL=unroll)
+                      ACC=tl.float32, BLOCK_P=1, BLOCK_W=block_w, BLOCK_C=block_c, UNROLL=unroll,
+                      **({"HALO": with_halo} if kind == "backward" else {}))
     types = {name: ("*fp32" if name == "partials_ptr" else "*" + DTYPES[dtype_name]) if name.endswith("_ptr")
              else "i32" for name in kernel.arg_names}
     ptx = sm90.compile_ptx(kernel, types, constexprs, divisible={"C"}, num_warps=warps)
@@ -82,9 +91,11 @@ def compile_report(job):
     if torch.cuda.is_available():
         # Fill Triton's disk cache for the timing loop: a small launch of the same specialisation (batch
         # and channels multiples of 16, token count and grid sides neither 1 nor a multiple of 16).
-        launch_call(kind, 3, 16, 16, getattr(torch, dtype_name), act, bias, torch.device("cuda"),
+        side = block_w + 1 if with_halo else 3  # a width with the same HALO
+        launch_call(kind, side, 16, 16, getattr(torch, dtype_name), act, bias, torch.device("cuda"),
                     dict(BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps, UNROLL=unroll))[0]()
-    return dict(kind=kind, dtype=dtype_name, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps, UNROLL=unroll,
+    return dict(kind=kind, dtype=dtype_name, HALO=with_halo, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps,
+                UNROLL=unroll,
                 registers=registers, spill_bytes=spills, programs_fit=sm90.programs_fit(registers, warps),
                 sass_per_value=sm90.hot_loop_instructions(sass) / values if sass else None,
                 loads=sm90.memory_widths(ptx, "ld"), stores=sm90.memory_widths(ptx, "st"))
@@ -150,18 +161,18 @@ def main(argv=None):
     if not args.sm90 and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         sys.exit("timing runs on a CUDA GPU (or, its figures meaningless, under TRITON_INTERPRET=1); "
                  "--sm90 gives the compile report anywhere")
-    shapes = {(kind, width): {default_shape(kind, width, args.dtype, args.hidden)[0],
-                              *([] if args.defaults_only else list(candidates(width))[: args.shapes])}
+    shapes = {(kind, width): {default_shape(kind, width, args.dtype, args.hidden, args.act)[0],
+                              *([] if args.defaults_only else list(candidates(kind, width))[: args.shapes])}
               for kind in args.kinds for width in args.grids}
-    jobs = sorted({(kind, args.dtype, args.act, args.bias, *shape)
-                   for (kind, _), group in shapes.items() for shape in group})
+    jobs = sorted({(kind, args.dtype, args.act, args.bias, halo(kind, width, shape[0]), *shape)
+                   for (kind, width), group in shapes.items() for shape in group})
     reports = dict(zip(jobs, sm90.in_workers(compile_report, jobs, args.jobs)))
     spilling = [r for r in reports.values() if r["spill_bytes"]]
     print(f"compiled {len(reports)} launch shapes for sm_90; {len(spilling)} spill registers"
           f"{'' if args.sm90 else ' (not timed)'}", flush=True)
     if args.sm90:
         for report in reports.values():
-            print({k: report[k] for k in ("kind", *SHAPE_KEYS, "registers", "spill_bytes", "programs_fit",
+            print({k: report[k] for k in ("kind", "HALO", *SHAPE_KEYS, "registers", "spill_bytes", "programs_fit",
                                           "sass_per_value", "loads", "stores")}, flush=True)
         return list(reports.values())
 
@@ -169,11 +180,11 @@ def main(argv=None):
     bandwidth = common.copy_bandwidth_gbs(device)
     listed = []
     for (kind, width), group in shapes.items():
-        default_tiles, default_per_sm = default_shape(kind, width, args.dtype, args.hidden)
+        default_tiles, default_per_sm = default_shape(kind, width, args.dtype, args.hidden, args.act)
         default = (*default_tiles, default_per_sm)
         rows = []
         for shape in sorted(group):
-            report = reports[(kind, args.dtype, args.act, args.bias, *shape)]
+            report = reports[(kind, args.dtype, args.act, args.bias, halo(kind, width, shape[0]), *shape)]
             if report["spill_bytes"] and shape != default_tiles:  # spilling to local memory: not a candidate
                 continue
             # Sample groups matter on a GPU only (the interpreter runs two): the counts that fit there.

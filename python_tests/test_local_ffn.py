@@ -317,9 +317,10 @@ def test_dwconv_act_low_precision_against_float64(backend, dtype):
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # Triton runs under the interpreter on the CPU
 
 
-@pytest.mark.parametrize("width", [4, 9])
+@pytest.mark.parametrize("width", [3, 4, 9])
 def test_triton_column_strips_share_their_halo(width):
-    """Grids wider than a program's column strip (BLOCK_W) are split into strips whose halos overlap."""
+    """Grids wider than a program's column strip (BLOCK_W) are split into strips whose halos overlap;
+    the backward's strip of 4 holds a grid 3 wide alone (its column roll wraps onto the zero column)."""
     from effkernels.triton import dwconv_act as kernels
 
     h, weight, bias, grad = random_dwconv(3, 1, (3, width), 12, device=DEVICE)
@@ -333,7 +334,7 @@ def test_triton_column_strips_share_their_halo(width):
 
 
 @pytest.mark.parametrize("tiles", [dict(BLOCK_C=16, num_warps=2, UNROLL=3),
-                                   dict(BLOCK_W=2, BLOCK_C=64, UNROLL=1, programs_per_sm=1)])
+                                   dict(BLOCK_W=4, BLOCK_C=64, UNROLL=1, programs_per_sm=1)])
 def test_triton_launch_shapes_the_tuner_tries_compute_the_same(tiles):
     """perf/tune_dwconv_act.py times other launch shapes than the default: each gives the same results."""
     from effkernels.triton import dwconv_act as kernels
@@ -348,6 +349,8 @@ def test_triton_launch_shapes_the_tuner_tries_compute_the_same(tiles):
         assert relative_error(got, want) < TOLERANCE[torch.float64]
     with pytest.raises(ValueError, match="tiles"):
         kernels.dwconv_act_triton(h, (3, 5), weight, bias, **options, tiles={"BLOCK_K": 16})
+    with pytest.raises(ValueError, match="BLOCK_W"):  # the backward's column roll needs a power of two ≥ 4
+        kernels.dwconv_act_backward_triton(grad, h, (3, 5), weight, bias, **options, tiles={"BLOCK_W": 6})
 
 
 def test_triton_host_path_launches_raw_kernels_in_eager(monkeypatch):
@@ -424,11 +427,12 @@ def test_flop_counter_fix_counts_the_depthwise_conv_once():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU every Triton test compiles the kernels for real")
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
-def test_triton_kernels_compile_for_sm90_within_their_register_budget(dtype):
+@pytest.mark.parametrize("act", ["gelu_tanh", "gelu"])
+def test_triton_kernels_compile_for_sm90_within_their_register_budget(dtype, act):
     """Without a GPU the interpreter never compiles the kernels: compile the default launch shapes for
     sm_90 (perf/tune_dwconv_act.py --sm90, in processes without TRITON_INTERPRET), with the costliest
-    activation and a bias, and check with ptxas that they do not spill and that PROGRAMS_PER_SM of them
-    fit in an SM's 65,536 registers."""
+    activations (gelu_tanh unrolled, erf-gelu not) and a bias, and check with ptxas that they do not
+    spill and that PROGRAMS_PER_SM of them fit in an SM's 65,536 registers."""
     import os
     import sys
 
@@ -441,7 +445,7 @@ def test_triton_kernels_compile_for_sm90_within_their_register_budget(dtype):
         pytest.skip("this triton has no bundled ptxas")
     import tune_dwconv_act
 
-    reports = tune_dwconv_act.main(["--sm90", "--defaults-only", "--dtype", dtype, "--act", "gelu_tanh", "--bias",
+    reports = tune_dwconv_act.main(["--sm90", "--defaults-only", "--dtype", dtype, "--act", act, "--bias",
                                     "--grids", "6", "14", "--jobs", "2"])
     assert sorted(r["kind"] for r in reports) == ["backward"] * 2 + ["forward"] * 2, reports
     for report in reports:

@@ -4,28 +4,31 @@ activations on the token-major (B, P + H·W, hidden) buffer, Seq2Im/Im2Seq folde
 Design (a memory-bound stencil; see ../shared/DESIGN.md, Op 2):
 - A program owns a fixed set of samples (strided by the number of sample groups), one strip of BLOCK_W
   grid columns and BLOCK_C channels, and walks down the grid rows. Each grid row is loaded once per column
-  shift (the strip plus its halo: shifts -1, 0, +1; the backward's recompute needs ±2), contiguous
-  along channels (a token's BLOCK_C channels are one run of memory: vector loads, coalesced across
-  the warp), in its own dtype, a few rows ahead of the math (3 rows forward, 2 backward) so enough
-  bytes are in flight to cover DRAM latency. A row is read from DRAM once; its shifted copies come
-  from L1/L2, and once in registers it serves every output row that needs it: nothing is re-read
-  per tap. Strips overlap only by their halo, so any grid width works (one strip up to MAX_BLOCK_W).
+  shift (-1, 0, +1), contiguous along channels (a token's BLOCK_C channels are one run of memory: vector
+  loads, coalesced across the warp), in its own dtype, a few rows ahead of the math (3 rows forward,
+  2 backward) so enough bytes are in flight to cover DRAM latency. A row is read from DRAM once; its
+  shifted copies come from L1/L2, and once in registers it serves every output row that needs it:
+  nothing is re-read per tap. Any grid width works (strips of up to MAX_BLOCK_W columns).
 - Forward: each entering row adds its three kernel rows to the rolling partial sums of the output
   rows above, at and below it; the row above is then complete: a = act(bias + Σ taps · pre_act(h)),
   written token-major. fp32 accumulation (fp64 for fp64 inputs). The samples of a program form one
   stream of rows, fetched ahead across sample boundaries. Prefix tokens are handled by each sample's
   column-strip-0 program in the same launch.
-- Backward, one pass over (grad, h): for grid row r the program recomputes z at the three column
-  shifts -1, 0, +1 (the strip plus its halo) from the pre_act rows r-1..r+1 it holds at five shifts,
-  forms grad_z = grad · act'(z) there (on chip, never stored), adds grad_z · pre_act(h[neighbour k])
-  into nine per-tap and one bias accumulator tiles that stay in registers across all the program's
-  rows and samples, and scatters grad_z through the transposed taps into two rolling grad_h row
-  accumulators; row r-1 is then complete and is written times pre_act'(h). At the end each program
-  sums its accumulators over its columns once and writes them as its own row of a (rows, 10, hidden)
-  partial-sum buffer; a second small kernel adds those rows in a fixed order into grad_weight and
-  grad_bias: deterministic, no atomics. Sample groups fill the SMs once (one wave).
+- Backward, one pass over (grad, h): for grid row r the program computes z on its strip from the
+  pre_act rows r-1..r+1 it holds at three column shifts, forms grad_z = grad · act'(z) (on chip, never
+  stored), adds grad_z · pre_act(h[neighbour k]) into nine per-tap and one bias accumulator tiles that
+  stay in registers across all the program's rows and samples, and scatters grad_z through the
+  transposed taps into two rolling grad_h row accumulators; row r-1 is then complete and is written
+  times pre_act'(h). The scatter needs grad_z one column left and right: the strip's grad_z is rolled
+  across threads on chip (a gather), where recomputing z at those shifts cost 27 more FMAs per value.
+  So a strip either holds the whole grid width and a zero column past it (HALO = 0: the roll wraps
+  onto zeros) or overlaps each neighbour strip by one column whose grad_z it computes but whose
+  results it leaves to that strip (HALO = 1). At the end each program sums its accumulators over the
+  columns it owns once and writes them as its own row of a (rows, 10, hidden) partial-sum buffer; a
+  second small kernel adds those rows in a fixed order into grad_weight and grad_bias: deterministic,
+  no atomics. Sample groups fill the SMs once (one wave).
 - Tiles: 4 values per thread forward, 2 backward (4 warps), chosen by registers: compiled for sm_90
-  with ptxas -v, bf16, the forward uses 96-118 registers and the backward 156-165, neither spills.
+  with ptxas -v, bf16, the forward uses 96-118 registers and the backward 164-168, neither spills.
   perf/tune_dwconv_act.py times the other launch shapes (launch_shape's `tiles`) on a GPU, and
   reports every shape's registers and load widths anywhere, so the defaults can follow measurement.
 - Instructions: these kernels are likely bound by instruction issue, not by DRAM. The tuner's --sm90
@@ -34,14 +37,13 @@ Design (a memory-bound stencil; see ../shared/DESIGN.md, Op 2):
   the backward 6. Before the changes below the forward took 54 instructions per value (1.35× the
   issue rate at full bandwidth) and the backward 162 (2.7×: at most ~37 % of the roofline; the H100
   measured 19 %, each call's host time included). So the math is written for the instruction count.
-  h-swish is z · sat(z/6 + 1/2): one FFMA.SAT and one FMUL instead of five instructions, on three
-  column shifts of every row (forward) or five (the backward's recompute). The forward's row loop is
-  unrolled three times, the period of its rolling rows, so rotating them costs no register moves
-  (ROW_UNROLL). At the default bf16 shapes: forward 34 instructions per value (96 registers instead
-  of 112), backward 148 (sm_90 SASS, ViT-24h layout, 2026-11-23; GPU time not yet measured). The
-  backward unrolled by 3 takes 128 but 189 registers. Its floor in this design is ~125 (27 of its
-  61 FMAs per value recompute z at three column shifts), so its 0.35 ms target (~45 % of the
-  roofline) asks for a different split of work, not tuning.
+  h-swish is z · sat(z/6 + 1/2): one FFMA.SAT and one FMUL instead of five instructions. Both row
+  loops are unrolled three times, the period of their rolling rows, so rotating them costs no
+  register moves (row_unroll). At the default bf16 shapes, ViT-24h layout: forward 34 instructions
+  per value (96 registers instead of 112), backward 83-85 with the roll (148 when it recomputed z at
+  three shifts), 164-168 registers (sm_90 SASS, Triton 3.6 and 3.8, 2026-11-23; GPU time not yet
+  measured). At full issue rate that is ~0.19 ms at DeiT-S 14×14, batch 256, against the 0.35 ms
+  target.
 - Host path: launch metadata (block sizes, grid, sample groups) cached per shape; the raw kernel is
   launched in eager mode, through torch.library.wrap_triton only while torch.compile traces.
 """
@@ -52,21 +54,31 @@ import triton
 import triton.language as tl
 
 MAX_BLOCK_W = 32  # grid columns per program: wider grids are split into strips (with halo)
+BACKWARD_BLOCK_WS = (4, 8, 16, 32)  # the backward's strip widths (powers of two: its column roll wraps around)
 FWD_TILE = 512  # elements (columns × channels) per forward program: 4 per thread with 4 warps
 BWD_TILE = 256  # elements per backward program: 2 per thread (~35 live tiles)
 MAX_BLOCK_C = 128
 MIN_BLOCK_C = 16
 NUM_WARPS = 4
-# Row loop unrolling: the forward's rows rotate with period 3 (rows fetched ahead), so unrolling by 3
-# removes the register moves; the backward's by 3 saves 14 % of its instructions but needs 189
-# registers instead of 156 (2 programs per SM instead of 3): the tuner measures that trade.
-ROW_UNROLL = {"forward": 3, "backward": 1}
+
+
+def row_unroll(kind, act, dtype):
+    """The default unrolling of a kernel's row loop ("forward"/"backward", the activation after the
+    conv, the dtype). Both kernels' rows rotate with period 3 (rolling rows, rows fetched ahead), so
+    unrolling by 3 removes the register moves: the backward's instructions per value drop 14 % (bf16,
+    h-swish: 97 → 83) within the 168 registers that let 3 programs share an SM. Not where the unrolled
+    kernel would not fit PROGRAMS_PER_SM programs in an SM's registers (sm_90, ptxas, with a bias):
+    erf-GELU's derivative (erf and exp) takes the backward to 223 registers, and the float32 forward
+    to 130 (4 programs need ≤ 128). There: 1."""
+    return 1 if act == "gelu" and (kind == "backward" or dtype.itemsize >= 4) else 3
+
+
 # (forward, backward) programs per SM by dtype: as many as fit at once (65,536 registers / (registers
 # rounded up to 8 × 128 threads)), so the launch is one wave and each program owns B / groups samples
 # (weights loaded and weight-grad sums reduced once per program). Registers by ptxas -v for sm_90 over
-# the activation variants: bf16/fp16 forward 96-118, backward 156-165; fp32 up to 128 and 177; fp64 ~220
-# and 255 (the fp64 backward spills a little: fp64 is for exactness, not speed).
-PROGRAMS_PER_SM = {torch.bfloat16: (4, 3), torch.float16: (4, 3), torch.float32: (4, 2), torch.float64: (2, 2)}
+# the activation variants (row_unroll's defaults): bf16/fp16 forward 96-118, backward 144-168; fp32 up to
+# 128 and 168; fp64 ~220 and 255 (fp64 is for exactness, not speed).
+PROGRAMS_PER_SM = {torch.bfloat16: (4, 3), torch.float16: (4, 3), torch.float32: (4, 3), torch.float64: (2, 2)}
 
 
 @triton.jit
@@ -171,13 +183,16 @@ def _taps_and_bias(w_ptr, bias_ptr, chans, mask_c, HAS_BIAS: tl.constexpr, ACC: 
 
 
 @triton.jit
-def _program_tile(W, C, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
-    """This program's channel block and column strip (program ids 0 and 1): (chans, mask_c, cols,
-    out_mask), the mask of the strip's (column, channel) elements inside the grid."""
+def _program_tile(W, C, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, HALO: tl.constexpr):
+    """This program's channel block and column strip (program ids 0 and 1), the strips overlapping by
+    HALO columns each side: (chans, mask_c, cols, owned, out_mask); owned: the strip's columns that
+    are in the grid and not another strip's; out_mask: its (column, channel) elements it writes."""
     chans = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = chans < C
-    cols = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
-    return chans, mask_c, cols, (cols < W)[:, None] & mask_c[None, :]
+    lanes = tl.arange(0, BLOCK_W)
+    cols = tl.program_id(1) * (BLOCK_W - 2 * HALO) - HALO + lanes
+    owned = (lanes >= HALO) & (lanes < BLOCK_W - HALO) & (cols < W)
+    return chans, mask_c, cols, owned, owned[:, None] & mask_c[None, :]
 
 
 @triton.jit
@@ -188,7 +203,7 @@ def _dwconv_act_fwd_kernel(
     UNROLL: tl.constexpr,
 ):
     pid_x, group = tl.program_id(1), tl.program_id(2)
-    chans, mask_c, cols, out_mask = _program_tile(W, C, BLOCK_W, BLOCK_C)
+    chans, mask_c, cols, _, out_mask = _program_tile(W, C, BLOCK_W, BLOCK_C, 0)
     row_stride = W * C
     w0, w1, w2, w3, w4, w5, w6, w7, w8, bias = _taps_and_bias(w_ptr, bias_ptr, chans, mask_c, HAS_BIAS, ACC, BLOCK_C)
 
@@ -240,15 +255,33 @@ def _dwconv_act_fwd_kernel(
 
 
 @triton.jit
+def _roll_columns(x, SHIFT: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+    """x moved SHIFT columns along the strip, wrapping around: out[j] = x[(j - SHIFT) mod BLOCK_W]. The
+    values cross threads on chip (a gather through shared memory), none is recomputed."""
+    source = (tl.arange(0, BLOCK_W) - SHIFT) & (BLOCK_W - 1)
+    return tl.gather(x, tl.broadcast_to(source[:, None], (BLOCK_W, BLOCK_C)), axis=0)
+
+
+@triton.jit
+def _owned_sum(acc, owned):
+    """Σ over the strip's own columns of a (BLOCK_W, BLOCK_C) accumulator (halo columns are another
+    program's)."""
+    return tl.sum(tl.where(owned[:, None], acc, 0), axis=0)
+
+
+@triton.jit
 def _dwconv_act_bwd_kernel(
     grad_ptr, h_ptr, w_ptr, bias_ptr, grad_h_ptr, partials_ptr, B, N, P, H, W, C,
     HAS_BIAS: tl.constexpr, HAS_PREFIX: tl.constexpr, SKIP_PREFIX: tl.constexpr, PRE: tl.constexpr,
     ACT: tl.constexpr, ACC: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
-    UNROLL: tl.constexpr,
+    UNROLL: tl.constexpr, HALO: tl.constexpr,
 ):
     pid_x, group = tl.program_id(1), tl.program_id(2)
     groups = tl.num_programs(2)
-    chans, mask_c, cols, out_mask = _program_tile(W, C, BLOCK_W, BLOCK_C)
+    # HALO columns each side of the strip belong to the neighbouring strips (grad_z is computed there and
+    # moved on chip; nothing is stored). With HALO = 0 one strip holds the whole grid and at least one
+    # column past it, where grad_z is 0: the wrapped-around roll reads zeros there.
+    chans, mask_c, cols, owned, out_mask = _program_tile(W, C, BLOCK_W, BLOCK_C, HALO)
     row_stride = W * C
     w0, w1, w2, w3, w4, w5, w6, w7, w8, bias = _taps_and_bias(w_ptr, bias_ptr, chans, mask_c, HAS_BIAS, ACC, BLOCK_C)
 
@@ -281,92 +314,58 @@ def _dwconv_act_bwd_kernel(
                     prefix_grad *= _activate_grad(h_prefix, PRE)
                 tl.store(grad_h_ptr + offsets, prefix_grad.to(grad_h_ptr.dtype.element_ty), mask=mask)
 
-        # pre_act(h) of rows r-1 (u), r (c) and r+1 (d) at column shifts -2..+2 (m2, m1, 0, p1, p2).
-        u_m2 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
-        u_m1 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
-        u_0 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
-        u_p1 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
-        u_p2 = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
-        c_m2 = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, -2), PRE, ACC)
-        c_m1 = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, -1), PRE, ACC)
-        c_0 = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 0), PRE, ACC)
-        c_p1 = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 1), PRE, ACC)
-        c_p2 = _pre(_row(h_ptr, grid_base, True, cols, chans, mask_c, W, C, 2), PRE, ACC)
+        # pre_act(h) of rows r-1 (u), r (c) and r+1 (d) at column shifts -1, 0, +1 (l, m, r).
+        u_l = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
+        u_m = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
+        u_r = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
+        c_l, c_m, c_r = _row3(h_ptr, grid_base, True, cols, chans, mask_c, W, C)
+        c_l = _pre(c_l, PRE, ACC)
+        c_m = _pre(c_m, PRE, ACC)
+        c_r = _pre(c_r, PRE, ACC)
         # h of rows r+1, r+2 and grad of rows r, r+1 as loaded (raw dtype), fetched two rows ahead so
         # that their latency overlaps the math.
         below = grid_base + row_stride
-        hn_m2 = _row(h_ptr, below, 1 < H, cols, chans, mask_c, W, C, -2)
-        hn_m1 = _row(h_ptr, below, 1 < H, cols, chans, mask_c, W, C, -1)
-        hn_0 = _row(h_ptr, below, 1 < H, cols, chans, mask_c, W, C, 0)
-        hn_p1 = _row(h_ptr, below, 1 < H, cols, chans, mask_c, W, C, 1)
-        hn_p2 = _row(h_ptr, below, 1 < H, cols, chans, mask_c, W, C, 2)
-        hnn_m2 = _row(h_ptr, below + row_stride, 2 < H, cols, chans, mask_c, W, C, -2)
-        hnn_m1 = _row(h_ptr, below + row_stride, 2 < H, cols, chans, mask_c, W, C, -1)
-        hnn_0 = _row(h_ptr, below + row_stride, 2 < H, cols, chans, mask_c, W, C, 0)
-        hnn_p1 = _row(h_ptr, below + row_stride, 2 < H, cols, chans, mask_c, W, C, 1)
-        hnn_p2 = _row(h_ptr, below + row_stride, 2 < H, cols, chans, mask_c, W, C, 2)
-        gn_l = _row(grad_ptr, grid_base, True, cols, chans, mask_c, W, C, -1)
-        gn_m = _row(grad_ptr, grid_base, True, cols, chans, mask_c, W, C, 0)
-        gn_r = _row(grad_ptr, grid_base, True, cols, chans, mask_c, W, C, 1)
-        gnn_l = _row(grad_ptr, below, 1 < H, cols, chans, mask_c, W, C, -1)
-        gnn_m = _row(grad_ptr, below, 1 < H, cols, chans, mask_c, W, C, 0)
-        gnn_r = _row(grad_ptr, below, 1 < H, cols, chans, mask_c, W, C, 1)
+        hn_l, hn_m, hn_r = _row3(h_ptr, below, 1 < H, cols, chans, mask_c, W, C)
+        hnn_l, hnn_m, hnn_r = _row3(h_ptr, below + row_stride, 2 < H, cols, chans, mask_c, W, C)
+        gn = _row(grad_ptr, grid_base, True, cols, chans, mask_c, W, C, 0)
+        gnn = _row(grad_ptr, below, 1 < H, cols, chans, mask_c, W, C, 0)
         # grad_h of rows r-1 and r, partly summed: a row is complete once grad_z of the row below it is in.
         gh_up = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
         gh_mid = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
         for r in tl.range(0, H, loop_unroll_factor=UNROLL):
             row = grid_base + r * row_stride
-            d_m2 = _pre(hn_m2, PRE, ACC)
-            d_m1 = _pre(hn_m1, PRE, ACC)
-            d_0 = _pre(hn_0, PRE, ACC)
-            d_p1 = _pre(hn_p1, PRE, ACC)
-            d_p2 = _pre(hn_p2, PRE, ACC)
-            g_l = gn_l.to(ACC)
-            g_m = gn_m.to(ACC)
-            g_r = gn_r.to(ACC)
-            hn_m2, hn_m1, hn_0, hn_p1, hn_p2 = hnn_m2, hnn_m1, hnn_0, hnn_p1, hnn_p2
-            gn_l, gn_m, gn_r = gnn_l, gnn_m, gnn_r
-            ahead = row + 3 * row_stride
-            ahead_ok = r + 3 < H
-            hnn_m2 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, -2)
-            hnn_m1 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, -1)
-            hnn_0 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 0)
-            hnn_p1 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 1)
-            hnn_p2 = _row(h_ptr, ahead, ahead_ok, cols, chans, mask_c, W, C, 2)
-            gnn_l = _row(grad_ptr, row + 2 * row_stride, r + 2 < H, cols, chans, mask_c, W, C, -1)
-            gnn_m = _row(grad_ptr, row + 2 * row_stride, r + 2 < H, cols, chans, mask_c, W, C, 0)
-            gnn_r = _row(grad_ptr, row + 2 * row_stride, r + 2 < H, cols, chans, mask_c, W, C, 1)
-            # z of row r at column shifts -1, 0, +1, recomputed; then grad_z there (0 outside the grid,
-            # where grad loads as 0).
-            z_l = _taps3(bias[None, :], u_m2, u_m1, u_0, w0, w1, w2)
-            z_l = _taps3(z_l, c_m2, c_m1, c_0, w3, w4, w5)
-            z_l = _taps3(z_l, d_m2, d_m1, d_0, w6, w7, w8)
-            z_m = _taps3(bias[None, :], u_m1, u_0, u_p1, w0, w1, w2)
-            z_m = _taps3(z_m, c_m1, c_0, c_p1, w3, w4, w5)
-            z_m = _taps3(z_m, d_m1, d_0, d_p1, w6, w7, w8)
-            z_r = _taps3(bias[None, :], u_0, u_p1, u_p2, w0, w1, w2)
-            z_r = _taps3(z_r, c_0, c_p1, c_p2, w3, w4, w5)
-            z_r = _taps3(z_r, d_0, d_p1, d_p2, w6, w7, w8)
-            gz_l = g_l * _activate_grad(z_l, ACT)
-            gz_m = g_m * _activate_grad(z_m, ACT)
-            gz_r = g_r * _activate_grad(z_r, ACT)
+            d_l = _pre(hn_l, PRE, ACC)
+            d_m = _pre(hn_m, PRE, ACC)
+            d_r = _pre(hn_r, PRE, ACC)
+            g = gn.to(ACC)
+            hn_l, hn_m, hn_r = hnn_l, hnn_m, hnn_r
+            gn = gnn
+            hnn_l, hnn_m, hnn_r = _row3(h_ptr, row + 3 * row_stride, r + 3 < H, cols, chans, mask_c, W, C)
+            gnn = _row(grad_ptr, row + 2 * row_stride, r + 2 < H, cols, chans, mask_c, W, C, 0)
+            # z and grad_z of row r on the strip (0 outside the grid, where grad loads as 0).
+            z = _taps3(bias[None, :], u_l, u_m, u_r, w0, w1, w2)
+            z = _taps3(z, c_l, c_m, c_r, w3, w4, w5)
+            z = _taps3(z, d_l, d_m, d_r, w6, w7, w8)
+            gz = g * _activate_grad(z, ACT)
 
-            acc0 += gz_m * u_m1
-            acc1 += gz_m * u_0
-            acc2 += gz_m * u_p1
-            acc3 += gz_m * c_m1
-            acc4 += gz_m * c_0
-            acc5 += gz_m * c_p1
-            acc6 += gz_m * d_m1
-            acc7 += gz_m * d_0
-            acc8 += gz_m * d_p1
-            acc_bias += gz_m
+            acc0 += gz * u_l
+            acc1 += gz * u_m
+            acc2 += gz * u_r
+            acc3 += gz * c_l
+            acc4 += gz * c_m
+            acc5 += gz * c_r
+            acc6 += gz * d_l
+            acc7 += gz * d_m
+            acc8 += gz * d_r
+            acc_bias += gz
 
             # Token (y, x) receives w[dy, dx] · grad_z(y - dy, x - dx): grad_z of row r feeds rows
             # r + dy, the taps of kernel row dy in reverse column order.
-            gh_up = _taps3(gh_up, gz_r, gz_m, gz_l, w0, w1, w2)
-            gh_mid = _taps3(gh_mid, gz_r, gz_m, gz_l, w3, w4, w5)
-            gh_down = _taps3(tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC), gz_r, gz_m, gz_l, w6, w7, w8)
+            gz_l = _roll_columns(gz, 1, BLOCK_W, BLOCK_C)  # grad_z one column left
+            gz_r = _roll_columns(gz, -1, BLOCK_W, BLOCK_C)  # one column right
+            gh_up = _taps3(gh_up, gz_r, gz, gz_l, w0, w1, w2)
+            gh_mid = _taps3(gh_mid, gz_r, gz, gz_l, w3, w4, w5)
+            gh_down = _taps3(tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC), gz_r, gz, gz_l, w6, w7, w8)
             if r > 0:  # row r-1 has all its terms now
                 above = row - row_stride
                 offsets = above + cols[:, None] * C + chans[None, :]
@@ -375,26 +374,26 @@ def _dwconv_act_bwd_kernel(
                     gh_up = gh_up * _activate_grad(h_above, PRE)
                 tl.store(grad_h_ptr + offsets, gh_up.to(grad_h_ptr.dtype.element_ty), mask=out_mask)
             gh_up, gh_mid = gh_mid, gh_down
-            u_m2, u_m1, u_0, u_p1, u_p2 = c_m2, c_m1, c_0, c_p1, c_p2
-            c_m2, c_m1, c_0, c_p1, c_p2 = d_m2, d_m1, d_0, d_p1, d_p2
+            u_l, u_m, u_r = c_l, c_m, c_r
+            c_l, c_m, c_r = d_l, d_m, d_r
         # The last row (nothing below it feeds it).
         offsets = grid_base + (H - 1) * row_stride + cols[:, None] * C + chans[None, :]
         if PRE != "none":
             gh_up = gh_up * _activate_grad(tl.load(h_ptr + offsets, mask=out_mask, other=0).to(ACC), PRE)
         tl.store(grad_h_ptr + offsets, gh_up.to(grad_h_ptr.dtype.element_ty), mask=out_mask)
 
-    # One partial-sum row per program, reduced over its columns once.
+    # One partial-sum row per program, reduced once over the columns it owns.
     partials = partials_ptr + (group * tl.num_programs(1) + pid_x).to(tl.int64) * 10 * C + chans
-    tl.store(partials + 0 * C, tl.sum(acc0, axis=0), mask=mask_c)
-    tl.store(partials + 1 * C, tl.sum(acc1, axis=0), mask=mask_c)
-    tl.store(partials + 2 * C, tl.sum(acc2, axis=0), mask=mask_c)
-    tl.store(partials + 3 * C, tl.sum(acc3, axis=0), mask=mask_c)
-    tl.store(partials + 4 * C, tl.sum(acc4, axis=0), mask=mask_c)
-    tl.store(partials + 5 * C, tl.sum(acc5, axis=0), mask=mask_c)
-    tl.store(partials + 6 * C, tl.sum(acc6, axis=0), mask=mask_c)
-    tl.store(partials + 7 * C, tl.sum(acc7, axis=0), mask=mask_c)
-    tl.store(partials + 8 * C, tl.sum(acc8, axis=0), mask=mask_c)
-    tl.store(partials + 9 * C, tl.sum(acc_bias, axis=0), mask=mask_c)
+    tl.store(partials + 0 * C, _owned_sum(acc0, owned), mask=mask_c)
+    tl.store(partials + 1 * C, _owned_sum(acc1, owned), mask=mask_c)
+    tl.store(partials + 2 * C, _owned_sum(acc2, owned), mask=mask_c)
+    tl.store(partials + 3 * C, _owned_sum(acc3, owned), mask=mask_c)
+    tl.store(partials + 4 * C, _owned_sum(acc4, owned), mask=mask_c)
+    tl.store(partials + 5 * C, _owned_sum(acc5, owned), mask=mask_c)
+    tl.store(partials + 6 * C, _owned_sum(acc6, owned), mask=mask_c)
+    tl.store(partials + 7 * C, _owned_sum(acc7, owned), mask=mask_c)
+    tl.store(partials + 8 * C, _owned_sum(acc8, owned), mask=mask_c)
+    tl.store(partials + 9 * C, _owned_sum(acc_bias, owned), mask=mask_c)
 
 
 @triton.jit
@@ -420,19 +419,26 @@ TILE_KEYS = ("BLOCK_W", "BLOCK_C", "num_warps", "UNROLL", "programs_per_sm")
 
 
 @functools.lru_cache(maxsize=256)
-def launch_shape(kind, batch, channels, prefix_tokens, width, dtype, device, tiles=()):
-    """(grid, launch options) of the forward or backward kernel ("forward"/"backward") for a shape,
-    cached so that an eager call does no more than allocate and launch. tiles: (key, value) pairs
+def launch_shape(kind, batch, channels, prefix_tokens, width, dtype, device, act, tiles=()):
+    """(grid, launch options) of the forward or backward kernel ("forward"/"backward") for a shape and
+    activation, cached so that an eager call does no more than allocate and launch. tiles: (key, value) pairs
     overriding the defaults, for perf/tune_dwconv_act.py: BLOCK_W (grid columns per strip), BLOCK_C,
     num_warps, UNROLL (of the row loop), programs_per_sm (sample groups: that many programs per SM, at
     most one per sample)."""
     tiles = dict(tiles)
     if unknown := set(tiles) - set(TILE_KEYS):
         raise ValueError(f"tiles: unknown keys {sorted(unknown)}; expected some of {TILE_KEYS}")
-    block_w = tiles.get("BLOCK_W", min(MAX_BLOCK_W, triton.next_power_of_2(width)))
+    if kind == "backward":
+        block_w = tiles.get("BLOCK_W") or min(BACKWARD_BLOCK_WS, key=lambda w: (_backward_strips(width, w) * w, -w))
+        if block_w not in BACKWARD_BLOCK_WS:
+            raise ValueError(f"tiles: the backward's BLOCK_W must be one of {BACKWARD_BLOCK_WS}, got {block_w}")
+        strips = _backward_strips(width, block_w)
+    else:
+        block_w = tiles.get("BLOCK_W", min(MAX_BLOCK_W, triton.next_power_of_2(width)))
+        strips = triton.cdiv(width, block_w)
     widest_c = max(MIN_BLOCK_C, triton.next_power_of_2(channels))
     block_c = tiles.get("BLOCK_C", min(MAX_BLOCK_C, widest_c, max(MIN_BLOCK_C, TILE[kind] // block_w)))
-    blocks = (triton.cdiv(channels, block_c), triton.cdiv(width, block_w))
+    blocks = (triton.cdiv(channels, block_c), strips)
     if device.type == "cuda":
         sms = torch.cuda.get_device_properties(device).multi_processor_count
         per_sm = tiles.get("programs_per_sm", PROGRAMS_PER_SM[dtype][kind == "backward"])
@@ -440,8 +446,17 @@ def launch_shape(kind, batch, channels, prefix_tokens, width, dtype, device, til
     else:  # the interpreter: two groups, so that tests see programs owning several samples
         groups = 2
     options = dict(BLOCK_W=block_w, BLOCK_C=block_c, BLOCK_P=triton.next_power_of_2(max(prefix_tokens, 1)),
-                   num_warps=tiles.get("num_warps", NUM_WARPS), UNROLL=tiles.get("UNROLL", ROW_UNROLL[kind]))
+                   num_warps=tiles.get("num_warps", NUM_WARPS),
+                   UNROLL=tiles.get("UNROLL", row_unroll(kind, act, dtype)))
+    if kind == "backward":
+        options["HALO"] = int(block_w <= width)
     return (*blocks, max(1, min(batch, groups))), options
+
+
+def _backward_strips(width, block_w):
+    """Backward programs across a grid `width` columns wide with `block_w`-column strips: one if a strip
+    holds the whole width and a column more (no halo), else strips overlapping by one column each side."""
+    return 1 if block_w > width else triton.cdiv(width, block_w - 2)
 
 
 def _launcher(kernel):
@@ -464,7 +479,7 @@ def dwconv_act_triton(h, grid_size, weight, bias=None, num_prefix_tokens=0, pref
         return out
     batch, tokens, channels = h.shape
     grid, options = launch_shape("forward", batch, channels, num_prefix_tokens, grid_size[1], h.dtype, h.device,
-                                 _tile_items(tiles))
+                                 act, _tile_items(tiles))
     weight = weight.contiguous()
     _launcher(_dwconv_act_fwd_kernel)[grid](
         h, weight, bias if bias is not None else weight, out, batch, tokens, num_prefix_tokens, grid_size[0],
@@ -486,7 +501,7 @@ def dwconv_act_backward_triton(grad, h, grid_size, weight, bias=None, num_prefix
     if h.numel() == 0:
         return grad_h, grad_weight.zero_(), grad_bias.zero_()
     grid, options = launch_shape("backward", batch, channels, num_prefix_tokens, grid_size[1], h.dtype, h.device,
-                                 _tile_items(tiles))
+                                 act, _tile_items(tiles))
     acc = _ACC.get(h.dtype, tl.float32)
     rows = grid[1] * grid[2]
     partials = torch.empty((rows, 10, channels), dtype=torch.float64 if acc == tl.float64 else torch.float32,
