@@ -28,7 +28,8 @@ Design (a memory-bound stencil; see ../shared/DESIGN.md, Op 2):
   second small kernel adds those rows in a fixed order into grad_weight and grad_bias: deterministic,
   no atomics. Sample groups fill the SMs once (one wave).
 - Tiles: 4 values per thread forward, 2 backward (4 warps), chosen by registers: compiled for sm_90
-  with ptxas -v, bf16, the forward uses 96-118 registers and the backward 164-168, neither spills.
+  with ptxas -v, bf16, the forward uses 96-118 registers and the backward 144-168, neither spills in
+  its loops.
   perf/tune_dwconv_act.py times the other launch shapes (launch_shape's `tiles`) on a GPU, and
   reports every shape's registers and load widths anywhere, so the defaults can follow measurement.
 - Instructions: these kernels are likely bound by instruction issue, not by DRAM. The tuner's --sm90
@@ -40,9 +41,10 @@ Design (a memory-bound stencil; see ../shared/DESIGN.md, Op 2):
   h-swish is z · sat(z/6 + 1/2): one FFMA.SAT and one FMUL instead of five instructions. Both row
   loops are unrolled three times, the period of their rolling rows, so rotating them costs no
   register moves (row_unroll). At the default bf16 shapes, ViT-24h layout: forward 34 instructions
-  per value (96 registers instead of 112), backward 83-85 with the roll (148 when it recomputed z at
-  three shifts), 164-168 registers (sm_90 SASS, Triton 3.6 and 3.8, 2026-11-23; GPU time not yet
-  measured). At full issue rate that is ~0.19 ms at DeiT-S 14×14, batch 256, against the 0.35 ms
+  per value (96 registers instead of 112), backward 78-85 (148 when it recomputed z at three column
+  shifts), 167-168 registers (sm_90 SASS, Triton 3.6 and 3.8, 2026-11-23; GPU time not yet
+  measured): the roll, and h of the row it writes kept from the rows it holds instead of re-read for
+  pre_act'(h). At full issue rate that is ~0.19 ms at DeiT-S 14×14, batch 256, against the 0.35 ms
   target.
 - Host path: launch metadata (block sizes, grid, sample groups) cached per shape; the raw kernel is
   launched in eager mode, through torch.library.wrap_triton only while torch.compile traces.
@@ -318,10 +320,11 @@ def _dwconv_act_bwd_kernel(
         u_l = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
         u_m = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
         u_r = tl.zeros((BLOCK_W, BLOCK_C), dtype=ACC)
-        c_l, c_m, c_r = _row3(h_ptr, grid_base, True, cols, chans, mask_c, W, C)
+        c_l, c_raw, c_r = _row3(h_ptr, grid_base, True, cols, chans, mask_c, W, C)
         c_l = _pre(c_l, PRE, ACC)
-        c_m = _pre(c_m, PRE, ACC)
+        c_m = _pre(c_raw, PRE, ACC)
         c_r = _pre(c_r, PRE, ACC)
+        u_raw = c_raw  # h of row r-1 as loaded, for pre_act'(h) when row r-1 is written (unused at r = 0)
         # h of rows r+1, r+2 and grad of rows r, r+1 as loaded (raw dtype), fetched two rows ahead so
         # that their latency overlaps the math.
         below = grid_base + row_stride
@@ -337,6 +340,7 @@ def _dwconv_act_bwd_kernel(
             d_l = _pre(hn_l, PRE, ACC)
             d_m = _pre(hn_m, PRE, ACC)
             d_r = _pre(hn_r, PRE, ACC)
+            d_raw = hn_m
             g = gn.to(ACC)
             hn_l, hn_m, hn_r = hnn_l, hnn_m, hnn_r
             gn = gnn
@@ -370,16 +374,16 @@ def _dwconv_act_bwd_kernel(
                 above = row - row_stride
                 offsets = above + cols[:, None] * C + chans[None, :]
                 if PRE != "none":
-                    h_above = tl.load(h_ptr + offsets, mask=out_mask, other=0).to(ACC)
-                    gh_up = gh_up * _activate_grad(h_above, PRE)
+                    gh_up = gh_up * _activate_grad(u_raw.to(ACC), PRE)
                 tl.store(grad_h_ptr + offsets, gh_up.to(grad_h_ptr.dtype.element_ty), mask=out_mask)
             gh_up, gh_mid = gh_mid, gh_down
             u_l, u_m, u_r = c_l, c_m, c_r
             c_l, c_m, c_r = d_l, d_m, d_r
+            u_raw, c_raw = c_raw, d_raw
         # The last row (nothing below it feeds it).
         offsets = grid_base + (H - 1) * row_stride + cols[:, None] * C + chans[None, :]
         if PRE != "none":
-            gh_up = gh_up * _activate_grad(tl.load(h_ptr + offsets, mask=out_mask, other=0).to(ACC), PRE)
+            gh_up = gh_up * _activate_grad(u_raw.to(ACC), PRE)
         tl.store(grad_h_ptr + offsets, gh_up.to(grad_h_ptr.dtype.element_ty), mask=out_mask)
 
     # One partial-sum row per program, reduced once over the columns it owns.
