@@ -317,16 +317,18 @@ def test_dwconv_act_low_precision_against_float64(backend, dtype):
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # Triton runs under the interpreter on the CPU
 
 
-@pytest.mark.parametrize("width", [3, 4, 9])
-def test_triton_column_strips_share_their_halo(width):
+@pytest.mark.parametrize("width, tiles", [(3, {"BLOCK_W": 4}), (4, {"BLOCK_W": 4}), (9, {"BLOCK_W": 4}),
+                                          (16, None), (33, None)])
+def test_triton_column_strips_share_their_halo(width, tiles):
     """Grids wider than a program's column strip (BLOCK_W) are split into strips whose halos overlap;
-    the backward's strip of 4 holds a grid 3 wide alone (its column roll wraps onto the zero column)."""
+    the backward's strip of 4 holds a grid 3 wide alone (its column roll wraps onto the zero column).
+    By default the backward splits 16 columns into strips of 8 and 33 into strips of 16."""
     from effkernels.triton import dwconv_act as kernels
 
     h, weight, bias, grad = random_dwconv(3, 1, (3, width), 12, device=DEVICE)
     options = dict(num_prefix_tokens=1, prefix="mlp", pre_act="hardswish", act="gelu")
-    out = kernels.dwconv_act_triton(h, (3, width), weight, bias, **options, tiles={"BLOCK_W": 4})
-    grads = kernels.dwconv_act_backward_triton(grad, h, (3, width), weight, bias, **options, tiles={"BLOCK_W": 4})
+    out = kernels.dwconv_act_triton(h, (3, width), weight, bias, **options, tiles=tiles)
+    grads = kernels.dwconv_act_backward_triton(grad, h, (3, width), weight, bias, **options, tiles=tiles)
     expected, expected_grads = dwconv_fwd_and_grads(reference.dwconv_act, h, weight, bias, (3, width), grad, **options)
     assert relative_error(out, expected) < TOLERANCE[torch.float64]
     for got, want in zip(grads, expected_grads):
