@@ -69,7 +69,7 @@ if wanted lowfreq; then
   tail -25 "$out/bench_lowfreq_crop.log" >> "$summary"
 fi
 if wanted local_ffn; then  # the DeiT-S cases of GPU-FACTS.md; --sweep full compiles 45 variants
-  phase "benchmark local_ffn" "${LOCAL_FFN_LIMIT:-150}" "$out/bench_local_ffn.log" \
+  phase "benchmark local_ffn" "${LOCAL_FFN_LIMIT:-200}" "$out/bench_local_ffn.log" \
     $python perf/bench_local_ffn.py --sweep deit_small --out "$out"
   grep -v "^[WI][0-9]" "$out/bench_local_ffn.log" | tail -25 >> "$summary"
 fi
@@ -84,7 +84,7 @@ if wanted tune; then  # launch-shape sweeps that choose the kernels' defaults (n
   grep -E "^band " "$out/tune_separable_map.txt" >> "$summary"
 fi
 if wanted timm; then
-  phase "benchmark timm fuse" "${TIMM_LIMIT:-40}" "$out/bench_timm_fuse.log" \
+  phase "benchmark timm fuse" "${TIMM_LIMIT:-80}" "$out/bench_timm_fuse.log" \
     $python perf/bench_timm_fuse.py --sweep small --out "$out"
   tail -12 "$out/bench_timm_fuse.log" >> "$summary"
 fi
