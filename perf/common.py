@@ -94,10 +94,10 @@ def wall_us_per_call(fn, device: torch.device, calls: int, warmup: int = 10) -> 
 
 def graphed(fn, device: torch.device, warmup: int = 3):
     """A function replaying fn() from a CUDA graph captured once, or None off CUDA (or where fn cannot
-    be captured: a warning says why). Timed, it gives the
-    device's time for fn's work with no host launch cost: what a captured (reduce-overhead) training
-    step pays, where an eager loop on a slow host may time the host instead. fn is warmed up on a side
-    stream first (compiled functions compile there), as torch.cuda.graph asks."""
+    be captured: a warning says why). Timed, it gives the device's time for fn's work with no host
+    launch cost: what a captured (reduce-overhead) training step pays, where an eager loop on a slow
+    host may time the host instead. fn is warmed up on a side stream first (compiled functions
+    compile there), as torch.cuda.graph asks."""
     if device.type != "cuda":
         return None
     side = torch.cuda.Stream(device)

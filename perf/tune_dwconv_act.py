@@ -56,8 +56,10 @@ def candidates(kind, width):
 
 
 def halo(kind, width, block_w):
-    """The backward's HALO (launch_shape's): 1 where its strips overlap, 0 where one strip holds the grid."""
-    return int(kind == "backward" and block_w <= width)
+    """The HALO the backward launches a `block_w` strip with at this width (0 for the forward)."""
+    from effkernels.triton import dwconv_act as kernels
+
+    return kernels.backward_halo(width, block_w) if kind == "backward" else 0
 
 
 def default_shape(kind, width, dtype_name, hidden, act):
@@ -71,9 +73,9 @@ def default_shape(kind, width, dtype_name, hidden, act):
 
 
 def compile_report(job):
-    """Compile one (kind, dtype, act, bias, *launch shape) for sm_90 (no GPU needed): a dict with the
-    shape, registers, spill bytes, programs per SM that fit, SASS instructions per value in the hot
-    loop, and global load/store instruction widths."""
+    """Compile one (kind, dtype, act, bias, HALO, *launch shape) for sm_90 (no GPU needed): a dict with
+    the shape, registers, spill bytes, programs per SM that fit, SASS instructions per value in the
+    hot loop, and global load/store instruction widths."""
     import triton.language as tl
 
     from effkernels.triton import dwconv_act as kernels

@@ -453,14 +453,19 @@ def launch_shape(kind, batch, channels, prefix_tokens, width, dtype, device, act
                    num_warps=tiles.get("num_warps", NUM_WARPS),
                    UNROLL=tiles.get("UNROLL", row_unroll(kind, act, dtype)))
     if kind == "backward":
-        options["HALO"] = int(block_w <= width)
+        options["HALO"] = backward_halo(width, block_w)
     return (*blocks, max(1, min(batch, groups))), options
 
 
+def backward_halo(width, block_w):
+    """The backward kernel's HALO for a grid `width` columns wide and `block_w`-column strips: 0 where
+    one strip holds the whole width and a column more, else 1 (strips overlap by a column each side)."""
+    return int(block_w <= width)
+
+
 def _backward_strips(width, block_w):
-    """Backward programs across a grid `width` columns wide with `block_w`-column strips: one if a strip
-    holds the whole width and a column more (no halo), else strips overlapping by one column each side."""
-    return 1 if block_w > width else triton.cdiv(width, block_w - 2)
+    """Backward programs across a grid `width` columns wide with `block_w`-column strips."""
+    return triton.cdiv(width, block_w - 2) if backward_halo(width, block_w) else 1
 
 
 def _launcher(kernel):
