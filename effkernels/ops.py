@@ -354,6 +354,9 @@ def _lowfreq_plan(key, x, size, out_size, mean, std, out_dtype):
 
 def pair(value, name: str) -> list:
     """`value` as a two-element list of ints: an int is used for both axes."""
+    kind = type(value)
+    if (kind is tuple or kind is list) and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        return list(value)  # the common case, checked first: this runs on every eager op call
     if isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool):
         return [value, value]
     if isinstance(value, Sequence) and len(value) == 2 and all(
