@@ -21,7 +21,7 @@ import torch
 import triton
 
 from effkernels import operators
-from effkernels.triton.separable_map import default_tiles, precision_parts, prepare_separable_map
+from effkernels.triton.separable_map import centres_input, default_tiles, precision_parts, prepare_separable_map
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sm90  # noqa: E402
@@ -63,7 +63,9 @@ def compile_report(job):
 
     band, x_name, out_name = job
     x_dtype, out_dtype = getattr(torch, x_name), getattr(torch, out_name)
-    parts, x_parts = precision_parts(x_dtype, out_dtype)
+    parts = precision_parts(x_dtype, out_dtype)[0]
+    centre = centres_input(parts, has_shift=True)
+    x_parts = precision_parts(x_dtype, out_dtype, centre)[1]
     tiles = default_tiles(band, band, 224, 224, parts)
     accumulate = torch.float64 if parts == 0 else torch.float32  # operators, scale, shift, rank-one factors
     operator = "*" + TRITON_TYPES[torch.bfloat16 if parts == 1 else accumulate]
@@ -74,7 +76,7 @@ def compile_report(job):
                                                                         "cu_ptr", "cv_ptr")})
     launch = {key: tiles[key] for key in ("num_warps", "num_stages")}
     constexprs = dict(K=1, HAS_SCALE=True, HAS_SHIFT=True, HAS_RANK_ONE=operators.has_rank_one_term((band, band)),
-                      PARTS=parts, X_PARTS=x_parts, ACC_DTYPE=tl.float64 if parts == 0 else tl.float32,
+                      CENTRE=centre, PARTS=parts, X_PARTS=x_parts, ACC_DTYPE=tl.float64 if parts == 0 else tl.float32,
                       INTERPRETED=False, STAGES=launch["num_stages"],
                       **{k: v for k, v in tiles.items() if k not in launch})
     ptx = sm90.compile_ptx(kernel, types, constexprs, divisible=(), **launch)

@@ -297,3 +297,20 @@ def test_training_launches_compile_for_hopper_with_tensor_cores_and_pipelined_lo
             assert report["mma_sync"] > 0, report
         else:
             assert report["wgmma"] > 0 and report["cp_async"] > 0, report
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("operators", ["mean-preserving", "random"])
+def test_float32_output_where_the_shift_cancels(backend, dtype, operators):
+    """Planes near the value the affine sends to 0 (normalisation): the output is much smaller than
+    the sums behind it, and the Triton kernel centres x to keep float32 accuracy there."""
+    x, rows, cols, scale, _ = random_operands(2, 3, 9, 33, 2, 3, 2, True, dtype, backend)
+    if dtype != torch.uint8:
+        x = (x.float() * 0.05 + 3).to(dtype)
+    if operators == "mean-preserving":  # as crops, resizes and low-pass filters: rows sum to 1
+        rows, cols = rows.abs() / rows.abs().sum((1, 3), keepdim=True), cols.abs() / cols.abs().sum((1, 3), keepdim=True)
+    unshifted = reference.separable_map(x, rows, cols, scale, None, torch.float64)
+    shift = -unshifted.mean((0, 2, 3)).to(scale.dtype)
+    out = effkernels.separable_map(x, rows, cols, scale, shift, out_dtype=torch.float32)
+    expected = reference.separable_map(x, rows, cols, scale, shift, torch.float64)
+    assert relative_error(out, expected) < TOLERANCE[torch.float32]

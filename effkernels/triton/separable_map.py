@@ -12,6 +12,8 @@ in bf16. Operators and the intermediate are split into 1, 2 or 3 bf16 parts (bf1
 x: 1, one pass per GEMM; float32 output: 3, float32 accuracy), and float64 (x or output) runs the
 same structure with IEEE dots (input_precision="ieee"). The splits happen in registers after the
 loads, so operators stay float32 in memory and any operator tensor works as is.
+Normalised float32 output centres x first (`centres_input`), so that the tensor cores' truncated
+sums do not carry the part of the plane that the shift cancels.
 
 The rank-one term `(row_vᵀ x col_v) row_u col_uᵀ` (lowfreq_crop's imaginary part) is a weighted sum
 of the plane, computed from the x blocks the program loads anyway (no extra memory traffic): x·col_v
@@ -38,7 +40,7 @@ import torch
 import triton
 import triton.language as tl
 
-def precision_parts(x_dtype: torch.dtype, out_dtype: torch.dtype) -> tuple[int, int]:
+def precision_parts(x_dtype: torch.dtype, out_dtype: torch.dtype, centred: bool = False) -> tuple[int, int]:
     """The automatic precision rule of the Triton kernel: (operator parts, x parts).
 
     Operators, the intermediate band and (when not exact) x go into the tensor cores as sums of
@@ -54,7 +56,9 @@ def precision_parts(x_dtype: torch.dtype, out_dtype: torch.dtype) -> tuple[int, 
     - other half-precision outputs (bf16 from floating x, float16): 2 parts (3 passes), so the
       output's own rounding dominates.
     x parts: 1 for uint8 and bf16 x (exact in bf16), else as many as the operators, at most 2 for
-    float16 x (11 significant bits fit in two bf16 parts).
+    float16 x (11 significant bits fit in two bf16 parts). centred (see `centres_input`): floating
+    x - centre is no longer exact in bf16, so floating x takes as many parts as the operators; uint8
+    x is centred on an integer and stays exact.
     """
     if x_dtype == torch.float64 or out_dtype == torch.float64:
         return 0, 0
@@ -64,9 +68,27 @@ def precision_parts(x_dtype: torch.dtype, out_dtype: torch.dtype) -> tuple[int, 
         parts = 1
     else:
         parts = 2
-    if x_dtype in (torch.uint8, torch.bfloat16):
+    if x_dtype == torch.uint8 or (x_dtype == torch.bfloat16 and not centred):
         return parts, 1
-    return parts, min(parts, 2) if x_dtype == torch.float16 else parts
+    return parts, min(parts, 2) if x_dtype == torch.float16 and not centred else parts
+
+
+def centres_input(parts: int, has_shift: bool) -> bool:
+    """Whether the kernel subtracts a centre from x before its GEMMs (float32 output, shift given).
+
+    Normalisation cancels: a plane near the channel mean maps to values much smaller than the
+    GEMMs' sums (uint8 x ~128 against outputs ~0.1). Tensor cores truncate float32 sums to their
+    largest term, so their error scales with those sums, not with the output: on an H100 a float32
+    output was 1.02e-5 off where the bound is 1e-5 (9×33 -> 3×2, 2026-11-23). So each program maps
+    x - centre, with centre the constant plane its output tile comes closest to 0 for (least
+    squares: -shift·ΣS / (scale·ΣS²), S the tile's map of a plane of ones; -shift / scale for the
+    maps that keep constants: crops, resizes, flips, low-pass filters), rounded to an integer in
+    0..255 for uint8 x so that x - centre stays exact in bf16. The epilogue adds the centre's image
+    back, `scale·centre·S + shift`, in float64, rounded once: the result is the same map whatever
+    the centre, and the sums the tensor cores see shrink to the plane's deviation from it. bf16
+    output (one bf16 part, error ~2^-9) gains nothing from it.
+    """
+    return parts == 3 and has_shift
 
 
 @triton.jit
@@ -143,6 +165,49 @@ def _dot_parts(a, b, acc, A_PARTS: tl.constexpr, PARTS: tl.constexpr, INTERPRETE
 
 
 @triton.jit
+def _row_sums(ptr, offs, mask, stride_out, stride_in, size, BLOCK: tl.constexpr):
+    """Σ over `size` inputs of the operator rows at offs, in float64 (float32 sums lose bits here)."""
+    total = tl.zeros(offs.shape, dtype=tl.float64)
+    for i0 in range(0, size, BLOCK):
+        offs_i = i0 + tl.arange(0, BLOCK)
+        block = tl.load(ptr + offs[:, None] * stride_out + offs_i[None, :] * stride_in,
+                        mask=mask[:, None] & (offs_i < size)[None, :], other=0)
+        total += tl.sum(block.to(tl.float64), axis=1)
+    return total
+
+
+@triton.jit
+def _vector_sum(ptr, size, BLOCK: tl.constexpr):
+    """Σ of a contiguous float vector of `size`, in float64."""
+    total = tl.zeros((BLOCK,), dtype=tl.float64)
+    for i0 in range(0, size, BLOCK):
+        offs = i0 + tl.arange(0, BLOCK)
+        total += tl.load(ptr + offs, mask=offs < size, other=0).to(tl.float64)
+    return tl.sum(total, axis=0)
+
+
+@triton.jit
+def _ones_map(rows_ptr, cols_ptr, ru_ptr, rv_ptr, cu_ptr, cv_ptr, H, W, r_so, r_sh, c_so, c_sw,
+              offs_m, mask_m, offs_n, mask_n, K: tl.constexpr, r_sk, c_sk, HAS_RANK_ONE: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+              DTYPE: tl.constexpr):
+    """The (BLOCK_M, BLOCK_N) tile of the map of a plane of ones, before the affine, in DTYPE:
+    Σ_k (rows_k·1) ⊗ (cols_k·1), plus (row_v·1)(col_v·1) row_u ⊗ col_u. Pointers at plane n's
+    operators; masked rows and columns give 0. The sums are float64 either way."""
+    ones = tl.zeros((BLOCK_M, BLOCK_N), dtype=DTYPE)
+    for k in tl.static_range(K):
+        row_sums = _row_sums(rows_ptr + k * r_sk, offs_m, mask_m, r_so, r_sh, H, BLOCK_H)
+        col_sums = _row_sums(cols_ptr + k * c_sk, offs_n, mask_n, c_so, c_sw, W, BLOCK_W)
+        ones += (row_sums[:, None] * col_sums[None, :]).to(DTYPE)
+    if HAS_RANK_ONE:
+        weight = _vector_sum(rv_ptr, H, BLOCK_H) * _vector_sum(cv_ptr, W, BLOCK_W)
+        row_u = tl.load(ru_ptr + offs_m, mask=mask_m, other=0).to(tl.float64)
+        col_u = tl.load(cu_ptr + offs_n, mask=mask_n, other=0).to(tl.float64)
+        ones += (weight * (row_u[:, None] * col_u[None, :])).to(DTYPE)
+    return ones
+
+
+@triton.jit
 def _separable_map_kernel(
     x_ptr, rows_ptr, cols_ptr, scale_ptr, shift_ptr, ru_ptr, rv_ptr, cu_ptr, cv_ptr, out_ptr,
     C, H, W, OH, OW,
@@ -154,6 +219,7 @@ def _separable_map_kernel(
     HAS_SCALE: tl.constexpr,
     HAS_SHIFT: tl.constexpr,
     HAS_RANK_ONE: tl.constexpr,
+    CENTRE: tl.constexpr,
     PARTS: tl.constexpr,
     X_PARTS: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
@@ -179,6 +245,17 @@ def _separable_map_kernel(
 
     acc_dtype = ACC_DTYPE
     x_plane = x_ptr + n * x_sn + c.to(tl.int64) * x_sc
+    if CENTRE:  # the constant plane the tile maps closest to output 0: see centres_input
+        ones = _ones_map(rows_ptr + n * r_sn, cols_ptr + n * c_sn, ru_ptr + n * ru_sn, rv_ptr + n * rv_sn,
+                         cu_ptr + n * cu_sn, cv_ptr + n * cv_sn, H, W, r_so, r_sh, c_so, c_sw, offs_m, mask_m, offs_n, mask_n, K, r_sk, c_sk,
+                         HAS_RANK_ONE, BLOCK_M, BLOCK_N, BLOCK_H, BLOCK_W, tl.float32)
+        gain = tl.sum(tl.sum(ones * ones, axis=1), axis=0)
+        centre = -tl.load(shift_ptr + c) * tl.sum(tl.sum(ones, axis=1), axis=0)
+        if HAS_SCALE:
+            gain *= tl.load(scale_ptr + c)
+        centre = tl.where(gain != 0, centre / tl.where(gain != 0, gain, 1.0), 0.0)
+        if x_ptr.dtype.element_ty == tl.uint8:  # an integer, so that x - centre stays exact in bf16
+            centre = tl.minimum(tl.maximum(tl.floor(centre + 0.5), 0.0), 255.0)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_dtype)
     weight = tl.zeros((), dtype=acc_dtype)  # the rank-one term's Σ x ∘ (row_v ⊗ col_v)
     for k in tl.static_range(K):
@@ -199,6 +276,8 @@ def _separable_map_kernel(
                     mask=mask_h[:, None] & mask_w[None, :],
                     other=0,
                 ).to(acc_dtype)
+                if CENTRE:  # masked-out x becomes -centre, but meets only masked (zero) operator entries
+                    x_block -= centre
                 col_block = tl.load(
                     col_ops + offs_w[:, None] * c_sw + offs_n[None, :] * c_so,
                     mask=mask_w[:, None] & mask_n[None, :],
@@ -223,7 +302,15 @@ def _separable_map_kernel(
         acc += weight * (row_u[:, None] * col_u[None, :])
     if HAS_SCALE:
         acc = acc * tl.load(scale_ptr + c)
-    if HAS_SHIFT:
+    if CENTRE:  # + the centre plane's image: scale·centre·ones + shift, in float64, rounded once
+        ones = _ones_map(rows_ptr + n * r_sn, cols_ptr + n * c_sn, ru_ptr + n * ru_sn, rv_ptr + n * rv_sn,
+                         cu_ptr + n * cu_sn, cv_ptr + n * cv_sn, H, W, r_so, r_sh, c_so, c_sw, offs_m, mask_m, offs_n, mask_n, K, r_sk, c_sk,
+                         HAS_RANK_ONE, BLOCK_M, BLOCK_N, BLOCK_H, BLOCK_W, tl.float64)
+        offset = centre.to(tl.float64) * ones
+        if HAS_SCALE:
+            offset *= tl.load(scale_ptr + c).to(tl.float64)
+        acc += (offset + tl.load(shift_ptr + c).to(tl.float64)).to(acc_dtype)
+    elif HAS_SHIFT:
         acc = acc + tl.load(shift_ptr + c)
     if out_ptr.dtype.element_ty == tl.bfloat16:  # via float32: the interpreter casts only that to bf16
         acc = _bf16(acc.to(tl.float32), INTERPRETED)
@@ -272,7 +359,9 @@ def prepare_separable_map(x_shape, x_dtype, rows, cols, scale=None, shift=None, 
     if out_dtype is None:
         out_dtype = x_dtype if x_dtype.is_floating_point else rows.dtype
     device = rows.device
-    parts, x_parts = precision_parts(x_dtype, out_dtype)
+    parts = precision_parts(x_dtype, out_dtype)[0]
+    centre = centres_input(parts, shift is not None)
+    x_parts = precision_parts(x_dtype, out_dtype, centre)[1]
     launch_shape = {**default_tiles(oh, ow, h, w, parts), **(tiles or {})}
     grid = (n * c * triton.cdiv(oh, launch_shape["BLOCK_M"]) * triton.cdiv(ow, launch_shape["BLOCK_N"]),)
     acc_dtype = rows.dtype if parts == 0 else torch.float32
@@ -302,6 +391,7 @@ def prepare_separable_map(x_shape, x_dtype, rows, cols, scale=None, shift=None, 
         HAS_SCALE=scale is not None,
         HAS_SHIFT=shift is not None,
         HAS_RANK_ONE=has_rank_one,
+        CENTRE=centre,
         PARTS=parts,
         X_PARTS=x_parts,
         ACC_DTYPE=tl.float64 if acc_dtype == torch.float64 else tl.float32,
