@@ -49,11 +49,20 @@ def compile_ptx(kernel, types, constexprs, divisible=(), **options):
     from triton.compiler import ASTSource
 
     signature = {name: types[name] for name in kernel.arg_names if name not in constexprs}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(signature)
-             if signature[name].startswith("*") or name in divisible}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(kernel.arg_names)  # positions of all arguments
+             if name in signature and (signature[name].startswith("*") or name in divisible)}
     source = ASTSource(fn=kernel, signature={**signature, **{name: "constexpr" for name in constexprs}},
                        constexprs=constexprs, attrs=attrs)
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
+
+
+def launch_specialisation(values):
+    """(runtime int arguments the JIT would make constexpr, those it would mark divisible by 16) for
+    the int argument values of a real launch: Triton specialises ints equal to 1 into constants and
+    tags multiples of 16 (0 included), and that changes vector widths and async copies."""
+    constants = {name: 1 for name, value in values.items() if value == 1}
+    divisible = {name for name, value in values.items() if value != 1 and value % 16 == 0}
+    return constants, divisible
 
 
 def compile_named(job):

@@ -82,12 +82,15 @@ def compile_report(job):
 
     kind, dtype_name, act, bias, with_halo, block_w, block_c, warps, unroll = job
     kernel = kernels._dwconv_act_fwd_kernel if kind == "forward" else kernels._dwconv_act_bwd_kernel
-    constexprs = dict(HAS_BIAS=bias, HAS_PREFIX=True, SKIP_PREFIX=True, PRE=LAYOUT["pre_act"], ACT=act,
+    # A real launch: batch a multiple of 16, one prefix token (the JIT makes it a constant), channels
+    # a multiple of 16, token count and grid sides neither.
+    constants, divisible = sm90.launch_specialisation(dict(B=256, P=LAYOUT["num_prefix_tokens"], C=1536))
+    constexprs = dict(**constants, HAS_BIAS=bias, HAS_PREFIX=True, SKIP_PREFIX=True, PRE=LAYOUT["pre_act"], ACT=act,
                       ACC=tl.float32, BLOCK_P=1, BLOCK_W=block_w, BLOCK_C=block_c, UNROLL=unroll,
                       **({"HALO": with_halo} if kind == "backward" else {}))
     types = {name: ("*fp32" if name == "partials_ptr" else "*" + DTYPES[dtype_name]) if name.endswith("_ptr")
              else "i32" for name in kernel.arg_names}
-    ptx = sm90.compile_ptx(kernel, types, constexprs, divisible={"C"}, num_warps=warps)
+    ptx = sm90.compile_ptx(kernel, types, constexprs, divisible=divisible, num_warps=warps)
     registers, spills, sass = sm90.assemble(ptx)
     values = unroll * block_w * block_c / (32 * warps)  # per thread and iteration of the hot loop
     if torch.cuda.is_available():

@@ -277,7 +277,8 @@ def test_training_launches_compile_for_hopper_with_tensor_cores_and_pipelined_lo
     lowfreq_crop's training bands for sm_90 (perf/tune_separable_map.py --sm90, in processes without
     TRITON_INTERPRET). The dots must be wgmma and, for bf16 and float32 out alike, the width loop's
     loads cp.async, issued ahead of the dots (Triton does not pipeline a nested loop by itself); the
-    float64 path (a GPU build without the CUDA C++ kernels runs it) must compile."""
+    bf16 training path must not spill; the float64 path (a GPU build without the CUDA C++ kernels
+    runs it) must compile."""
     import os
     import sys
 
@@ -297,6 +298,8 @@ def test_training_launches_compile_for_hopper_with_tensor_cores_and_pipelined_lo
             assert report["mma_sync"] > 0, report
         else:
             assert report["wgmma"] > 0 and report["cp_async"] > 0, report
+        if report["out"] == "bfloat16":
+            assert report["spill_bytes"] == 0, report
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float16, torch.bfloat16, torch.float32])

@@ -69,16 +69,19 @@ def row_unroll(kind, act, dtype):
     conv, the dtype). Both kernels' rows rotate with period 3 (rolling rows, rows fetched ahead), so
     unrolling by 3 removes the register moves: the backward's instructions per value drop 14 % (bf16,
     h-swish: 97 → 83) within the 168 registers that let 3 programs share an SM. Not where the unrolled
-    kernel would not fit PROGRAMS_PER_SM programs in an SM's registers (sm_90, ptxas, with a bias):
+    kernel would not fit PROGRAMS_PER_SM programs in an SM's registers (sm_90, ptxas, with a bias,
+    specialised as a real launch is: one prefix token, batch and channels multiples of 16):
     erf-GELU's derivative (erf and exp) takes the backward to 223 registers, and the float32 forward
-    to 130 (4 programs need ≤ 128). There: 1."""
-    return 1 if act == "gelu" and (kind == "backward" or dtype.itemsize >= 4) else 3
+    with either GELU to 130-160 (4 programs need ≤ 128). There: 1."""
+    if kind == "backward":
+        return 1 if act == "gelu" else 3
+    return 1 if act in ("gelu", "gelu_tanh") and dtype.itemsize >= 4 else 3
 
 
 # (forward, backward) programs per SM by dtype: as many as fit at once (65,536 registers / (registers
 # rounded up to 8 × 128 threads)), so the launch is one wave and each program owns B / groups samples
 # (weights loaded and weight-grad sums reduced once per program). Registers by ptxas -v for sm_90 over
-# the activation variants (row_unroll's defaults): bf16/fp16 forward 96-118, backward 144-168; fp32 up to
+# the activation variants (row_unroll's defaults): bf16/fp16 forward 96-120, backward 144-168; fp32 up to
 # 128 and 168; fp64 ~220 and 255 (fp64 is for exactness, not speed).
 PROGRAMS_PER_SM = {torch.bfloat16: (4, 3), torch.float16: (4, 3), torch.float32: (4, 3), torch.float64: (2, 2)}
 

@@ -17,9 +17,8 @@ sums do not carry the part of the plane that the shift cancels.
 
 The rank-one term `(row_vᵀ x col_v) row_u col_uᵀ` (lowfreq_crop's imaginary part) is a weighted sum
 of the plane, computed from the x blocks the program loads anyway (no extra memory traffic): x·col_v
-per band row, then row_v over the band, one scalar, added as an outer product in the epilogue. (It
-was a BLOCK_H × BLOCK_W float32 tile summed once at the end: 32 more registers per thread in kernels
-that already spill at 255; sm_90 spill bytes at band 160, bf16 out: 220 -> 124.)
+per band row, then row_v over the band, one scalar, added as an outer product in the epilogue (not a
+BLOCK_H × BLOCK_W float32 tile summed once at the end: 32 more registers per thread).
 
 Tiles: fixed by shape and precision, no autotuning (nothing to look up per call): the table in
 `default_tiles`, chosen by perf/tune_separable_map.py on an H100. With bf16 operators (the training
@@ -30,9 +29,11 @@ another by default, so with bf16 out the x and operator blocks of the inner (wid
 loaded synchronously before each wgmma (no cp.async in the sm_90 PTX). At 255 registers × 256
 threads one program fills an SM's register file, so no other program hid that latency. The inner
 loop now asks for `num_stages` stages itself (STAGES): at the training bands its loads are cp.async,
-issued ahead of the dots (perf/tune_separable_map.py --sm90 counts them). It costs spills (band 160,
-bf16 out: 124 -> 532 bytes); num_stages=1 gives back the unpipelined loop, and the tuner times both
-(GPU time not yet measured, 2026-11-23).
+issued ahead of the dots (perf/tune_separable_map.py --sm90 counts them). Compiled as the JIT
+specialises the training launch (unit strides constant, multiples of 16 marked), the bf16-out kernel
+fits in 244-250 registers without spills, pipelined or not (Triton 3.8 / 3.6, band 160);
+num_stages=1 gives back the unpipelined loop, and the tuner times both (GPU time not yet measured,
+2026-11-23).
 """
 import os
 
