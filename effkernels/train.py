@@ -29,6 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from . import curriculum, training_input
+from .step_clock import StepClock
 from .flops import flop_counter
 
 EMBEDDED_MODEL_ARGS = dict(patch_size=8, depth=4, embed_dim=128, num_heads=4, dynamic_img_size=True)
@@ -244,6 +245,7 @@ class Trainer:
         self.timing = dict(seconds=[0.0] * len(self.plan), steps=[0] * len(self.plan), warmup=[0.0] * len(self.plan),
                            data_seconds=[0.0] * len(self.plan), images=[0] * len(self.plan))
         self.warm_sizes = set()
+        self.clock = StepClock(self.device)
         if args.resume:
             self._load()
 
@@ -292,24 +294,21 @@ class Trainer:
             batches = iter(self.input.batches(self.state["epoch"], self.state["batch"], stage, index))
             while self.state["stage_step"] < self.plan[index]:
                 # The wait for the next batch, its device work included: the input pipeline's share.
-                waited = time.perf_counter()
+                wait_mark = self.clock.mark()
                 batch = next(batches, None)
-                _sync(self.device)
-                waited = time.perf_counter() - waited
                 if batch is None:  # end of epoch: next epoch's order
                     self.state.update(epoch=self.state["epoch"] + 1, batch=0)
                     batches = iter(self.input.batches(self.state["epoch"], 0, stage, index))
                     continue
-                row = self._step(batch, stage, index, waited)
+                self._step(batch, stage, index, wait_mark)
                 self.state["batch"] += 1
-                if writer:
-                    writer.writerow(row)
-                    bar.set_postfix_str(f"stage {index} {stage.size}px m{stage.magnitude} {row['images_per_s']:.0f} img/s loss {row['loss']:.3f}")
-                    bar.update(1)
+                self._record(self.clock.ready(), writer, bar)
                 if self.state["step"] % a.checkpoint_every == 0:
+                    self._record(self.clock.drain(), writer, bar)
                     log_file and log_file.flush()
                     self._save()
             self.state.update(stage=index + 1, stage_step=0)
+            self._record(self.clock.drain(), writer, bar)
             log_file and log_file.flush()
             self._save()
             if self.rank == 0 and self.input.val_set is not None:
@@ -323,35 +322,53 @@ class Trainer:
         if self.distributed:
             dist.destroy_process_group()
 
-    def _step(self, batch, stage, index, data_seconds):
+    def _step(self, batch, stage, index, wait_mark):
+        """Launch one training step; its times and loss reach `_record` once the device has run it.
+        A process's first step at a size is a warm-up, timed apart on the host clock with syncs."""
         x, labels = batch
         progress = self.state["cost"] / self.total_cost if self.schedule.unit == "compute" else self._epoch_progress()
         lr = self.args.lr * curriculum.warmup_cosine(min(progress, 1.0), self.args.warmup)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        _sync(self.device)
-        start = time.perf_counter()
+        timed = stage.size in self.warm_sizes
+        if not timed:
+            _sync(self.device)
+            host_start = time.perf_counter()
+        start_mark = self.clock.mark()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             loss = F.cross_entropy(self.net(x), labels, label_smoothing=0.1)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        _sync(self.device)
-        elapsed = time.perf_counter() - start
-        if stage.size in self.warm_sizes:
-            self.timing["seconds"][index] += elapsed
-            self.timing["steps"][index] += 1
-            self.timing["data_seconds"][index] += data_seconds
-            self.timing["images"][index] += len(labels) * self.world
-        else:
-            self.warm_sizes.add(stage.size)
-            self.timing["warmup"][index] += elapsed
         self.state["step"] += 1
         self.state["stage_step"] += 1
         self.state["cost"] += self.flops[stage.size]
-        return dict(step=self.state["step"], stage=index, size=stage.size, magnitude=stage.magnitude, lr=f"{lr:.6g}",
-                    loss=loss.detach().item(), step_ms=f"{elapsed * 1e3:.2f}", images_per_s=len(labels) * self.world / elapsed,
-                    cost_fraction=f"{self.state['cost'] / self.total_cost:.6f}")
+        info = dict(step=self.state["step"], stage=index, size=stage.size, magnitude=stage.magnitude, lr=f"{lr:.6g}",
+                    cost_fraction=f"{self.state['cost'] / self.total_cost:.6f}", images=len(labels) * self.world,
+                    timed=timed)
+        self.clock.done(info, wait_mark, start_mark, loss)
+        if not timed:
+            _sync(self.device)
+            self.timing["warmup"][index] += time.perf_counter() - host_start
+            self.warm_sizes.add(stage.size)
+
+    def _record(self, records, writer, bar):
+        """Account finished steps in the per-stage timing and write their log rows."""
+        for record in records:
+            info = dict(record.info)
+            index, images, timed = info.pop("stage"), info.pop("images"), info.pop("timed")
+            if timed:
+                self.timing["seconds"][index] += record.step_seconds
+                self.timing["steps"][index] += 1
+                self.timing["data_seconds"][index] += record.wait_seconds
+                self.timing["images"][index] += images
+            if writer:
+                row = dict(info, stage=index, loss=record.loss, step_ms=f"{record.step_seconds * 1e3:.2f}",
+                           images_per_s=images / record.step_seconds if record.step_seconds > 0 else float("inf"))
+                writer.writerow(row)
+                bar.set_postfix_str(f"stage {index} {info['size']}px m{info['magnitude']} {row['images_per_s']:.0f} img/s "
+                                    f"loss {record.loss:.3f}")
+                bar.update(1)
 
     def _epoch_progress(self):
         done = sum(self.plan[: self.state["stage"]]) + self.state["stage_step"]
