@@ -29,8 +29,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from . import curriculum, training_input
-from .step_clock import StepClock
 from .flops import flop_counter
+from .step_clock import StepClock
 
 EMBEDDED_MODEL_ARGS = dict(patch_size=8, depth=4, embed_dim=128, num_heads=4, dynamic_img_size=True)
 
