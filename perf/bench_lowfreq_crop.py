@@ -3,6 +3,8 @@
 effkernels, on uint8 images (what a loader yields; conversion, normalisation and cast fused):
 - "bf16" / "f32": lowfreq_crop with bf16 / float32 output (the Triton kernel's bf16-only and
   hi + lo tensor-core precisions on a GPU); "f32 in": float32 images in [0, 1], float32 out;
+- "f32 in bwd": the backward of "f32 in" alone (grad of x for a fixed random grad of the output,
+  its autograd graph kept): the adjoint map, which the issue asks to be as fast as the forward;
 - "aug bf16" / "aug f32": lowfreq_crop_augmented with per-sample crop boxes and flips;
 - "CUDA C++ bf16" / "CUDA C++ f32": the plain op on the CUDA C++ backend (EFFKERNELS_BACKEND=cuda),
   on a GPU when it was built: the default backend is the one these show fastest.
@@ -88,6 +90,15 @@ def two_gemm_lowfreq_crop(size: int, band: int, out: tuple, device):
     return run
 
 
+def backward_only(op, x):
+    """A function running just the backward of op(x) with respect to x, for a fixed random grad of
+    the output: the forward runs once here and its graph is kept for every call."""
+    leaf = x.detach().requires_grad_()
+    out = op(leaf)
+    grad_out = torch.randn_like(out)
+    return lambda: torch.autograd.grad(out, leaf, grad_out, retain_graph=True)[0]
+
+
 def with_backend(name, fn):
     """fn run with EFFKERNELS_BACKEND=name (lowfreq_crop keys its cached plans on it)."""
     def call():
@@ -123,6 +134,7 @@ def bench_case(batch, size, band, out_size, device, repeats, compile_peers):
         "bf16": ours(torch.bfloat16),
         "f32": ours(torch.float32),
         "f32 in": lambda: effkernels.lowfreq_crop(next_floats(), band, out_size),
+        "f32 in bwd": backward_only(lambda x: effkernels.lowfreq_crop(x, band, out_size), floats),
         "aug bf16": augmented(torch.bfloat16),
         "aug f32": augmented(torch.float32),
         "fft": lambda: fft_lowfreq_crop(next_floats(), band),
@@ -156,6 +168,7 @@ def bench_case(batch, size, band, out_size, device, repeats, compile_peers):
         "vs 2-GEMM": times["2-GEMM"] / times["bf16"],
         **({"vs 2-GEMM compiled": times["2-GEMM compiled"] / times["bf16"]} if "2-GEMM compiled" in times else {}),
         "aug / plain": times["aug bf16"] / times["bf16"],
+        "bwd / fwd": times["f32 in bwd"] / times["f32 in"],
         "vs best resize": min(times[name] for name in RESIZE_PEERS if name in times) / times["bf16"],
         "uint8 bytes": images.numel() + batch * 3 * out[0] * out[1] * 2,
         "TFLOP/s": flops / times["bf16"] / 1e9,
@@ -242,10 +255,11 @@ def main(argv=None):
             "GEMM TFLOP/s": gemm_rate,
             "host us per call": host, "2-GEMM compiled": "timed" if compile_peers else "skipped",
             "sweep": args.sweep, "repeats": repeats}
-    columns = ["batch", "input", "band", "output", "bf16 ms", "f32 ms", "f32 in ms", "aug bf16 ms", "aug f32 ms",
-               "CUDA C++ bf16 ms", "CUDA C++ f32 ms",
+    columns = ["batch", "input", "band", "output", "bf16 ms", "f32 ms", "f32 in ms", "f32 in bwd ms",
+               "aug bf16 ms", "aug f32 ms", "CUDA C++ bf16 ms", "CUDA C++ f32 ms",
                "fft ms", "fft+resize ms", "2-GEMM ms", "2-GEMM compiled ms", *(f"{name} ms" for name in RESIZE_PEERS),
-               "speed-up vs fft", "bf16 vs fft", "vs 2-GEMM", "vs 2-GEMM compiled", "aug / plain", "vs best resize",
+               "speed-up vs fft", "bf16 vs fft", "vs 2-GEMM", "vs 2-GEMM compiled", "aug / plain", "bwd / fwd",
+               "vs best resize",
                "GB/s", "% roofline", "TFLOP/s", "% GEMM"]
     out_dir = args.out or common.default_out_dir(device)
     print(common.write_results(out_dir, "lowfreq_crop", meta, rows, columns,
