@@ -248,10 +248,12 @@ def _separable_map_kernel(
 
     acc_dtype = ACC_DTYPE
     x_plane = x_ptr + n * x_sn + c.to(tl.int64) * x_sc
+    # Sample n's operators and rank-one factors (a shared one has batch stride 0).
+    rows_n, cols_n = rows_ptr + n * r_sn, cols_ptr + n * c_sn
+    ru_n, rv_n, cu_n, cv_n = ru_ptr + n * ru_sn, rv_ptr + n * rv_sn, cu_ptr + n * cu_sn, cv_ptr + n * cv_sn
     if CENTRE:  # the constant plane the tile maps closest to output 0: see centres_input
-        ones = _ones_map(rows_ptr + n * r_sn, cols_ptr + n * c_sn, ru_ptr + n * ru_sn, rv_ptr + n * rv_sn,
-                         cu_ptr + n * cu_sn, cv_ptr + n * cv_sn, H, W, r_so, r_sh, c_so, c_sw, offs_m, mask_m, offs_n, mask_n, K, r_sk, c_sk,
-                         HAS_RANK_ONE, BLOCK_M, BLOCK_N, BLOCK_H, BLOCK_W, tl.float32)
+        ones = _ones_map(rows_n, cols_n, ru_n, rv_n, cu_n, cv_n, H, W, r_so, r_sh, c_so, c_sw, offs_m, mask_m,
+                         offs_n, mask_n, K, r_sk, c_sk, HAS_RANK_ONE, BLOCK_M, BLOCK_N, BLOCK_H, BLOCK_W, tl.float32)
         gain = tl.sum(tl.sum(ones * ones, axis=1), axis=0)
         centre = -tl.load(shift_ptr + c) * tl.sum(tl.sum(ones, axis=1), axis=0)
         if HAS_SCALE:
@@ -262,13 +264,13 @@ def _separable_map_kernel(
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_dtype)
     weight = tl.zeros((), dtype=acc_dtype)  # the rank-one term's Σ x ∘ (row_v ⊗ col_v)
     for k in tl.static_range(K):
-        row_ops = rows_ptr + n * r_sn + k * r_sk
-        col_ops = cols_ptr + n * c_sn + k * c_sk
+        row_ops = rows_n + k * r_sk
+        col_ops = cols_n + k * c_sk
         for h0 in range(0, H, BLOCK_H):
             offs_h = h0 + tl.arange(0, BLOCK_H)
             mask_h = offs_h < H
             if HAS_RANK_ONE and k == 0:
-                row_v = tl.load(rv_ptr + n * rv_sn + offs_h, mask=mask_h, other=0)
+                row_v = tl.load(rv_n + offs_h, mask=mask_h, other=0)
             band = tl.zeros((BLOCK_H, BLOCK_N), dtype=acc_dtype)
             x_col_v = tl.zeros((BLOCK_H,), dtype=acc_dtype)  # x @ col_v over the band's rows
             for w0 in tl.range(0, W, BLOCK_W, num_stages=STAGES):  # pipelined: see the module docstring
@@ -288,7 +290,7 @@ def _separable_map_kernel(
                 )
                 band = _dot_parts(x_block, col_block, band, X_PARTS, PARTS, INTERPRETED)
                 if HAS_RANK_ONE and k == 0:
-                    col_v = tl.load(cv_ptr + n * cv_sn + offs_w, mask=mask_w, other=0)
+                    col_v = tl.load(cv_n + offs_w, mask=mask_w, other=0)
                     x_col_v += tl.sum(x_block * col_v[None, :], axis=1)
             if HAS_RANK_ONE and k == 0:
                 weight += tl.sum(x_col_v * row_v, axis=0)
@@ -300,15 +302,14 @@ def _separable_map_kernel(
             acc = _dot_parts(row_block, band, acc, PARTS, PARTS, INTERPRETED)
 
     if HAS_RANK_ONE:
-        row_u = tl.load(ru_ptr + n * ru_sn + offs_m, mask=mask_m, other=0)
-        col_u = tl.load(cu_ptr + n * cu_sn + offs_n, mask=mask_n, other=0)
+        row_u = tl.load(ru_n + offs_m, mask=mask_m, other=0)
+        col_u = tl.load(cu_n + offs_n, mask=mask_n, other=0)
         acc += weight * (row_u[:, None] * col_u[None, :])
     if HAS_SCALE:
         acc = acc * tl.load(scale_ptr + c)
     if CENTRE:  # + the centre plane's image: scale·centre·ones + shift, in float64, rounded once
-        ones = _ones_map(rows_ptr + n * r_sn, cols_ptr + n * c_sn, ru_ptr + n * ru_sn, rv_ptr + n * rv_sn,
-                         cu_ptr + n * cu_sn, cv_ptr + n * cv_sn, H, W, r_so, r_sh, c_so, c_sw, offs_m, mask_m, offs_n, mask_n, K, r_sk, c_sk,
-                         HAS_RANK_ONE, BLOCK_M, BLOCK_N, BLOCK_H, BLOCK_W, tl.float64)
+        ones = _ones_map(rows_n, cols_n, ru_n, rv_n, cu_n, cv_n, H, W, r_so, r_sh, c_so, c_sw, offs_m, mask_m,
+                         offs_n, mask_n, K, r_sk, c_sk, HAS_RANK_ONE, BLOCK_M, BLOCK_N, BLOCK_H, BLOCK_W, tl.float64)
         offset = centre.to(tl.float64) * ones
         if HAS_SCALE:
             offset *= tl.load(scale_ptr + c).to(tl.float64)
