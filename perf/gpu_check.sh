@@ -4,12 +4,13 @@
 # Usage: bash perf/gpu_check.sh [results-folder]   (default perf/results/<device>-<date>)
 #
 # Every phase runs under its own time limit (seconds, overridable as BUILD_LIMIT, TEST_LIMIT,
-# LOWFREQ_LIMIT, LOCAL_FFN_LIMIT, PROFILE_LIMIT, TIMM_LIMIT, PIPELINE_LIMIT, TRAIN_LIMIT, E2E_LIMIT,
+# LOWFREQ_LIMIT, LOCAL_FFN_LIMIT, PROFILE_LIMIT, COUNTERS_LIMIT, TIMM_LIMIT, PIPELINE_LIMIT, TRAIN_LIMIT, E2E_LIMIT,
 # TUNE_LIMIT) and appends its outcome to summary.txt the moment it ends (ok, failed, or over its
 # limit), so a slow phase never costs the results of the others. The summary carries pytest's failure lines and its slowest tests. All phases take up to
 # 1490 s, more than two 10-minute device calls: PHASES="build tests lowfreq" runs a subset. Without
 # "build" the extension must already be importable (e.g. a _C library built by an earlier call).
-# PHASES="tune" sweeps the Triton kernels' launch shapes (perf/tune_*.py), which choose their defaults.
+# PHASES="tune" sweeps the Triton kernels' launch shapes (perf/tune_*.py), which choose their defaults;
+# PHASES="counters" reads Nsight Compute's hardware counters of the target kernels (perf/kernel_counters.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python}
@@ -76,6 +77,10 @@ fi
 if wanted profile; then  # the heaviest kernels of the LocalFFN block and lowfreq_crop at the issues' shapes
   phase "kernel profile" "${PROFILE_LIMIT:-90}" "$out/profile_kernels.log" $python perf/profile_kernels.py --out "$out"
   grep -E "^[a-z_]+ .*: .* ms" "$out/profile_kernels.log" >> "$summary"
+fi
+if wanted counters; then  # Nsight Compute's counters of the same kernels: why each takes its time
+  phase "kernel counters" "${COUNTERS_LIMIT:-240}" "$out/kernel_counters.log" $python perf/kernel_counters.py ncu --out "$out"
+  grep -E "^\| [a-z]" "$out/kernel_counters.log" | cut -c1-220 >> "$summary"
 fi
 if wanted tune; then  # launch-shape sweeps that choose the kernels' defaults (not in the default phases)
   phase "tune dwconv_act" "${TUNE_LIMIT:-300}" "$out/tune_dwconv_act.log" $python perf/tune_dwconv_act.py --out "$out"

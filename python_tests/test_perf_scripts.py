@@ -73,3 +73,87 @@ def test_dwconv_act_tuner_times_the_default_and_candidates(tmp_path):
     assert all(row["ms"] > 0 and row["vs default"] > 0 and row["registers"] > 0 for row in rows)
     results = json.loads((tmp_path / "tune_dwconv_act.json").read_text())
     assert len(results["rows"]) == len(rows)
+
+
+def test_kernel_counter_workloads_run(monkeypatch):
+    """Each workload that perf/kernel_counters.py hands to ncu runs (tiny shapes, CPU: no profiler marks)."""
+    import kernel_counters
+
+    for name in kernel_counters.WORKLOADS:
+        kernel_counters.main(["run", name, "--sweep", "tiny", "--device", "cpu"])
+
+
+def _ncu_raw_page(path, kernels):
+    """A file laid out as `ncu --csv --page raw --log-file` writes it: ncu's own lines, the header of
+    metric names, the units row (no ID), then a row per kernel."""
+    metrics = ["gpu__time_duration.sum", "launch__registers_per_thread",
+               "sm__throughput.avg.pct_of_peak_sustained_elapsed", "gpu__dram_throughput.avg.pct_of_peak_sustained_elapsed",
+               "sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active",
+               "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active",
+               "smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio",
+               "smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio",
+               "smsp__average_warps_issue_stalled_math_pipe_throttle_per_issue_active.ratio",
+               "smsp__average_warps_issue_stalled_wait_per_issue_active.ratio"]
+    header = ["ID", "Kernel Name", "Block Size", "Grid Size", *metrics]
+    units = ["", "", "", "", "usecond", "register/thread", "%", "%", "%", "%", "", "", "", ""]
+    lines = ["==PROF== Connected to process 7 (python)", "==PROF== Profiling \"kernel\": 0%....100% - 38 passes"]
+    lines += [",".join(f'"{cell}"' for cell in row) for row in [header, units, *kernels]]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_kernel_counters_report_reads_ncu_raw_pages(tmp_path):
+    import kernel_counters
+
+    _ncu_raw_page(tmp_path / "ncu_lowfreq-bf16-96.csv", [
+        ["0", "_separable_map_kernel", "(256, 1, 1)", "(768, 1, 1)", "105.3", "248", "61.5", "3.2",
+         "22.5", "0", "1.5", "7.25", "0.4", "2.1"],
+        ["1", "_other_kernel", "(128, 1, 1)", "(10, 1, 1)", "1,204.5", "40", "n/a", "", "", "", "", "", "", ""],
+    ])
+    (tmp_path / "ncu_mlp-block.csv").write_text("==ERROR== the profiler could not read the counters\n")
+    table = kernel_counters.report([str(tmp_path / "ncu_lowfreq-bf16-96.csv"), str(tmp_path / "ncu_mlp-block.csv")],
+                                   str(tmp_path))
+    rows = json.loads((tmp_path / "counters.json").read_text())["rows"]
+    first, second, failed = rows
+    assert first["µs"] == 105.3 and first["registers"] == 248 and first["DRAM %"] == 3.2
+    assert first["tensor pipe %"] == 22.5 and first["memory %"] == "-"
+    assert first["top stalls (cycles per issue)"] == "long_scoreboard 7.2, wait 2.1, barrier 1.5"
+    assert second["µs"] == 1204.5 and second["SM %"] == "-" and second["top stalls (cycles per issue)"] == "-"
+    assert failed["workload"] == "mlp-block" and failed["kernel"].startswith("no kernel profiled")
+    assert table.count("\n|") == 2 + 3
+    raw = json.loads((tmp_path / "counters_raw.json").read_text())
+    assert raw["lowfreq-bf16-96"]["units"]["gpu__time_duration.sum"] == "usecond"
+
+
+def test_kernel_counters_ncu_command_marks_one_range():
+    import kernel_counters
+
+    command = kernel_counters.ncu_command("ncu", "out.csv", "local-ffn-block", "deit_small")
+    assert command[command.index("--profile-from-start") + 1] == "off"
+    assert command[command.index("--clock-control") + 1] == "none"  # the GPU's clocks are left alone
+    assert command[command.index("--page") + 1] == "raw" and "--csv" in command
+    assert command[-5:] == [os.path.abspath(kernel_counters.__file__), "run", "local-ffn-block", "--sweep", "deit_small"]
+
+
+def test_kernel_counters_profiles_every_workload_under_ncu(tmp_path, monkeypatch):
+    """`kernel_counters.py ncu` with a stand-in ncu that runs the program it is given and writes a raw
+    page: every workload runs once under it and lands in the report."""
+    import kernel_counters
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "ncu"
+    fake.write_text(
+        "#!" + sys.executable + "\n"
+        "import subprocess, sys\n"
+        "args = sys.argv[1:]\n"
+        "at = args.index('--log-file')\n"
+        "rc = subprocess.call(args[at + 2:])\n"
+        "open(args[at + 1], 'w').write('\"ID\",\"Kernel Name\",\"gpu__time_duration.sum\"\\n\"\",\"\",\"usecond\"\\n'\n"
+        "                              '\"0\",\"_kernel\",\"2.5\"\\n')\n"
+        "sys.exit(rc)\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert kernel_counters.main(["ncu", "--sweep", "tiny", "--out", str(tmp_path / "out")]) == 0
+    rows = json.loads((tmp_path / "out" / "counters.json").read_text())["rows"]
+    assert [row["workload"] for row in rows] == list(kernel_counters.WORKLOADS)
+    assert all(row["µs"] == 2.5 for row in rows)
