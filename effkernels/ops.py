@@ -217,8 +217,9 @@ def _separable_map_gpu(x, rows, cols, scale=None, shift=None, out_dtype=None, ro
     return _gpu_separable_map_launch(x.shape, x.dtype, rows, cols, scale, shift, out_dtype, rank_one)(x)
 
 
-def _gpu_separable_map_launch(x_shape, x_dtype, rows, cols, scale, shift, out_dtype, rank_one):
-    """`launch(x) -> out` for CUDA x of this shape and dtype, arguments already checked.
+def _gpu_separable_map_launch(x_shape, x_dtype, rows, cols, scale, shift, out_dtype, rank_one, support=None):
+    """`launch(x) -> out` for CUDA x of this shape and dtype, arguments already checked (support: see
+    `boxed_separable_map`; the Triton kernel's hint, which the CUDA C++ kernel does without).
 
     The Triton kernel by default. float64, and EFFKERNELS_BACKEND=cuda, go to the CUDA C++ kernel
     (its float64 path is the measured one on the GPU); that kernel knows no rank-one term, so the
@@ -232,7 +233,25 @@ def _gpu_separable_map_launch(x_shape, x_dtype, rows, cols, scale, shift, out_dt
         return lambda x: torch.ops.effkernels.separable_map_cuda(x, rows, cols, scale, shift, out_dtype)
     from .triton.separable_map import prepare_separable_map  # triton is needed on GPU machines only
 
-    return prepare_separable_map(x_shape, x_dtype, rows, cols, scale, shift, out_dtype, rank_one)
+    return prepare_separable_map(x_shape, x_dtype, rows, cols, scale, shift, out_dtype, rank_one, support=support)
+
+
+def boxed_separable_map(x, rows, cols, out_dtype, support):
+    """`separable_map(x, rows, cols, out_dtype=out_dtype)` of per-sample operators that are zero
+    outside each sample's input box: support, (N, 4) int32 on x's device, (row start, row end,
+    column start, column end) per sample. In an eager CUDA call that nothing traces, the Triton
+    kernel skips the blocks of x outside the boxes (a RandomResizedCrop box covers about half of
+    a padded batch's plane); elsewhere the op maps whole planes, with the same result. The caller
+    vouches for the boxes: checking their values would read them back from the device."""
+    check_separable_map(x, rows, cols, None, None, out_dtype)
+    if not isinstance(support, torch.Tensor) or support.dtype != torch.int32:
+        raise TypeError(f"support must be an int32 Tensor, got {getattr(support, 'dtype', type(support).__name__)}")
+    if support.shape != (x.shape[0], 4) or support.device != x.device:
+        raise ValueError(f"support must have shape (N, 4) = ({x.shape[0]}, 4) on {x.device} like x, got "
+                         f"{tuple(support.shape)} on {support.device}")
+    if x.device.type == "cuda" and _untraced_without_grad(x):
+        return _gpu_separable_map_launch(x.shape, x.dtype, rows, cols, None, None, out_dtype, None, support)(x)
+    return torch.ops.effkernels.separable_map(x, rows, cols, None, None, out_dtype, None, None, None, None)
 
 
 def _gpu_separable_map_kernel(x_dtype) -> str:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .operators import resize_operator
+from .ops import boxed_separable_map
 
 
 def pad_images(images: list, device: torch.device, max_side=None) -> tuple[torch.Tensor, list]:
@@ -44,11 +45,22 @@ def resized_crop_flip(padded: torch.Tensor, boxes: torch.Tensor, out_size: int) 
 
     boxes: (N, 5) integer tensor of (top, left, height, width, flip) on padded's device.
     """
-    height, width = padded.shape[-2:]
-    top, left, box_h, box_w, flip = boxes.unbind(1)
-    rows = resize_operator(box_h, out_size, height, top, device=padded.device).to(torch.float32)
-    cols = resize_operator(box_w, out_size, width, left, device=padded.device).to(torch.float32)
-    cols = torch.where(flip.bool()[:, None, None], cols.flip(-2), cols)
-    out = torch.ops.effkernels.separable_map(padded, rows[:, None], cols[:, None], None, None, torch.float32,
-                                             None, None, None, None)
+    rows, cols, support = crop_flip_operators(boxes, out_size, *padded.shape[-2:])
+    # float16 output: 0..255 to an eighth of a level, so the uint8 result is float32's but where a value
+    # lies within a sixteenth of a level of a rounding boundary (a few % of pixels, one level; measured
+    # under the interpreter: 4 %, against 25 % and up to two levels with bf16). On the GPU it takes the
+    # two-part tensor-core path: 5 passes over the GEMMs instead of float32's 9.
+    out = boxed_separable_map(padded, rows, cols, torch.float16, support)
     return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def crop_flip_operators(boxes: torch.Tensor, out_size: int, height: int, width: int):
+    """separable_map's per-sample (rows, cols) of the boxes (N, 5) on a padded (height, width) plane,
+    float32 on the boxes' device, and their support (N, 4) int32: each sample's operators are zero
+    outside its box, so the GPU kernel skips the rest of the plane."""
+    top, left, box_h, box_w, flip = boxes.unbind(1)
+    rows = resize_operator(box_h, out_size, height, top, device=boxes.device).to(torch.float32)
+    cols = resize_operator(box_w, out_size, width, left, device=boxes.device).to(torch.float32)
+    cols = torch.where(flip.bool()[:, None, None], cols.flip(-2), cols)
+    support = torch.stack([top, top + box_h, left, left + box_w], 1).to(torch.int32)
+    return rows[:, None], cols[:, None], support

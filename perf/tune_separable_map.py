@@ -5,10 +5,13 @@ For each band: uint8 batch × 3 × 224² images, ImageNet normalisation, bf16 ou
 one bf16 part), every launch shape of the grid below, timed with CUDA events (median); shapes the
 compiler cannot fit (registers, shared memory) are reported as such. Then the best shapes' pipeline
 depths, and float32 out (three bf16 parts) for the best. Worker processes compile every shape first
-(Triton's disk cache), so the timing loop only loads kernels.
+(Triton's disk cache), so the timing loop only loads kernels. Then (--no-crop skips it) the input
+pipeline's RandomResizedCrop launch, uint8 500² to 224² with float16 out (two bf16 parts), with and
+without its boxes as the kernel's support, beside the float32 whole-plane launch it replaced, and
+its launch shapes.
 
 --sm90 needs no GPU: it compiles the default launch shapes of the training sizes (uint8 to bf16 and
-to float32 out, and float64) for sm_90, specialised as the JIT specialises the real launch, and
+to float32 out, and float64) and of the crop for sm_90, specialised as the JIT specialises the real launch, and
 reports registers, spills, and the count of wgmma, mma.sync and cp.async instructions (the
 tensor-core dots and the pipelined loads). The test suite runs it to keep them in the kernel.
 """
@@ -17,10 +20,13 @@ import itertools
 import os
 import sys
 
+import numpy as np
 import torch
 import triton
 
 from effkernels import operators
+from effkernels.pipeline import DRAWS, counter_uniforms, sample_boxes
+from effkernels.resized_crop import crop_flip_operators
 from effkernels.triton.separable_map import centres_input, default_tiles, precision_parts, prepare_separable_map
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -50,7 +56,35 @@ def launcher(band, batch, out_dtype, tiles):
     return prepare_separable_map(x.shape, x.dtype, rows, cols, scale, shift, out_dtype, rank_one, tiles), x
 
 
-TRITON_TYPES = {torch.uint8: "u8", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64"}
+CROP_SIDE, CROP_OUT = 500, 224  # a padded batch of 500×375 and 375×500 images, cropped to 224
+
+
+def crop_tiles():
+    """Candidate launch shapes of the input pipeline's crop (two bf16 parts: float16 out)."""
+    for block_m, block_n, (block_h, block_w), warps in itertools.product(
+        (64, 128), (32, 64, 128), ((64, 64), (128, 64), (64, 128)), (4, 8)
+    ):
+        if block_m * block_n <= 128 * 64:
+            yield dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_W=block_w, num_warps=warps,
+                       num_stages=3)
+
+
+def crop_launcher(batch, out_dtype, tiles, boxed):
+    """The input pipeline's RandomResizedCrop launch (resized_crop_flip): uint8 batch × 3 × 500²,
+    torchvision-sampled boxes of 500×375 and 375×500 images, to 224²; boxed: with the boxes as the
+    kernel's support. Returns (launch, x)."""
+    device = torch.device("cuda")
+    heights = np.where(np.arange(batch) % 4 == 3, CROP_SIDE, 375)
+    boxes = sample_boxes(heights, CROP_SIDE + 375 - heights, counter_uniforms(np.arange(batch), 0, DRAWS),
+                         (0.08, 1.0), (3 / 4, 4 / 3))
+    rows, cols, support = crop_flip_operators(torch.from_numpy(boxes).to(device), CROP_OUT, CROP_SIDE, CROP_SIDE)
+    x = torch.randint(0, 256, (batch, 3, CROP_SIDE, CROP_SIDE), dtype=torch.uint8, device=device)
+    launch = prepare_separable_map(x.shape, x.dtype, rows, cols, None, None, out_dtype, None, tiles,
+                                   support=support if boxed else None)
+    return launch, x
+
+
+TRITON_TYPES = {torch.uint8: "u8", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64"}
 
 
 def training_int_arguments(band):
@@ -64,31 +98,41 @@ def training_int_arguments(band):
                 ru_sn=0, rv_sn=0, cu_sn=0, cv_sn=0)
 
 
+def crop_int_arguments():
+    """The kernel's int arguments at the input pipeline's crop launch (crop_launcher): per-sample operators."""
+    side, out = CROP_SIDE, CROP_OUT
+    return dict(C=3, H=side, W=side, OH=out, OW=out, x_sn=3 * side * side, x_sc=side * side, x_sh=side, x_sw=1,
+                r_sn=out * side, r_sk=out * side, r_so=side, r_sh=1, c_sn=out * side, c_sk=out * side, c_so=side, c_sw=1,
+                ru_sn=0, rv_sn=0, cu_sn=0, cv_sn=0)
+
+
 def compile_report(job):
     """The sm_90 compile of the default launch shape for (band, x dtype name, output dtype name), 224²
-    input, normalised (uint8 to bf16 out: the training path): a dict of the shape, registers, spills,
-    and the counts of wgmma, mma.sync (float64's IEEE dots) and cp.async instructions."""
+    input, normalised (uint8 to bf16 out: the training path), or band "crop": the input pipeline's
+    crop launch (crop_launcher, boxed): a dict of the shape, registers, spills, and the counts of
+    wgmma, mma.sync (float64's IEEE dots) and cp.async instructions."""
     import triton.language as tl
 
     from effkernels.triton.separable_map import _separable_map_kernel as kernel
 
     band, x_name, out_name = job
+    crop = band == "crop"
     x_dtype, out_dtype = getattr(torch, x_name), getattr(torch, out_name)
     parts = precision_parts(x_dtype, out_dtype)[0]
-    centre = centres_input(parts, has_shift=True)
+    centre = not crop and centres_input(parts, has_shift=True)
     x_parts = precision_parts(x_dtype, out_dtype, centre)[1]
-    tiles = default_tiles(band, band, 224, 224, parts)
+    tiles = default_tiles(CROP_OUT, CROP_OUT, CROP_SIDE, CROP_SIDE, parts) if crop else default_tiles(band, band, 224, 224, parts)
     accumulate = torch.float64 if parts == 0 else torch.float32  # operators, scale, shift, rank-one factors
     operator = "*" + TRITON_TYPES[torch.bfloat16 if parts == 1 else accumulate]
     types = {name: "i32" for name in kernel.arg_names}
     types.update(x_ptr="*" + TRITON_TYPES[x_dtype], rows_ptr=operator, cols_ptr=operator,
-                 out_ptr="*" + TRITON_TYPES[out_dtype],
+                 out_ptr="*" + TRITON_TYPES[out_dtype], support_ptr="*i32",
                  **{name: "*" + TRITON_TYPES[accumulate] for name in ("scale_ptr", "shift_ptr", "ru_ptr", "rv_ptr",
                                                                         "cu_ptr", "cv_ptr")})
     launch = {key: tiles[key] for key in ("num_warps", "num_stages")}
-    constants, divisible = sm90.launch_specialisation(training_int_arguments(band))
-    constexprs = dict(**constants, K=1, HAS_SCALE=True, HAS_SHIFT=True, HAS_RANK_ONE=operators.has_rank_one_term((band, band)),
-                      CENTRE=centre, PARTS=parts, X_PARTS=x_parts, ACC_DTYPE=tl.float64 if parts == 0 else tl.float32,
+    constants, divisible = sm90.launch_specialisation(crop_int_arguments() if crop else training_int_arguments(band))
+    constexprs = dict(**constants, K=1, HAS_SCALE=not crop, HAS_SHIFT=not crop,
+                      HAS_RANK_ONE=not crop and operators.has_rank_one_term((band, band)), HAS_SUPPORT=crop, CENTRE=centre, PARTS=parts, X_PARTS=x_parts, ACC_DTYPE=tl.float64 if parts == 0 else tl.float32,
                       INTERPRETED=False, STAGES=launch["num_stages"],
                       **{k: v for k, v in tiles.items() if k not in launch})
     ptx = sm90.compile_ptx(kernel, types, constexprs, divisible=divisible, **launch)
@@ -98,9 +142,10 @@ def compile_report(job):
 
 
 def compile_only(job):
-    """Run one shape once on a tiny batch (fills the disk cache); the error's name if it does not fit."""
+    """Run one shape once on a tiny batch (fills the disk cache); the error's name if it does not fit.
+    job: launcher's arguments, or ("crop", crop_launcher's arguments)."""
     try:
-        launch, x = launcher(*job)
+        launch, x = crop_launcher(*job[1:]) if job[0] == "crop" else launcher(*job)
         launch(x)
         torch.cuda.synchronize()
         return ""
@@ -108,9 +153,10 @@ def compile_only(job):
         return type(error).__name__
 
 
-def time_ms(band, batch, out_dtype, tiles=None):
+def time_ms(band, batch, out_dtype, tiles=None, boxed=None):
+    """Median ms of one launch (band "crop": the pipeline's crop, boxed or not); None if it does not fit."""
     try:
-        launch, x = launcher(band, batch, out_dtype, tiles)
+        launch, x = crop_launcher(batch, out_dtype, tiles, boxed) if band == "crop" else launcher(band, batch, out_dtype, tiles)
         launch(x)
         torch.cuda.synchronize()
     except Exception:  # out of registers / shared memory: not a candidate
@@ -125,10 +171,13 @@ def main(argv=None):
     parser.add_argument("--top", type=int, default=4)
     parser.add_argument("--jobs", type=int, default=12, help="compiling processes")
     parser.add_argument("--sm90", action="store_true", help="the compile report of the default shapes only")
+    parser.add_argument("--crop", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the input pipeline's crop launch")
     args = parser.parse_args(argv)
     if args.sm90:
         jobs = [(band, x, out) for band in args.bands
                 for x, out in (("uint8", "bfloat16"), ("uint8", "float32"), ("float64", "float64"))]
+        jobs += [("crop", "uint8", "float16")] if args.crop else []
         reports = sm90.in_workers(compile_report, jobs, args.jobs)
         for report in reports:
             print(report, flush=True)
@@ -156,6 +205,27 @@ def main(argv=None):
             f32_ms = time_ms(band, args.batch, torch.float32, tiles)
             print(f"  bf16 {ms:.4f} ms (stages 1/2/4: {' / '.join(f'{m:.4f}' if m else '-' for m in deeper)})  "
                   f"f32 {f32_ms if f32_ms is None else round(f32_ms, 4)} ms  {tiles}", flush=True)
+    if args.crop:
+        tune_crop(args)
+
+
+def tune_crop(args):
+    """The input pipeline's crop: float32 out on whole planes (what it ran before) against float16 out
+    with and without the boxes as support, at the default shape, then the fastest shapes, boxed."""
+    def ms_text(ms):
+        return "-" if ms is None else f"{ms:.4f}"
+
+    candidates = list(crop_tiles())
+    errors = sm90.in_workers(compile_only, [("crop", 2, torch.float16, tiles, True) for tiles in candidates], args.jobs)
+    before = time_ms("crop", args.batch, torch.float32, boxed=False)
+    whole, boxed = (time_ms("crop", args.batch, torch.float16, boxed=b) for b in (False, True))
+    print(f"crop {CROP_SIDE}² -> {CROP_OUT}², batch {args.batch}: float32 whole planes {ms_text(before)} ms, "
+          f"float16 whole planes {ms_text(whole)} ms, float16 boxed (the default) {ms_text(boxed)} ms; "
+          f"{sum(bool(e) for e in errors)} of {len(candidates)} shapes did not fit", flush=True)
+    results = sorted(((ms, tiles) for tiles in candidates
+                      if (ms := time_ms("crop", args.batch, torch.float16, tiles, True)) is not None), key=lambda r: r[0])
+    for ms, tiles in results[: args.top]:
+        print(f"  float16 boxed {ms:.4f} ms  {tiles}", flush=True)
 
 
 if __name__ == "__main__":

@@ -148,17 +148,18 @@ def test_counter_uniforms_depend_on_seed_and_stream_only():
 
 # -------------------------------------------------------------------- crop + flip + resize map
 @pytest.mark.parametrize("out_size", [16, 40])
-def test_resized_crop_flip_matches_torchvision(out_size):
+def test_resized_crop_flip_matches_torchvision(out_size, backend):
     """One separable_map over the padded batch = torchvision's resized_crop(antialias) + hflip on
-    each image, within a level (downscaled and upscaled boxes, portrait and landscape images)."""
+    each image, within a level or two (downscaled and upscaled boxes, portrait and landscape
+    images), on each separable_map kernel."""
     rng = np.random.default_rng(2)
     images = [torch.from_numpy(_textured(rng, *rng.integers(9, 70, 2))).permute(2, 0, 1).contiguous()
               for _ in range(12)]
-    padded, sizes = pad_images(images, torch.device("cpu"))
+    padded, sizes = pad_images(images, torch.device(backend))
     assert padded.shape == (12, 3, max(h for h, _ in sizes), max(w for _, w in sizes))
     heights, widths = zip(*sizes)
     boxes = sample_boxes(heights, widths, counter_uniforms(np.arange(12), 0, DRAWS), (0.08, 1.0), (3 / 4, 4 / 3))
-    out = resized_crop_flip(padded, torch.from_numpy(boxes), out_size)
+    out = resized_crop_flip(padded, torch.from_numpy(boxes).to(backend), out_size).cpu()
     assert out.dtype == torch.uint8 and out.shape == (12, 3, out_size, out_size)
     assert 0 < boxes[:, 4].sum() < 12
     for image, box, result in zip(images, boxes.tolist(), out):

@@ -278,7 +278,7 @@ def test_training_launches_compile_for_hopper_with_tensor_cores_and_pipelined_lo
     TRITON_INTERPRET). The dots must be wgmma and, for bf16 and float32 out alike, the width loop's
     loads cp.async, issued ahead of the dots (Triton does not pipeline a nested loop by itself); the
     bf16 training path must not spill; the float64 path (a GPU build without the CUDA C++ kernels
-    runs it) must compile."""
+    runs it) must compile; so must the input pipeline's crop (float16 out, per-sample support)."""
     import os
     import sys
 
@@ -292,7 +292,7 @@ def test_training_launches_compile_for_hopper_with_tensor_cores_and_pipelined_lo
     reports = tune_separable_map.main(["--sm90", "--bands", "96", "160", "--jobs", "2"])
     assert [(r["band"], r["x"], r["out"]) for r in reports] == [
         (band, x, out) for band in (96, 160) for x, out in (("uint8", "bfloat16"), ("uint8", "float32"),
-                                                            ("float64", "float64"))]
+                                                            ("float64", "float64"))] + [("crop", "uint8", "float16")]
     for report in reports:
         if report["x"] == "float64":  # IEEE float64 dots: compiles (it did not before out_dtype was given)
             assert report["mma_sync"] > 0, report
@@ -317,3 +317,56 @@ def test_float32_output_where_the_shift_cancels(backend, dtype, operators):
     out = effkernels.separable_map(x, rows, cols, scale, shift, out_dtype=torch.float32)
     expected = reference.separable_map(x, rows, cols, scale, shift, torch.float64)
     assert relative_error(out, expected) < TOLERANCE[torch.float32]
+
+
+def _boxed_operands(dtype, out_dtype, device):
+    """Per-sample operators (K = 2) and rank-one factors that are zero outside a random box per sample,
+    with the boxes as separable_map's `support`; boxes start off block boundaries and end before H, W."""
+    n, c, h, w, oh, ow = 3, 2, 70, 150, 9, 20
+    x, rows, cols, scale, shift = random_operands(n, c, h, w, 2, oh, ow, True, dtype, device)
+    generator = torch.Generator().manual_seed(5)
+    top, left = torch.randint(0, 30, (n,), generator=generator), torch.randint(0, 80, (n,), generator=generator)
+    height, width = torch.randint(5, 40, (n,), generator=generator), torch.randint(3, 70, (n,), generator=generator)
+    inside_rows = (torch.arange(h) >= top[:, None]) & (torch.arange(h) < (top + height)[:, None])
+    inside_cols = (torch.arange(w) >= left[:, None]) & (torch.arange(w) < (left + width)[:, None])
+    inside_rows, inside_cols = inside_rows.to(device), inside_cols.to(device)
+    rows, cols = rows * inside_rows[:, None, None], cols * inside_cols[:, None, None]
+    acc = rows.dtype
+    row_u, col_u = torch.randn(1, oh, dtype=acc, device=device), torch.randn(1, ow, dtype=acc, device=device)
+    row_v = torch.randn(n, h, dtype=acc, device=device) * inside_rows
+    col_v = torch.randn(n, w, dtype=acc, device=device) * inside_cols
+    support = torch.stack([top, top + height, left, left + width], 1).to(torch.int32).to(device)
+    return x, rows, cols, scale, shift, (row_u, row_v, col_u, col_v), support
+
+
+@pytest.mark.parametrize("dtype,out_dtype", [(torch.uint8, torch.bfloat16), (torch.uint8, torch.float16),
+                                             (torch.uint8, torch.float32), (torch.float32, torch.float32)])
+def test_triton_kernel_skips_x_outside_each_samples_support(triton_device, dtype, out_dtype):
+    """With per-sample input bounds the kernel reads only the blocks of x inside them: the same map,
+    centring (float32 out with a shift) and the rank-one term included; bounds that cut off part of
+    the operators change the result."""
+    from effkernels.triton.separable_map import prepare_separable_map
+
+    x, rows, cols, scale, shift, rank_one, support = _boxed_operands(dtype, out_dtype, triton_device)
+    expected = reference.separable_map(x, rows, cols, scale, shift, torch.float64, rank_one)
+    out = prepare_separable_map(x.shape, x.dtype, rows, cols, scale, shift, out_dtype, rank_one, support=support)(x)
+    whole = prepare_separable_map(x.shape, x.dtype, rows, cols, scale, shift, out_dtype, rank_one)(x)
+    assert relative_error(out, expected) < TOLERANCE[out_dtype]
+    assert relative_error(out, whole) < TOLERANCE[out_dtype] / 10
+    cut = support.clone()
+    cut[:, 3] = cut[:, 2] + 1  # one column of each box
+    short = prepare_separable_map(x.shape, x.dtype, rows, cols, scale, shift, out_dtype, rank_one, support=cut)(x)
+    assert relative_error(short, expected) > 0.1
+
+
+def test_boxed_separable_map_matches_the_op_and_checks_support(backend):
+    x, rows, cols, _, _, _, support = _boxed_operands(torch.uint8, torch.float16, backend)
+    out = effkernels.ops.boxed_separable_map(x, rows, cols, torch.float16, support)
+    expected = reference.separable_map(x, rows, cols, None, None, torch.float64)
+    assert out.dtype == torch.float16 and relative_error(out, expected) < TOLERANCE[torch.float16]
+    for bad, error, match in [(support.tolist(), TypeError, "support must be an int32 Tensor"),
+                              (support.long(), TypeError, "support must be an int32 Tensor"),
+                              (support[:2], ValueError, r"support must have shape \(N, 4\) = \(3, 4\)"),
+                              (support[:, :3], ValueError, "support must have shape")]:
+        with pytest.raises(error, match=match):
+            effkernels.ops.boxed_separable_map(x, rows, cols, torch.float16, bad)

@@ -212,7 +212,7 @@ def _ones_map(rows_ptr, cols_ptr, ru_ptr, rv_ptr, cu_ptr, cv_ptr, H, W, r_so, r_
 
 @triton.jit
 def _separable_map_kernel(
-    x_ptr, rows_ptr, cols_ptr, scale_ptr, shift_ptr, ru_ptr, rv_ptr, cu_ptr, cv_ptr, out_ptr,
+    x_ptr, rows_ptr, cols_ptr, scale_ptr, shift_ptr, ru_ptr, rv_ptr, cu_ptr, cv_ptr, support_ptr, out_ptr,
     C, H, W, OH, OW,
     x_sn, x_sc, x_sh, x_sw,
     r_sn, r_sk, r_so, r_sh,
@@ -222,6 +222,7 @@ def _separable_map_kernel(
     HAS_SCALE: tl.constexpr,
     HAS_SHIFT: tl.constexpr,
     HAS_RANK_ONE: tl.constexpr,
+    HAS_SUPPORT: tl.constexpr,
     CENTRE: tl.constexpr,
     PARTS: tl.constexpr,
     X_PARTS: tl.constexpr,
@@ -261,19 +262,26 @@ def _separable_map_kernel(
         centre = tl.where(gain != 0, centre / tl.where(gain != 0, gain, 1.0), 0.0)
         if x_ptr.dtype.element_ty == tl.uint8:  # an integer, so that x - centre stays exact in bf16
             centre = tl.minimum(tl.maximum(tl.floor(centre + 0.5), 0.0), 255.0)
+    # The blocks of x the operators can reach: all of it, or sample n's support (see prepare_separable_map).
+    h_first, h_end, w_first, w_end = 0, H, 0, W
+    if HAS_SUPPORT:
+        h_first = tl.load(support_ptr + n * 4) // BLOCK_H * BLOCK_H
+        h_end = tl.load(support_ptr + n * 4 + 1)
+        w_first = tl.load(support_ptr + n * 4 + 2) // BLOCK_W * BLOCK_W
+        w_end = tl.load(support_ptr + n * 4 + 3)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_dtype)
     weight = tl.zeros((), dtype=acc_dtype)  # the rank-one term's Σ x ∘ (row_v ⊗ col_v)
     for k in tl.static_range(K):
         row_ops = rows_n + k * r_sk
         col_ops = cols_n + k * c_sk
-        for h0 in range(0, H, BLOCK_H):
+        for h0 in range(h_first, h_end, BLOCK_H):
             offs_h = h0 + tl.arange(0, BLOCK_H)
             mask_h = offs_h < H
             if HAS_RANK_ONE and k == 0:
                 row_v = tl.load(rv_n + offs_h, mask=mask_h, other=0)
             band = tl.zeros((BLOCK_H, BLOCK_N), dtype=acc_dtype)
             x_col_v = tl.zeros((BLOCK_H,), dtype=acc_dtype)  # x @ col_v over the band's rows
-            for w0 in tl.range(0, W, BLOCK_W, num_stages=STAGES):  # pipelined: see the module docstring
+            for w0 in tl.range(w_first, w_end, BLOCK_W, num_stages=STAGES):  # pipelined: see the module docstring
                 offs_w = w0 + tl.arange(0, BLOCK_W)
                 mask_w = offs_w < W
                 x_block = tl.load(
@@ -347,7 +355,7 @@ def default_tiles(oh, ow, h, w, parts) -> dict:
 
 
 def prepare_separable_map(x_shape, x_dtype, rows, cols, scale=None, shift=None, out_dtype=None, rank_one=None,
-                          tiles=None):
+                          tiles=None, support=None):
     """Everything about a launch that does not depend on x's data: returns `launch(x) -> out`.
 
     Arguments as effkernels.ops.separable_map, already checked; x is only described by its shape
@@ -356,7 +364,10 @@ def prepare_separable_map(x_shape, x_dtype, rows, cols, scale=None, shift=None, 
     and always runs on real tensors). lowfreq_crop caches these closures per configuration.
     With one bf16 part (the training path) the operators are rounded to bf16 here, once, so the
     kernel reads half the bytes and converts nothing. tiles: overrides of `default_tiles`
-    (benchmarks compare launch shapes with it).
+    (benchmarks compare launch shapes with it). support: None, or an (N, 4) int32 tensor on the
+    operators' device of per-sample input bounds (row start, row end, column start, column end)
+    outside which every operator and rank-one factor of that sample is zero (a crop box): the
+    GEMMs then skip the blocks of x outside them. The kernel reads it at each launch.
     """
     n, c, h, w = x_shape
     k, oh, ow = rows.shape[1], rows.shape[2], cols.shape[2]
@@ -383,6 +394,7 @@ def prepare_separable_map(x_shape, x_dtype, rows, cols, scale=None, shift=None, 
         scale if scale is not None else rows,
         shift if shift is not None else rows,
         *rank_one,
+        support if support is not None else rows,
     )
     shape_args = (c, h, w, oh, ow)
     operator_strides = (
@@ -395,6 +407,7 @@ def prepare_separable_map(x_shape, x_dtype, rows, cols, scale=None, shift=None, 
         HAS_SCALE=scale is not None,
         HAS_SHIFT=shift is not None,
         HAS_RANK_ONE=has_rank_one,
+        HAS_SUPPORT=support is not None,
         CENTRE=centre,
         PARTS=parts,
         X_PARTS=x_parts,
