@@ -43,6 +43,54 @@ struct RankOne {
   int64_t row_u_sn, row_v_sn, col_u_sn, col_v_sn;
 };
 
+// Centring, for float32 output with a shift (normalisation): the output is then much smaller than
+// the GEMMs' float32 sums (a plane near its channel mean), and their rounding error, relative to
+// the sums, reached 3e-5 of the output. Each plane is mapped as x - c (c its mean, an integer for
+// uint8 x so that x - c stays exact), and the epilogue adds back scale * c * S + shift in double,
+// S = the map of a plane of ones: the same map, with sums the size of the plane's deviation.
+struct Centring {
+  const double *row_sums, *col_sums;      // (n', K, OH), (n', K, OW): the operators' row sums
+  const double *row_v_sums, *col_v_sums;  // (n',): the rank-one factors' sums, or null
+  int64_t row_sn, col_sn, row_v_sn, col_v_sn, k, oh, ow;
+
+  // Output row m of sample n's `gain * S + shift` into off (OW doubles); row_u, col_u: the rank-one
+  // term's output factors (null without it).
+  template <typename acc_t>
+  void offsets(int64_t n, int64_t m, double gain, double shift, const acc_t* row_u, const acc_t* col_u,
+               double* off) const {
+    std::fill(off, off + ow, shift);
+    for (int64_t t = 0; t < k; ++t) {
+      const double coef = gain * row_sums[n * row_sn + t * oh + m];
+      const double* cs = col_sums + n * col_sn + t * ow;
+      for (int64_t v = 0; v < ow; ++v) off[v] += coef * cs[v];
+    }
+    if (row_v_sums != nullptr && row_u != nullptr && col_u != nullptr) {
+      const double coef = gain * row_v_sums[n * row_v_sn] * col_v_sums[n * col_v_sn] * row_u[m];
+      for (int64_t v = 0; v < ow; ++v) off[v] += coef * col_u[v];
+    }
+  }
+};
+
+// Subtract the plane's centre (its mean; rounded for integral inputs) in place; returns it. Any
+// centre near the values keeps the sums small, so the mean is summed in 16 float lanes (vectorised).
+template <typename acc_t>
+double centre_plane(acc_t* plane, int64_t count, bool integral) {
+  constexpr int64_t kLanes = 16;
+  acc_t lanes[kLanes] = {};
+  const int64_t body = count / kLanes * kLanes;
+  for (int64_t i = 0; i < body; i += kLanes) {
+    for (int64_t j = 0; j < kLanes; ++j) lanes[j] += plane[i + j];
+  }
+  double sum = 0;
+  for (int64_t j = 0; j < kLanes; ++j) sum += lanes[j];
+  for (int64_t i = body; i < count; ++i) sum += plane[i];
+  double centre = sum / static_cast<double>(count);
+  if (integral) centre = std::nearbyint(centre);
+  const acc_t c = static_cast<acc_t>(centre);
+  for (int64_t i = 0; i < count; ++i) plane[i] -= c;
+  return static_cast<double>(c);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The folded path. An operator A (OL, L) that commutes with the DFT reflection, A[m, n] =
 // A[-m mod OL, -n mod L] (the real part of the low-frequency crop does: A[-m, -n] = conj A[m, n]),
@@ -139,7 +187,8 @@ void unfold_columns(const acc_t* even, const acc_t* odd, int64_t rows, int64_t w
 
 template <typename in_t, typename acc_t>
 void run_planes_folded(const at::Tensor& x, const FoldedAxis& fh, const FoldedAxis& fw, const RankOne* rank_one,
-                       const acc_t* scale, const acc_t* shift, at::Tensor& out, const SeparableMapShape& s) {
+                       const Centring* centring, const acc_t* scale, const acc_t* shift, at::Tensor& out,
+                       const SeparableMapShape& s) {
   const auto* x_data = static_cast<const in_t*>(x.data_ptr());
   const int64_t sn = x.stride(0), sc = x.stride(1), sh = x.stride(2), sw = x.stride(3);
   const auto rows_out = unfold_table(s.oh);
@@ -160,6 +209,7 @@ void run_planes_folded(const at::Tensor& x, const FoldedAxis& fh, const FoldedAx
     acc_t* fe = static_cast<acc_t*>(fold_e.data_ptr());
     acc_t* fo = static_cast<acc_t*>(fold_o.data_ptr());
     std::vector<acc_t> row(s.w);
+    std::vector<double> offset(centring != nullptr ? s.ow : 0);
     std::vector<acc_t> wide(s.oh * s.ow);  // rows 0..OH_even-1: even rows, then odd rows, full width
     acc_t* wide_e = wide.data();
     acc_t* wide_o = wide.data() + fh.out_even * s.ow;
@@ -167,6 +217,7 @@ void run_planes_folded(const at::Tensor& x, const FoldedAxis& fh, const FoldedAx
     for (int64_t pl = begin; pl < end; ++pl) {
       const int64_t n = pl / s.c, c = pl % s.c;
       load_plane<in_t, acc_t>(x_data + n * sn + pl % s.c * sc, sh, sw, s.h, s.w, p);
+      const double centre = centring != nullptr ? centre_plane(p, s.h * s.w, !at::isFloatingType(x.scalar_type())) : 0;
       acc_t weight = 0;
       if (rank_one != nullptr) {  // row_v . x col_v as (row_v^T x) . col_v: vectorisable row updates
         const auto* rv = static_cast<const acc_t*>(rank_one->row_v) + n * rank_one->row_v_sn;
@@ -227,7 +278,13 @@ void run_planes_folded(const at::Tensor& x, const FoldedAxis& fh, const FoldedAx
           const acc_t sign = static_cast<acc_t>(rm.sign);
           const acc_t wu = row_u != nullptr ? weight * row_u[m] : acc_t(0);
           scalar_t* d = dst + m * s.ow;
-          if (col_u != nullptr) {
+          if (centring != nullptr) {
+            centring->offsets(n, m, static_cast<double>(sa) * centre, sb, row_u, col_u, offset.data());
+            for (int64_t v = 0; v < s.ow; ++v) {
+              const acc_t mapped = e[v] + sign * o[v] + (col_u != nullptr ? wu * col_u[v] : acc_t(0));
+              d[v] = static_cast<scalar_t>(static_cast<double>(mapped * sa) + offset[v]);
+            }
+          } else if (col_u != nullptr) {
             for (int64_t v = 0; v < s.ow; ++v) d[v] = static_cast<scalar_t>((e[v] + sign * o[v] + wu * col_u[v]) * sa + sb);
           } else {
             for (int64_t v = 0; v < s.ow; ++v) d[v] = static_cast<scalar_t>((e[v] + sign * o[v]) * sa + sb);
@@ -240,9 +297,10 @@ void run_planes_folded(const at::Tensor& x, const FoldedAxis& fh, const FoldedAx
 
 template <typename in_t, typename acc_t>
 void run_planes(const at::Tensor& x, const std::vector<at::Tensor>& cols_t, const std::vector<at::Tensor>& row_ops,
-                const RankOne* rank_one, const acc_t* scale, const acc_t* shift, at::Tensor& out,
-                const SeparableMapShape& s, int64_t width_terms) {
-  const bool in_place_x = std::is_same<in_t, acc_t>::value && x.stride(3) == 1 && x.stride(2) >= s.w;
+                const RankOne* rank_one, const Centring* centring, const acc_t* scale, const acc_t* shift,
+                at::Tensor& out, const SeparableMapShape& s, int64_t width_terms) {
+  const bool in_place_x =
+      std::is_same<in_t, acc_t>::value && x.stride(3) == 1 && x.stride(2) >= s.w && centring == nullptr;
   const bool in_place_out = out.scalar_type() == c10::CppTypeToScalarType<acc_t>::value;
   const auto* x_data = static_cast<const in_t*>(x.data_ptr());
   const int64_t sn = x.stride(0), sc = x.stride(1), sh = x.stride(2), sw = x.stride(3);
@@ -258,15 +316,20 @@ void run_planes(const at::Tensor& x, const std::vector<at::Tensor>& cols_t, cons
     std::vector<at::Tensor> partial_k;
     for (int64_t k = 0; k < s.k; ++k) partial_k.push_back(partial.narrow(1, k * s.ow, s.ow));
     const acc_t* p_data = static_cast<acc_t*>(partial.data_ptr());
+    std::vector<double> offset(centring != nullptr ? s.ow : 0);
 
     for (int64_t p = begin; p < end; ++p) {
       const int64_t n = p / s.c, c = p % s.c;
       const in_t* src = x_data + n * sn + c * sc;
       at::Tensor x_plane;
+      double centre = 0;
       if (in_place_x) {
         x_plane = at::from_blob(const_cast<in_t*>(src), {s.h, s.w}, {sh, 1}, opts);
       } else {
         load_plane<in_t, acc_t>(src, sh, sw, s.h, s.w, static_cast<acc_t*>(plane.data_ptr()));
+        if (centring != nullptr) {
+          centre = centre_plane(static_cast<acc_t*>(plane.data_ptr()), s.h * s.w, !at::isFloatingType(x.scalar_type()));
+        }
         x_plane = plane;
       }
       at::mm_out(partial, x_plane, cols_t[n_cols == 1 ? 0 : n]);
@@ -294,7 +357,14 @@ void run_planes(const at::Tensor& x, const std::vector<at::Tensor>& cols_t, cons
         for (int64_t o = 0; o < s.oh; ++o) {
           const acc_t* r_row = r_data + o * s.ow;
           scalar_t* d_row = dst + o * s.ow;
-          if (row_u != nullptr) {
+          if (centring != nullptr) {
+            const acc_t wu = row_u != nullptr ? weight * row_u[o] : acc_t(0);
+            centring->offsets(n, o, static_cast<double>(a) * centre, b, row_u, col_u, offset.data());
+            for (int64_t v = 0; v < s.ow; ++v) {
+              const acc_t mapped = r_row[v] + (col_u != nullptr ? wu * col_u[v] : acc_t(0));
+              d_row[v] = static_cast<scalar_t>(static_cast<double>(mapped * a) + offset[v]);
+            }
+          } else if (row_u != nullptr) {
             const acc_t wu = weight * row_u[o];
             for (int64_t v = 0; v < s.ow; ++v) d_row[v] = static_cast<scalar_t>((r_row[v] + wu * col_u[v]) * a + b);
           } else {
@@ -360,16 +430,32 @@ at::Tensor separable_map_cpu(
     }
   }
 
+  // Centring (see Centring): float32 accumulation, a shift, float32 output.
+  Centring centring{};
+  at::Tensor row_sums, col_sums, row_v_sums, col_v_sums;
+  const bool centred = acc_dtype == at::kFloat && shift.has_value() && out.scalar_type() == at::kFloat;
+  if (centred) {
+    row_sums = rows.to(at::kDouble).sum(-1).contiguous(), col_sums = cols.to(at::kDouble).sum(-1).contiguous();
+    centring = Centring{row_sums.data_ptr<double>(), col_sums.data_ptr<double>(), nullptr, nullptr,
+                        rows.size(0) == 1 ? 0 : s.k * s.oh, cols.size(0) == 1 ? 0 : s.k * s.ow, 0, 0, s.k, s.oh, s.ow};
+    if (has_rank_one) {
+      row_v_sums = row_v->to(at::kDouble).sum(-1).contiguous(), col_v_sums = col_v->to(at::kDouble).sum(-1).contiguous();
+      centring.row_v_sums = row_v_sums.data_ptr<double>(), centring.col_v_sums = col_v_sums.data_ptr<double>();
+      centring.row_v_sn = row_v->size(0) == 1 ? 0 : 1, centring.col_v_sn = col_v->size(0) == 1 ? 0 : 1;
+    }
+  }
+
   AT_DISPATCH_FLOATING_TYPES(acc_dtype, "separable_map_cpu", [&] {
     using acc_t = scalar_t;
     const acc_t* a = scale_acc.defined() ? static_cast<acc_t*>(scale_acc.data_ptr()) : nullptr;
     const acc_t* b = shift_acc.defined() ? static_cast<acc_t*>(shift_acc.data_ptr()) : nullptr;
     const RankOne* r1 = has_rank_one ? &rank_one : nullptr;
+    const Centring* centre = centred ? &centring : nullptr;
     AT_DISPATCH_FLOATING_TYPES_AND3(at::kByte, at::kHalf, at::kBFloat16, x.scalar_type(), "separable_map_cpu_x", [&] {
       if (folded) {
-        run_planes_folded<scalar_t, acc_t>(x, fh, fw, r1, a, b, out, s);
+        run_planes_folded<scalar_t, acc_t>(x, fh, fw, r1, centre, a, b, out, s);
       } else {
-        run_planes<scalar_t, acc_t>(x, cols_t, row_ops, r1, a, b, out, s, width_terms);
+        run_planes<scalar_t, acc_t>(x, cols_t, row_ops, r1, centre, a, b, out, s, width_terms);
       }
     });
   });
