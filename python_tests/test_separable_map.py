@@ -333,8 +333,8 @@ def _boxed_operands(dtype, out_dtype, device):
     rows, cols = rows * inside_rows[:, None, None], cols * inside_cols[:, None, None]
     acc = rows.dtype
     row_u, col_u = torch.randn(1, oh, dtype=acc, device=device), torch.randn(1, ow, dtype=acc, device=device)
-    row_v = torch.randn(n, h, dtype=acc, device=device) * inside_rows
-    col_v = torch.randn(n, w, dtype=acc, device=device) * inside_cols
+    row_v = torch.randn(n, h, dtype=acc, device=device) * inside_rows / h**0.5  # scaled as the operators, so
+    col_v = torch.randn(n, w, dtype=acc, device=device) * inside_cols / w**0.5  # float16 output stays finite
     support = torch.stack([top, top + height, left, left + width], 1).to(torch.int32).to(device)
     return x, rows, cols, scale, shift, (row_u, row_v, col_u, col_v), support
 
