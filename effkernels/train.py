@@ -52,8 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=float, default=0.05, help="warmup as a fraction of progress")
     p.add_argument("--resize", default="lowfreq", choices=["lowfreq", "interpolate"])
     p.add_argument("--input", choices=["device", "cpu"], default=None,
-                   help="where images are decoded and augmented: the device pipeline (default on a GPU with --data) "
-                        "or DataLoader workers on the CPU (default otherwise; the embedded data always)")
+                   help="where images are decoded and augmented: the device pipeline (default on a GPU) or "
+                        "DataLoader workers on the CPU (default on the CPU, where PIL's RandAugment is faster)")
     p.add_argument("--replay", choices=sorted(training_input.REPLAY_PRESETS), default="none",
                    help="reuse each decoded batch with fresh augmentation, EfficientTrain++'s 4,4,2,2,2,2,1,1,1,1 "
                         "per stage (--input device)")
@@ -86,9 +86,7 @@ def parse_args(argv=None):
         p.error(f"--workers must be >= 0, got {args.workers}")
     args.workers = default_workers(args.device) if args.workers is None else args.workers
     if args.input is None:
-        args.input = "device" if args.device == "cuda" and not embedded else "cpu"
-    if args.input == "device" and embedded:
-        p.error("--input device reads image files: it needs --data")
+        args.input = "device" if args.device == "cuda" else "cpu"
     if args.input == "device" and args.resize != "lowfreq":
         p.error("--input device shrinks with lowfreq_crop: it needs --resize lowfreq")
     if args.compile is None:

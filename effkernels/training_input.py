@@ -4,10 +4,11 @@ Two sources with one interface, so that the training loop, its timing and its re
 care which one runs:
 - `LoaderInput`: the CPU path. DataLoader workers decode with PIL, apply RandomResizedCrop, the
   flip and timm's RandAugment; the curriculum's shrink (lowfreq_crop, or antialiased resizing)
-  then runs on the device. It is the only path for the embedded in-memory dataset.
-- `DeviceInput`: effkernels.pipeline.DeviceImageLoader. Threads read file bytes, and the device
-  decodes, crops, flips, augments and low-passes (the default on a GPU with --data). The CPU path
-  fed an H100 2.8k img/s where a DeiT-S step eats 7.9k-31k.
+  then runs on the device.
+- `DeviceInput` (the default on a GPU): effkernels.pipeline. With --data, DeviceImageLoader:
+  threads read file bytes, and the device decodes, crops, flips, augments and low-passes. The
+  embedded dataset goes to the device once and DeviceTensorLoader does the same from there. The
+  CPU path fed an H100 2.8k img/s where a DeiT-S step eats 7.9k-31k.
 Both draw every sample's augmentation from its own seed, so a resumed run sees the same data.
 """
 import math
@@ -18,11 +19,18 @@ from timm.data import rand_augment_transform
 from torchvision import transforms
 
 from . import data, nn as eff_nn
-from .pipeline import EFFICIENTTRAIN_PP_REPLAY, DeviceImageLoader
+from .pipeline import EFFICIENTTRAIN_PP_REPLAY, DeviceImageLoader, DeviceTensorLoader
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 RANDOM_RESIZED_CROP_SCALE = (0.35, 1.0)  # EfficientTrain++'s DeiT recipe
 REPLAY_PRESETS = {"none": None, "efficienttrain_pp": EFFICIENTTRAIN_PP_REPLAY}
+EMBEDDED_TRAIN, EMBEDDED_VAL = 2400, 600
+
+
+def embedded_split(img_size: int):
+    """((train images, labels), (val images, labels)) of the embedded dataset at img_size px."""
+    images, labels = data.make_shapes_and_textures(EMBEDDED_TRAIN + EMBEDDED_VAL, img_size, seed=1234)
+    return (images[:EMBEDDED_TRAIN], labels[:EMBEDDED_TRAIN]), (images[EMBEDDED_TRAIN:], labels[EMBEDDED_TRAIN:])
 
 
 class _EvalData:
@@ -68,9 +76,9 @@ class LoaderInput(_EvalData):
             transforms.RandomHorizontalFlip(), self.rand_augment, transforms.PILToTensor()])
         eval_tf = self.eval_transform(args.img_size)
         if args.data is None:
-            images, labels = data.make_shapes_and_textures(3000, args.img_size, seed=1234)
-            self.train_set = data.TensorImages(images[:2400], labels[:2400], train_tf)
-            val_set, self.num_classes = data.TensorImages(images[2400:], labels[2400:], eval_tf), len(data.CLASSES)
+            train, val = embedded_split(args.img_size)
+            self.train_set = data.TensorImages(*train, train_tf)
+            val_set, self.num_classes = data.TensorImages(*val, eval_tf), len(data.CLASSES)
         else:
             self.train_set = data.image_folder(args.data, train_tf)
             val_set = data.image_folder(args.val_data, eval_tf) if args.val_data else None
@@ -101,16 +109,22 @@ class LoaderInput(_EvalData):
 
 
 class DeviceInput(_EvalData):
-    """The device pipeline (see the module docstring); --data only."""
+    """The device pipeline (see the module docstring)."""
 
     def __init__(self, args, device, rank, world):
         self.replay = REPLAY_PRESETS[args.replay]
-        self.loader = DeviceImageLoader(
-            args.data, args.batch_size, device=device, out_size=args.img_size, scale=RANDOM_RESIZED_CROP_SCALE,
-            dtype=torch.bfloat16 if device.type == "cuda" else torch.float32, mean=MEAN, std=STD, seed=args.seed,
-            rank=rank, world_size=world, workers=max(1, args.workers))
+        settings = dict(device=device, out_size=args.img_size, scale=RANDOM_RESIZED_CROP_SCALE,
+                        dtype=torch.bfloat16 if device.type == "cuda" else torch.float32, mean=MEAN, std=STD,
+                        seed=args.seed, rank=rank, world_size=world)
+        eval_tf = self.eval_transform(args.img_size)
+        if args.data is None:
+            train, val = embedded_split(args.img_size)
+            self.loader = DeviceTensorLoader(*train, args.batch_size, classes=data.CLASSES, **settings)
+            val_set = data.TensorImages(*val, eval_tf)
+        else:
+            self.loader = DeviceImageLoader(args.data, args.batch_size, workers=max(1, args.workers), **settings)
+            val_set = data.image_folder(args.val_data, eval_tf) if args.val_data else None
         self.num_classes = len(self.loader.classes)
-        val_set = data.image_folder(args.val_data, self.eval_transform(args.img_size)) if args.val_data else None
         super().__init__(args, device, val_set)
 
     def replay_for(self, stage_index) -> int:
@@ -127,8 +141,11 @@ class DeviceInput(_EvalData):
 
     def summary(self) -> dict:
         stats = self.loader.stats
-        return {"input": "device pipeline (effkernels.pipeline)", "reader_threads": self.loader.workers,
-                "replay": self.args.replay, "images_decoded": stats["images_decoded"],
+        if self.args.data is None:
+            source = {"input": "device pipeline (effkernels.pipeline), the embedded images in device memory"}
+        else:
+            source = {"input": "device pipeline (effkernels.pipeline)", "reader_threads": self.loader.workers}
+        return {**source, "replay": self.args.replay, "images_decoded": stats["images_decoded"],
                 "images_delivered": stats["images_delivered"], "files_skipped": stats["files_skipped"]}
 
 

@@ -22,7 +22,7 @@ from effkernels import augment, crop_boxes, image_decode
 from effkernels.crop_boxes import DRAWS, counter_uniforms, mix_seed, sample_boxes
 from effkernels.curriculum import EFFICIENTTRAIN_PP_SIZES
 from effkernels.data import EpochOrder
-from effkernels.pipeline import EFFICIENTTRAIN_PP_REPLAY, DeviceImageLoader
+from effkernels.pipeline import EFFICIENTTRAIN_PP_REPLAY, DeviceImageLoader, DeviceTensorLoader
 from effkernels.resized_crop import pad_images, resized_crop_flip
 
 from conftest import HAS_CUDA
@@ -448,6 +448,88 @@ def test_loader_on_cuda(textured_root):
                             rand_augment=False)
     for (x_cpu, y_cpu), (x_gpu, y_gpu) in zip(cpu.epoch(1), gpu.epoch(1)):  # nvJPEG vs libjpeg: a level or two
         assert torch.equal(y_cpu, y_gpu.cpu()) and (x_cpu - x_gpu.cpu()).abs().mean() < 0.05
+
+
+# ------------------------------------------------------------------ images already in memory
+@pytest.fixture(scope="module")
+def tensor_and_folder(tmp_path_factory):
+    """The same 3 classes × 8 textured 20×28 images as a uint8 tensor (class by class, in file name
+    order: ImageFolder's order) and as a folder of lossless PNGs."""
+    root = tmp_path_factory.mktemp("tensor_and_folder")
+    rng = np.random.default_rng(4)
+    images = []
+    for name in CLASSES:
+        (root / name).mkdir()
+        for i in range(8):
+            array = _textured(rng, 20, 28)
+            Image.fromarray(array).save(root / name / f"{i}.png")
+            images.append(torch.from_numpy(array).permute(2, 0, 1))
+    labels = torch.arange(len(CLASSES)).repeat_interleave(8)
+    return torch.stack(images), labels, str(root)
+
+
+@pytest.mark.parametrize("rank,world_size", [(0, 1), (1, 2)])
+def test_tensor_loader_delivers_what_the_file_loader_does(tensor_and_folder, rank, world_size):
+    """Same images, same settings: the same batches, bit for bit, from the same epoch order, seeds,
+    boxes, flips and RandAugment draws; resumed mid-epoch and mid-replay too."""
+    images, labels, root = tensor_and_folder
+    settings = dict(out_size=16, size=12, magnitude=6, replay=2, scale=(0.35, 1.0), seed=7, rank=rank,
+                    world_size=world_size, dtype=torch.float32, device="cpu")
+    from_files = _collect(DeviceImageLoader(root, 3, **settings), epoch=1)
+    in_memory = DeviceTensorLoader(images, labels, 3, classes=list(CLASSES), **settings)
+    assert in_memory.classes == list(CLASSES) and in_memory.batches_per_epoch() == len(from_files)
+    for start_batch in (0, 3):
+        delivered = _collect(in_memory, epoch=1, start_batch=start_batch)
+        assert len(delivered) == len(from_files) - start_batch
+        for (x_file, y_file), (x_tensor, y_tensor) in zip(from_files[start_batch:], delivered):
+            assert torch.equal(y_file, y_tensor)
+            torch.testing.assert_close(x_tensor, x_file, rtol=0, atol=0)
+        if start_batch == 0:
+            assert in_memory.stats["images_delivered"] == 2 * in_memory.stats["images_decoded"] == 3 * len(delivered)
+
+
+def test_tensor_loader_default_classes_and_image_device(tensor_and_folder):
+    images, labels, _ = tensor_and_folder
+    loader = DeviceTensorLoader(images, labels.to(torch.int32), 4, out_size=8, device="cpu")
+    assert loader.classes == ["0", "1", "2"] and loader.images.device.type == "cpu"
+    x, y = next(iter(loader.epoch(0)))
+    assert x.shape == (4, 3, 8, 8) and x.dtype == torch.bfloat16 and y.dtype == torch.int64
+
+
+@pytest.mark.parametrize("kwargs,error,name", [
+    (dict(images=np.zeros((4, 3, 8, 8), np.uint8)), TypeError, "images"),
+    (dict(images=torch.zeros(24, 3, 8, 8)), TypeError, "images"),
+    (dict(images=torch.zeros(24, 1, 8, 8, dtype=torch.uint8)), ValueError, "images"),
+    (dict(images=torch.zeros(24, 3, 0, 8, dtype=torch.uint8)), ValueError, "images"),
+    (dict(labels=torch.zeros(24)), TypeError, "labels"),
+    (dict(labels=[0] * 24), TypeError, "labels"),
+    (dict(labels=torch.zeros(23, dtype=torch.int64)), ValueError, "labels"),
+    (dict(labels=torch.full((24,), -1)), ValueError, "labels"),
+    (dict(classes="ant"), TypeError, "classes"),
+    (dict(classes=["ant", "bee"]), ValueError, "classes"),
+    (dict(batch_size=25), ValueError, "batch_size"),
+    (dict(batch_size=0), ValueError, "batch_size"),
+    (dict(size=20), ValueError, "size"),
+    (dict(magnitude=-0.5), ValueError, "magnitude"),
+    (dict(std=(1, 1, 0)), ValueError, "std"),
+])
+def test_tensor_loader_bad_arguments_raise_naming_the_argument(tensor_and_folder, kwargs, error, name):
+    images, labels, _ = tensor_and_folder
+    arguments = dict(images=images, labels=labels, batch_size=4, out_size=16, device="cpu") | kwargs
+    with pytest.raises(error, match=name):
+        DeviceTensorLoader(**arguments)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_tensor_loader_on_cuda(tensor_and_folder):
+    images, labels, _ = tensor_and_folder
+    settings = dict(out_size=16, size=12, replay=2, rand_augment=False, dtype=torch.float32)
+    cpu = DeviceTensorLoader(images, labels, 4, device="cpu", **settings)
+    gpu = DeviceTensorLoader(images, labels, 4, device="cuda", **settings)
+    assert gpu.images.device.type == "cuda"
+    for (x_cpu, y_cpu), (x_gpu, y_gpu) in zip(cpu.epoch(0), gpu.epoch(0)):  # other kernels: rounding only
+        assert x_gpu.device.type == "cuda" and torch.equal(y_cpu, y_gpu.cpu())
+        torch.testing.assert_close(x_gpu.cpu(), x_cpu, rtol=0, atol=0.05)
 
 
 def test_benchmark_script_runs_and_writes_results(tmp_path):

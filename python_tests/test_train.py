@@ -68,6 +68,7 @@ def test_short_run_on_the_gpu(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((tmp_path / "stages.json").read_text())["summary"]
     assert summary["device"].startswith("cuda") and summary["steps"] == len(trace(tmp_path))
+    assert summary["input"].startswith("device pipeline")  # the default on a GPU, embedded data too
     assert "Warning" not in result.stderr, result.stderr
 
 
@@ -157,7 +158,7 @@ def test_compiled_run_follows_the_eager_run(tmp_path, straight_run):
         (["--data", "/nonexistent"], "holds no class folders"),
         (["--curriculum", "custom"], "needs --stages"),
         (["--workers", "-1"], "--workers must be >= 0"),
-        (["--input", "device"], "--input device reads image files: it needs --data"),
+        (["--input", "device", "--resize", "interpolate"], "--input device shrinks with lowfreq_crop"),
     ],
 )
 def test_bad_arguments_stop_before_work(args, message, capsys):
@@ -194,6 +195,20 @@ def test_device_input_pipeline_with_replay_trains_and_reports(tmp_path, jpeg_fol
     assert summary["input"].startswith("device pipeline") and summary["replay"] == "efficienttrain_pp"
     assert summary["images_delivered"] > summary["images_decoded"] > 0 and summary["files_skipped"] == 0
     assert all(np.isfinite(losses(tmp_path)))
+
+
+def test_embedded_data_through_the_device_pipeline(tmp_path):
+    """The GPU's default input for the embedded data (images in device memory, augmented there),
+    run here on the CPU: the same code. It is the default on a GPU and only there."""
+    assert train.parse_args(["--device", "cuda"])[0].input == "device"
+    assert train.parse_args(["--device", "cpu"])[0].input == "cpu"
+    result = run([*SHORT, "--input", "device", "--out", str(tmp_path)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((tmp_path / "stages.json").read_text())["summary"]
+    assert summary["input"] == "device pipeline (effkernels.pipeline), the embedded images in device memory"
+    assert summary["images_delivered"] == summary["images_decoded"] == 32 * summary["steps"]
+    assert all(np.isfinite(losses(tmp_path))) and summary["top1"] is not None
+    assert "Warning" not in result.stderr, result.stderr
 
 
 def test_device_input_refuses_replay_it_cannot_follow(tmp_path, jpeg_folder):
