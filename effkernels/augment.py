@@ -7,14 +7,19 @@ with probability `prob`, magnitude per (image, op) ~ N(m, magnitude_std) clipped
 ops negated with probability 1/2, and, because timm's AugmentOp gets no 'interpolation' hparam, each
 geometric op picks bilinear or bicubic at random (timm's _RANDOM_INTERPOLATION).
 
-All draws for a batch happen at once on the images' device. Each op slot runs three whole-batch
-stages and every image takes the result of the one stage its op belongs to:
+All draws for a batch happen at once on the images' device. Per op slot, the per-image statistics
+(histograms, channel extremes, grayscale sums) and parameters (lookup tables, blend factors, affine
+maps) are computed once for the batch, and each image gets its op:
   pointwise  AutoContrast, Equalize, Invert, Posterize, Solarize, SolarizeAdd: a 256-entry lookup
-             table per (image, channel), built from per-image statistics, applied by one gather;
+             table per (image, channel), built from per-image statistics;
   enhance    Color, Contrast, Brightness, Sharpness: Pillow's ImageEnhance blend with a
              per-image degenerate image (grayscale, grayscale mean, black, 3x3 smooth);
   warp       Rotate, ShearX/Y, TranslateX/YRel: one inverse affine map per image, sampled as
              Pillow's ImagingGenericTransform does (bilinear or bicubic taps, fill outside).
+On a GPU the pixels go through two Triton launches per slot (effkernels/triton/rand_augment.py: a
+statistics pass, then one pass in which each image runs its own op only). Elsewhere three
+whole-batch torch stages run, every image taking the result of the stage its op belongs to: the
+torch formulation, which the tests hold against Pillow and the Triton kernels against it.
 Nothing in rand_augment reads a value back to the host or copies one in, so it queues on a GPU
 without syncs. Per-sample parameters are float64 vectors (N values; Pillow's level arithmetic is in
 double), so a device without float64 (MPS) is not supported.
@@ -29,6 +34,7 @@ with slow double arithmetic.
 """
 import math
 import numbers
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +48,6 @@ OPS = (
 )
 _ID = {name: index for index, name in enumerate(OPS)}
 _SKIPPED = len(OPS)  # op id of a slot whose coin said "not applied"
-_POINTWISE_OPS = ("AutoContrast", "Equalize", "Invert", "PosterizeIncreasing", "SolarizeIncreasing", "SolarizeAdd")
 _ENHANCE_OPS = ("ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing", "SharpnessIncreasing")
 _WARP_OPS = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
 _LEVEL_DENOM = 10.0  # timm: magnitude M maps to the fraction M / 10 of each op's range
@@ -136,25 +141,52 @@ def _enhance_factor(magnitude, negate):
     return (1.0 + _signed(_fraction(magnitude) * 0.9, negate)).clamp(min=0.1)
 
 
-# ---------------------------------------------------------------------------------- pointwise stage
-def _autocontrast_lut(flat, levels):
+# ---------------------------------------------------------------------------------- image statistics
+class _Stats(NamedTuple):
+    """Per image: lo, hi (N, C, 1) int64 channel extremes, hist (N, C, 256) int64, gray_total (N,)
+    int64 sum of the grayscale image, pixels per plane."""
+    lo: torch.Tensor
+    hi: torch.Tensor
+    hist: torch.Tensor
+    gray_total: torch.Tensor
+    pixels: int
+
+
+def _image_stats(images):
+    """The statistics AutoContrast, Equalize and Contrast read, in torch ops."""
+    n, c, h, w = images.shape
+    flat = images.reshape(n, c, h * w)
+    index = flat.long()
+    ones = torch.ones((), dtype=torch.int64, device=images.device).expand(n, c, h * w)
+    hist = torch.zeros(n, c, 256, dtype=torch.int64, device=images.device).scatter_add_(2, index, ones)
+    lo, hi = flat.amin(-1, keepdim=True).long(), flat.amax(-1, keepdim=True).long()
+    return _Stats(lo, hi, hist, _grayscale(images).sum(dim=(1, 2, 3), dtype=torch.int64), h * w)
+
+
+def _image_stats_triton(images):
+    """_image_stats in one pass of effkernels/triton/rand_augment.py's kernel."""
+    from .triton.rand_augment import image_stats
+
+    stats = image_stats(images)
+    return _Stats(255 - stats[..., 256:257], stats[..., 257:258], stats[..., :256], stats[:, 0, 258],
+                  images.shape[2] * images.shape[3])
+
+
+# ---------------------------------------------------------------------------------- pointwise ops
+def _autocontrast_lut(lo, hi, levels):
     """ImageOps.autocontrast (cutoff 0): stretch [lo, hi] to [0, 255], lut = int(i * scale + offset)
     in double as Pillow computes it; a channel with one value keeps the identity."""
-    lo, hi = flat.amin(-1, keepdim=True).long(), flat.amax(-1, keepdim=True).long()
     span = (hi - lo).clamp(min=1).double()
     scale = torch.full_like(span, 255.0) / span  # a tensor numerator: see _fraction
     stretched = (levels.double() * scale + (-lo) * scale).trunc().clamp(0, 255).long()
     return torch.where(hi > lo, stretched, levels)
 
 
-def _equalize_lut(flat, index, levels):
+def _equalize_lut(hist, hi, pixels, levels):
     """ImageOps.equalize as of Pillow 13: step = (count - count of the top value) // 255,
     lut[i] = (step // 2 + pixels below i) // step, identity when step is 0; the table runs past 255
     at the top values and Pillow's point() clips it."""
-    n, c, pixels = flat.shape
-    ones = torch.ones((), dtype=torch.int64, device=flat.device).expand(n, c, pixels)
-    hist = torch.zeros(n, c, 256, dtype=torch.int64, device=flat.device).scatter_add_(2, index, ones)
-    top = hist.gather(2, flat.amax(-1, keepdim=True).long())
+    top = hist.gather(2, hi)
     step = (pixels - top) // 255
     below = hist.cumsum(-1) - hist
     equalized = ((step // 2 + below) // step.clamp(min=1)).clamp(max=255)
@@ -180,16 +212,14 @@ def _solarize_add_lut(magnitude, levels):
     return torch.where(levels < 128, (levels + add).clamp(max=255), levels)
 
 
-def _pointwise(images, op, magnitude, negate, bicubic, fill):
-    """The pointwise ops as one lookup table per (image, channel); other images get the identity."""
-    n, c, h, w = images.shape
-    flat = images.reshape(n, c, h * w)
-    index = flat.long()
-    levels = torch.arange(256, device=images.device).expand(n, c, 256)
+def _pointwise_lut(op, magnitude, stats):
+    """(N, C, 256) int64: each image's lookup table for its pointwise op, the identity for others."""
+    n, c = stats.hist.shape[:2]
+    levels = torch.arange(256, device=op.device).expand(n, c, 256)
     m = magnitude.view(n, 1, 1)
     tables = {
-        "AutoContrast": _autocontrast_lut(flat, levels),
-        "Equalize": _equalize_lut(flat, index, levels),
+        "AutoContrast": _autocontrast_lut(stats.lo, stats.hi, levels),
+        "Equalize": _equalize_lut(stats.hist, stats.hi, stats.pixels, levels),
         "Invert": 255 - levels,
         "PosterizeIncreasing": _posterize_lut(m, levels),
         "SolarizeIncreasing": _solarize_lut(m, levels),
@@ -198,7 +228,13 @@ def _pointwise(images, op, magnitude, negate, bicubic, fill):
     lut = levels
     for name, table in tables.items():
         lut = torch.where(op.view(n, 1, 1) == _ID[name], table, lut)
-    return lut.to(torch.uint8).gather(2, index).view(n, c, h, w)
+    return lut
+
+
+def _pointwise(images, lut):
+    """The pointwise ops as one gather from each (image, channel)'s lookup table."""
+    n, c, h, w = images.shape
+    return lut.to(torch.uint8).gather(2, images.reshape(n, c, h * w).long()).view(n, c, h, w)
 
 
 # ---------------------------------------------------------------------------------- enhance stage
@@ -211,11 +247,10 @@ def _grayscale(images):
     return ((r * 19595 + g * 38470 + b * 7471 + 32768) >> 16).unsqueeze(1)
 
 
-def _gray_mean(gray):
-    """ImageEnhance.Contrast's degenerate level: int(mean of the grayscale image + 0.5), in integers."""
-    total = gray.sum(dim=(1, 2, 3), dtype=torch.int64)
-    count = gray[0].numel()
-    return ((2 * total + count) // (2 * count)).view(-1, 1, 1, 1)
+def _gray_mean(stats):
+    """(N,) int64: ImageEnhance.Contrast's degenerate level, int(mean of the grayscale image + 0.5),
+    in integers."""
+    return (2 * stats.gray_total + stats.pixels) // (2 * stats.pixels)
 
 
 def _smooth(pixels):
@@ -237,18 +272,16 @@ def _blend(degenerate, pixels, alpha):
     return (degenerate + alpha * (pixels - degenerate)).clamp(0, 255).to(torch.uint8)  # the cast truncates
 
 
-def _enhance(images, op, magnitude, negate, bicubic, fill):
-    """Color, Contrast, Brightness and Sharpness as blends with a per-image degenerate image."""
+def _enhance(images, op, alpha, gray_mean):
+    """Color, Contrast, Brightness and Sharpness as blends with a per-image degenerate image; alpha
+    (N,) float32 blend factors, gray_mean (N,) the Contrast level."""
     n = images.shape[0]
     pixels = images.float()
-    gray = _grayscale(images)
     op = op.view(n, 1, 1, 1)
-    degenerate = torch.where(op == _ID["ColorIncreasing"], gray.float(), 0.0)
-    degenerate = torch.where(op == _ID["ContrastIncreasing"], _gray_mean(gray).float(), degenerate)
+    degenerate = torch.where(op == _ID["ColorIncreasing"], _grayscale(images).float(), 0.0)
+    degenerate = torch.where(op == _ID["ContrastIncreasing"], gray_mean.view(n, 1, 1, 1).float(), degenerate)
     degenerate = torch.where(op == _ID["SharpnessIncreasing"], _smooth(pixels), degenerate)
-    # Pillow takes the factor as a C float.
-    alpha = _enhance_factor(magnitude, negate).float().view(n, 1, 1, 1)
-    blended = _blend(degenerate, pixels, alpha)
+    blended = _blend(degenerate, pixels, alpha.view(n, 1, 1, 1))
     return torch.where(_is_one_of(op, _ENHANCE_OPS), blended, images)
 
 
@@ -308,11 +341,11 @@ def _sample_positions(coefficients, height, width):
     return inside, x0.long(), y0.long(), (x_in - x0).float(), (y_in - y0).float()
 
 
-def _warp(images, op, magnitude, negate, bicubic, fill):
-    """Rotate, ShearX/Y and TranslateX/YRel as one affine resampling per image: 4x4 taps at offsets
-    -1..2 for bicubic, (0, 0, 1, 1) for bilinear, indices clamped to the image as Pillow's XCLIP/YCLIP."""
+def _warp(images, op, coefficients, bicubic, fill):
+    """Rotate, ShearX/Y and TranslateX/YRel as one affine resampling per image (coefficients from
+    _affine_coefficients): 4x4 taps at offsets -1..2 for bicubic, (0, 0, 1, 1) for bilinear, indices
+    clamped to the image as Pillow's XCLIP/YCLIP."""
     n, c, h, w = images.shape
-    coefficients = _affine_coefficients(op, magnitude, negate, h, w)
     inside, x0, y0, dx, dy = _sample_positions(coefficients, h, w)
     taps = torch.arange(4, device=images.device)
     offsets = torch.where(bicubic.view(n, 1), taps - 1, taps // 2).view(n, 4, 1, 1)
@@ -333,10 +366,31 @@ def _warp(images, op, magnitude, negate, bicubic, fill):
     return torch.where(_is_one_of(op, _WARP_OPS).view(n, 1, 1, 1), warped, images)
 
 
-# The stages share one signature (images, op, magnitude, negate, bicubic, fill), each using what its
-# ops need, and return the images whose op is not theirs unchanged.
-_STAGES = (_pointwise, _enhance, _warp)
-_STAGE_OF = {name: stage for stage, names in zip(_STAGES, (_POINTWISE_OPS, _ENHANCE_OPS, _WARP_OPS)) for name in names}
+# ---------------------------------------------------------------------------------- one op slot
+def _apply_slot(images, op, magnitude, negate, bicubic, fill):
+    """Each image's own op (op: (N,) ids, _SKIPPED for none) with its parameters. The statistics and
+    per-image parameters (lookup tables, blend factors, affine maps) are small torch computations
+    shared by both implementations; the pixels go through the Triton kernels on a GPU
+    (effkernels/triton/rand_augment.py: two launches, each image's own op only) and through three
+    whole-batch torch stages elsewhere (each image taking the stage of its op)."""
+    triton_kernels = _uses_triton(images)
+    stats = (_image_stats_triton if triton_kernels else _image_stats)(images)
+    lut = _pointwise_lut(op, magnitude, stats)
+    alpha = _enhance_factor(magnitude, negate).float()  # Pillow takes the factor as a C float
+    coefficients = _affine_coefficients(op, magnitude, negate, *images.shape[2:])
+    if triton_kernels:
+        from .triton.rand_augment import apply_slot
+
+        return apply_slot(images.contiguous(), op, lut, alpha, _gray_mean(stats), coefficients, bicubic, fill)
+    out = _pointwise(images, lut)
+    out = _enhance(out, op, alpha, _gray_mean(stats))
+    return _warp(out, op, coefficients, bicubic, fill)
+
+
+def _uses_triton(images) -> bool:
+    """The Triton kernels run the pixels of CUDA images (tests route CPU images to them under the
+    Triton interpreter)."""
+    return images.device.type == "cuda"
 
 
 # ---------------------------------------------------------------------------------- public API
@@ -350,7 +404,7 @@ def apply_op(images, name, magnitude, *, negate=False, bicubic=True, fill=_DEFAU
     reads it back to the host once; rand_augment does not.
     """
     _check_images(images)
-    if name not in _STAGE_OF:
+    if name not in _ID:
         raise ValueError(f"name must be one of {OPS}, got {name!r}")
     n, device = images.shape[0], images.device
     _check_fill(fill, images.shape[1])
@@ -358,7 +412,7 @@ def apply_op(images, name, magnitude, *, negate=False, bicubic=True, fill=_DEFAU
     negate = _per_sample_flag(negate, n, device, "negate")
     bicubic = _per_sample_flag(bicubic, n, device, "bicubic")
     op = torch.full((n,), _ID[name], device=device)
-    return _STAGE_OF[name](images, op, magnitude, negate, bicubic, fill)
+    return _apply_slot(images, op, magnitude, negate, bicubic, fill)
 
 
 def _draw_magnitudes(shape, magnitude, magnitude_std, generator, device):
@@ -408,6 +462,5 @@ def rand_augment(images, magnitude, *, num_ops=2, prob=0.5, magnitude_std=0.5, f
                                                  generator, images.device)
     out = images.clone()
     for slot in range(num_ops):
-        for stage in _STAGES:
-            out = stage(out, op[slot], magnitudes[slot], negate[slot], bicubic[slot], fill)
+        out = _apply_slot(out, op[slot], magnitudes[slot], negate[slot], bicubic[slot], fill)
     return out

@@ -93,7 +93,10 @@ if wanted timm; then
     $python perf/bench_timm_fuse.py --sweep small --out "$out"
   tail -12 "$out/bench_timm_fuse.log" >> "$summary"
 fi
-if wanted pipeline; then  # the setting: 4 CPU cores for the whole process
+if wanted pipeline; then  # RandAugment's kernels vs its torch stages; then the setting: 4 CPU cores
+  phase "benchmark rand_augment" "${AUGMENT_LIMIT:-60}" "$out/bench_augment.log" \
+    $python perf/bench_augment.py --sweep full --out "$out"
+  tail -8 "$out/bench_augment.log" >> "$summary"
   phase "benchmark input pipeline" "${PIPELINE_LIMIT:-120}" "$out/bench_pipeline.log" \
     $python perf/bench_pipeline.py --cores 4 --out "$out"
   tail -12 "$out/bench_pipeline.log" >> "$summary"

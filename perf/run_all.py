@@ -1,5 +1,5 @@
-"""Run every benchmark into one results folder: lowfreq_crop, LocalFFN, timm fuse, train step, the input
-pipeline and whole EfficientTrain++ runs.
+"""Run every benchmark into one results folder: lowfreq_crop, LocalFFN, timm fuse, train step, RandAugment,
+the input pipeline and whole EfficientTrain++ runs.
 
     python perf/run_all.py [--sweep tiny|small|full] [--train-sweep ...] [--compile] [--device cuda] [--out DIR]
 
@@ -14,6 +14,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_augment  # noqa: E402
 import bench_local_ffn  # noqa: E402
 import bench_lowfreq_crop  # noqa: E402
 import bench_pipeline  # noqa: E402
@@ -44,6 +45,7 @@ def main(argv=None):
     bench_local_ffn.main(["--sweep", args.sweep, *common_args])
     bench_timm_fuse.main(["--sweep", args.sweep, *common_args])
     train_step.main(["--sweep", args.train_sweep or args.sweep, *common_args, *(["--compile"] if args.compile else [])])
+    bench_augment.main(["--sweep", args.sweep, *common_args])
     bench_pipeline.main([*(TINY_PIPELINE if tiny else []), *common_args])
     bench_train.main([*(TINY_TRAIN if tiny else []), *common_args])
 

@@ -45,6 +45,9 @@ def fill_for(images):
     return FILL if images.shape[1] == 3 else (FILL[0],)
 
 
+# The grids above check the torch stages against Pillow; the Triton kernels are checked against the
+# torch stages (test_triton_kernels_equal_the_torch_stages, every op) and against Pillow with random
+# per-sample parameters below (the Triton interpreter is too slow for the whole grid).
 def timm_reference(images, name, magnitudes, negates, bicubics, monkeypatch):
     """timm's AugmentOp(name, prob=1, magnitude) per image, with the given sign and interpolation."""
     outputs = []
@@ -59,13 +62,31 @@ def timm_reference(images, name, magnitudes, negates, bicubics, monkeypatch):
     return torch.stack(outputs)
 
 
-def compare(images, name, magnitude, negate, bicubic, monkeypatch):
-    """|apply_op - timm| per element; magnitude, negate, bicubic: one value for all or (N,) tensors."""
+@pytest.fixture(params=["torch", "triton"])
+def pixel_kernels(request, monkeypatch):
+    """The device whose images go through the chosen pixel kernels: the whole-batch torch stages
+    (CPU), or the Triton kernels (the GPU's; on a machine without one, CPU images under the Triton
+    interpreter)."""
+    return "cpu" if request.param == "torch" else triton_device(monkeypatch)
+
+
+def triton_device(monkeypatch):
+    """The device whose images go through the Triton kernels: the GPU, or the CPU under the interpreter."""
+    if torch.cuda.is_available():
+        return "cuda"
+    monkeypatch.setattr(augment, "_uses_triton", lambda images: True)
+    return "cpu"
+
+
+def compare(images, name, magnitude, negate, bicubic, monkeypatch, device="cpu"):
+    """|apply_op - timm| per element; magnitude, negate, bicubic: one value for all or (N,) tensors;
+    apply_op runs on `device`."""
     n = images.shape[0]
     magnitudes = torch.full((n,), magnitude, dtype=torch.float64) if not torch.is_tensor(magnitude) else magnitude
     negates = torch.full((n,), negate) if not torch.is_tensor(negate) else negate
     bicubics = torch.full((n,), bicubic) if not torch.is_tensor(bicubic) else bicubic
-    ours = augment.apply_op(images, name, magnitudes, negate=negates, bicubic=bicubics, fill=fill_for(images))
+    ours = augment.apply_op(images.to(device), name, magnitudes, negate=negates, bicubic=bicubics,
+                            fill=fill_for(images)).cpu()
     assert ours.dtype == torch.uint8 and ours.shape == images.shape
     expected = timm_reference(images, name, magnitudes.tolist(), negates.tolist(), bicubics.tolist(), monkeypatch)
     return (ours.int() - expected.int()).abs()
@@ -101,18 +122,18 @@ def test_warps_match_pillow_up_to_interpolation_edges(images, name, magnitude, n
 
 
 @pytest.mark.parametrize("name", ["AutoContrast", "Equalize"])
-def test_histogram_ops_on_few_levels(name, monkeypatch):
+def test_histogram_ops_on_few_levels(name, monkeypatch, pixel_kernels):
     # Few distinct values in many pixels: equalize's table runs past 255 at the top values (Pillow
     # clips it) and autocontrast stretches wide gaps.
     g = torch.Generator().manual_seed(11)
     levels = torch.randint(0, 256, (5, 3, 6), generator=g)
     pick = torch.randint(0, 6, (5, 3, 41 * 37), generator=g)
     images = levels.gather(2, pick).view(5, 3, 41, 37).to(torch.uint8)
-    assert compare(images, name, 5.0, False, True, monkeypatch).max() == 0
+    assert compare(images, name, 5.0, False, True, monkeypatch, pixel_kernels).max() == 0
 
 
 @pytest.mark.parametrize("name", augment.OPS)
-def test_per_sample_parameters(name, monkeypatch):
+def test_per_sample_parameters(name, monkeypatch, pixel_kernels):
     images = make_images(6, 3, 33, 27, seed=7)
     g = torch.Generator().manual_seed(3)
     magnitude = torch.rand(6, generator=g, dtype=torch.float64) * 10
@@ -120,7 +141,7 @@ def test_per_sample_parameters(name, monkeypatch):
         magnitude = magnitude.clamp(max=9.99)
     negate = torch.rand(6, generator=g) < 0.5
     bicubic = torch.rand(6, generator=g) < 0.5
-    diff = compare(images, name, magnitude, negate, bicubic, monkeypatch)
+    diff = compare(images, name, magnitude, negate, bicubic, monkeypatch, pixel_kernels)
     if name in WARPS:
         assert (diff > 2).float().mean() <= WARP_MAX_FRACTION_OFF_BY_MORE_THAN_2
     else:
@@ -226,6 +247,78 @@ def test_cuda_matches_cpu_and_never_syncs():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert out.device.type == "cuda" and out.dtype == torch.uint8
+
+
+# ---------------------------------------------------------------------------------- Triton kernels
+def test_kernel_op_ids_follow_OPS():
+    from effkernels.triton import rand_augment as kernels
+
+    for name, constant in (("Rotate", kernels._ROTATE), ("SolarizeAdd", kernels._SOLARIZE_ADD),
+                           ("ColorIncreasing", kernels._COLOR), ("ContrastIncreasing", kernels._CONTRAST),
+                           ("BrightnessIncreasing", kernels._BRIGHTNESS), ("SharpnessIncreasing", kernels._SHARPNESS),
+                           ("ShearX", kernels._SHEAR_X), ("TranslateYRel", kernels._TRANSLATE_Y)):
+        assert augment.OPS.index(name) == constant.value, name
+    assert augment.OPS[kernels._SOLARIZE_ADD.value + 1 : kernels._SHARPNESS.value + 1] == augment._ENHANCE_OPS
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 37, 29), (2, 1, 31, 23), (2, 3, 97, 91)], ids=["rgb", "gray", "many-blocks"])
+def test_image_stats_kernel_equals_torch(shape, monkeypatch):
+    """Histograms, extremes and grayscale sums of the stats kernel (97×91: each program sums several
+    blocks before its atomics) against the torch ops."""
+    images = make_images(*shape, seed=12)
+    expected = augment._image_stats(images)
+    ours = augment._image_stats_triton(images.to(triton_device(monkeypatch)))
+    for name in ("lo", "hi", "hist", "gray_total"):
+        assert torch.equal(getattr(ours, name).cpu(), getattr(expected, name)), name
+    assert ours.pixels == expected.pixels
+
+
+def test_triton_kernels_equal_the_torch_stages(monkeypatch):
+    """One op slot of 60 images with all 15 ops drawn: the Triton kernels against the torch stages,
+    equal for the pointwise and enhance ops, warps a level off on a few pixels at most (float32
+    rounding of the taps' blends)."""
+    images = make_images(60, 3, 23, 19, seed=13)
+    plan = [p[0] for p in augment._draw_plan(60, 1, 7.0, 1.0, 0.5, torch.Generator().manual_seed(2), images.device)]
+    assert len(set(plan[0].tolist())) == len(augment.OPS)
+    expected = augment._apply_slot(images, *plan, FILL)
+    device = triton_device(monkeypatch)
+    ours = augment._apply_slot(images.to(device), *(p.to(device) for p in plan), FILL).cpu()
+    diff = (ours.int() - expected.int()).abs().flatten(1)
+    warps = torch.tensor([augment.OPS[i] in WARPS for i in plan[0].tolist()])
+    assert diff[~warps].max() == 0
+    assert diff[warps].max() <= 1 and (diff[warps] > 0).float().mean() <= 0.01
+
+
+def test_rand_augment_kernels_compile_for_hopper():
+    """Both kernels as the GPU compiles them (sm_90, no GPU needed; perf/sm90.py compiles in processes
+    without TRITON_INTERPRET): the apply kernel has no float32 FMA (Pillow rounds a blend's product
+    before its sum, and the enhance ops must match exactly), no spills, and room for 4 programs per SM."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "perf"))
+    import sm90
+
+    from effkernels.triton import rand_augment as kernels
+
+    if not sm90.has_ptxas():
+        pytest.skip("this triton has no bundled ptxas")
+    module = "effkernels.triton.rand_augment"
+    apply_types = dict(images_ptr="*u8", out_ptr="*u8", op_ptr="*i64", lut_ptr="*i64", alpha_ptr="*fp32",
+                       gray_mean_ptr="*i64", coefficients_ptr="*fp64", bicubic_ptr="*i1", fill0="i32", fill1="i32",
+                       fill2="i32", H="i32", W="i32")
+    jobs = []
+    for channels in (3, 1):
+        jobs.append((module, "_apply_slot_kernel", apply_types, dict(C=channels, BLOCK=kernels.APPLY_BLOCK), (),
+                     dict(num_warps=4, enable_fp_fusion=False)))
+        jobs.append((module, "_image_stats_kernel", dict(images_ptr="*u8", stats_ptr="*i64", HW="i32", SPLIT="i32"),
+                     dict(C=channels, WIDTH=kernels.STATS_WIDTH, BLOCK=kernels.STATS_BLOCK), (), dict(num_warps=4)))
+    for job, ptx in zip(jobs, sm90.in_workers(sm90.compile_named, jobs, 2)):
+        registers, spills, _ = sm90.assemble(ptx)
+        if job[1] == "_apply_slot_kernel":
+            assert ptx.count("fma.rn.f32") == 0 and spills == 0 and sm90.programs_fit(registers, 4) >= 4, job[3]
+        else:
+            assert "atom" in ptx or "red." in ptx
 
 
 def test_rand_augment_grayscale():
