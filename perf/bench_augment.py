@@ -21,12 +21,12 @@ import sys
 import numpy as np
 import torch
 from PIL import Image
-from timm.data import rand_augment_transform
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 from effkernels import augment  # noqa: E402
+from effkernels.training_input import _RandAugment  # noqa: E402
 
 SWEEPS = {"tiny": [(4, 32)], "small": [(64, 224), (256, 224)], "full": [(64, 224), (256, 160), (256, 224)]}
 MAGNITUDE = 9
@@ -44,8 +44,9 @@ def _with_pixel_path(triton: bool, fn):
 
 
 def timm_per_image(images: torch.Tensor):
-    """timm's RandAugment (train.py's hparams) over the batch's images as PIL images."""
-    transform = rand_augment_transform(f"rand-m{MAGNITUDE}-mstd0.5-inc1", {"img_mean": (124, 116, 104)})
+    """timm's RandAugment with train.py's hparams (its CPU path's transform) over the batch's images as PIL images."""
+    transform = _RandAugment()
+    transform.magnitude = MAGNITUDE
     pil = [Image.fromarray(image.permute(1, 2, 0).numpy()) for image in images.cpu()]
     return lambda: [np.asarray(transform(image)) for image in pil]
 
