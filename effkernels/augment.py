@@ -367,17 +367,24 @@ def _warp(images, op, coefficients, bicubic, fill):
 
 
 # ---------------------------------------------------------------------------------- one op slot
-def _apply_slot(images, op, magnitude, negate, bicubic, fill):
-    """Each image's own op (op: (N,) ids, _SKIPPED for none) with its parameters. The statistics and
-    per-image parameters (lookup tables, blend factors, affine maps) are small torch computations
+def _draw_parameters(op, magnitude, negate, height, width):
+    """(blend factors float32, affine coefficients (..., 6) float64) of draws of any shape: what the
+    draws alone fix, computed once for all of a batch's slots."""
+    shape = op.shape
+    alpha = _enhance_factor(magnitude, negate).float()  # Pillow takes the factor as a C float
+    coefficients = _affine_coefficients(op.flatten(), magnitude.flatten(), negate.flatten(), height, width)
+    return alpha, coefficients.view(*shape, 6)
+
+
+def _apply_slot(images, op, magnitude, bicubic, fill, alpha, coefficients):
+    """Each image's own op (op: (N,) ids, _SKIPPED for none) with its parameters (alpha,
+    coefficients: _draw_parameters'). The statistics and lookup tables are small torch computations
     shared by both implementations; the pixels go through the Triton kernels on a GPU
     (effkernels/triton/rand_augment.py: two launches, each image's own op only) and through three
     whole-batch torch stages elsewhere (each image taking the stage of its op)."""
     triton_kernels = _uses_triton(images)
     stats = (_image_stats_triton if triton_kernels else _image_stats)(images)
     lut = _pointwise_lut(op, magnitude, stats)
-    alpha = _enhance_factor(magnitude, negate).float()  # Pillow takes the factor as a C float
-    coefficients = _affine_coefficients(op, magnitude, negate, *images.shape[2:])
     if triton_kernels:
         from .triton.rand_augment import apply_slot
 
@@ -412,7 +419,7 @@ def apply_op(images, name, magnitude, *, negate=False, bicubic=True, fill=_DEFAU
     negate = _per_sample_flag(negate, n, device, "negate")
     bicubic = _per_sample_flag(bicubic, n, device, "bicubic")
     op = torch.full((n,), _ID[name], device=device)
-    return _apply_slot(images, op, magnitude, negate, bicubic, fill)
+    return _apply_slot(images, op, magnitude, bicubic, fill, *_draw_parameters(op, magnitude, negate, *images.shape[2:]))
 
 
 def _draw_magnitudes(shape, magnitude, magnitude_std, generator, device):
@@ -460,7 +467,8 @@ def rand_augment(images, magnitude, *, num_ops=2, prob=0.5, magnitude_std=0.5, f
 
     op, magnitudes, negate, bicubic = _draw_plan(images.shape[0], num_ops, magnitude, prob, float(magnitude_std),
                                                  generator, images.device)
+    alpha, coefficients = _draw_parameters(op, magnitudes, negate, *images.shape[2:])
     out = images.clone()
     for slot in range(num_ops):
-        out = _apply_slot(out, op[slot], magnitudes[slot], negate[slot], bicubic[slot], fill)
+        out = _apply_slot(out, op[slot], magnitudes[slot], bicubic[slot], fill, alpha[slot], coefficients[slot])
     return out

@@ -280,9 +280,12 @@ def test_triton_kernels_equal_the_torch_stages(monkeypatch):
     images = make_images(60, 3, 23, 19, seed=13)
     plan = [p[0] for p in augment._draw_plan(60, 1, 7.0, 1.0, 0.5, torch.Generator().manual_seed(2), images.device)]
     assert len(set(plan[0].tolist())) == len(augment.OPS)
-    expected = augment._apply_slot(images, *plan, FILL)
+    op, magnitude, negate, bicubic = plan
+    parameters = augment._draw_parameters(op, magnitude, negate, 23, 19)
+    expected = augment._apply_slot(images, op, magnitude, bicubic, FILL, *parameters)
     device = triton_device(monkeypatch)
-    ours = augment._apply_slot(images.to(device), *(p.to(device) for p in plan), FILL).cpu()
+    ours = augment._apply_slot(images.to(device), *(t.to(device) for t in (op, magnitude, bicubic)), FILL,
+                               *(t.to(device) for t in parameters)).cpu()
     diff = (ours.int() - expected.int()).abs().flatten(1)
     warps = torch.tensor([augment.OPS[i] in WARPS for i in plan[0].tolist()])
     assert diff[~warps].max() == 0
