@@ -27,6 +27,30 @@ HAS_CUDA = torch.cuda.is_available()
 HAS_CUDA_CPP = hasattr(torch.ops.effkernels, "separable_map_cuda")
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--device-only", action="store_true",
+        help="leave out the cases that run only the C++ CPU kernels or the CPU torch stages (backend cpu, "
+             "pixel_kernels torch), which CI runs: a GPU machine's short device time goes to the GPU's code paths",
+    )
+
+
+# The parametrisations that select a CPU-only code path, whatever machine the test runs on.
+CPU_ONLY_PARAMETERS = {"backend": "cpu", "pixel_kernels": "torch"}
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--device-only"):
+        return
+    kept, left_out = [], []
+    for item in items:
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        cpu_only = any(params.get(name) == value for name, value in CPU_ONLY_PARAMETERS.items())
+        (left_out if cpu_only else kept).append(item)
+    config.hook.pytest_deselected(items=left_out)
+    items[:] = kept
+
+
 def pytest_sessionfinish(session, exitstatus):
     if FRESH_INDUCTOR_CACHE:
         shutil.rmtree(FRESH_INDUCTOR_CACHE, ignore_errors=True)

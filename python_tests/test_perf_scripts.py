@@ -158,3 +158,24 @@ def test_kernel_counters_profiles_every_workload_under_ncu(tmp_path, monkeypatch
     rows = json.loads((tmp_path / "out" / "counters.json").read_text())["rows"]
     assert [row["workload"] for row in rows] == list(kernel_counters.WORKLOADS)
     assert all(row["µs"] == 2.5 for row in rows)
+
+
+def test_device_only_leaves_out_just_the_cpu_kernels_cases():
+    """gpu_check.sh's default test scope (pytest --device-only) drops the C++ CPU kernel's and the
+    CPU torch stages' cases and nothing else."""
+    import subprocess
+
+    here = os.path.dirname(__file__)
+    files = [os.path.join(here, name) for name in ("test_separable_map.py", "test_augment.py", "test_step_clock.py")]
+
+    def collected(*options):
+        listing = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", *options, *files],
+                                 capture_output=True, text=True, check=True, cwd=os.path.join(here, "..")).stdout
+        return {line for line in listing.splitlines() if "::" in line}
+
+    every, device = collected(), collected("--device-only")
+    left_out = every - device
+    assert device < every and left_out
+    assert all("[cpu-" in case or "[cpu]" in case or "[torch-" in case for case in left_out), sorted(left_out)[:5]
+    assert not any("[cpu-" in case or "[torch-" in case for case in device if "separable_map" in case or "augment" in case)
+    assert any("test_step_clock.py" in case for case in device)  # cases without a backend stay
