@@ -35,14 +35,31 @@ import sm90  # noqa: E402
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+def row_splits(band):
+    """(BLOCK_M, TAIL_M) pairs whose rows cover the band in one row tile: the next power of two in one
+    accumulator, and a main block (the largest power of two below the band, at most 128) plus a tail
+    of the smallest power of two (at least 32) that reaches the band, or twice that, while the tail
+    stays smaller than the main block."""
+    splits = [(min(256, triton.next_power_of_2(band)), 0)]
+    main = min(128, triton.next_power_of_2(band) // 2)
+    if band > main >= 64:
+        tail = max(32, triton.next_power_of_2(band - main))
+        splits += [(main, t) for t in (tail, 2 * tail) if t < main]
+    return splits
+
+
 def candidate_tiles(band):
-    block_ms = sorted({min(256, triton.next_power_of_2(band)), 128})
-    for block_m, block_n, (block_h, block_w), warps in itertools.product(
-        block_ms, (64, 128), ((64, 64), (32, 128), (64, 128), (128, 64)), (4, 8)
-    ):
-        if block_m * block_n <= 256 * 64:
-            yield dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_W=block_w, num_warps=warps,
+    """The launch shapes the sweep times at one band: every row split with column blocks of 32, 64 and
+    128 and width blocks of 32 and 64 (exact multiples of the training sizes where the default pads
+    them), 8 warps, as far as the accumulators fit; and the default's runners-up of the 2026-11-23
+    sweep (height blocks of 64, 4 warps)."""
+    for (block_m, tail_m), block_n, block_w in itertools.product(row_splits(band), (32, 64, 128), (32, 64)):
+        if (block_m + tail_m) * block_n <= 256 * 64:
+            yield dict(BLOCK_M=block_m, TAIL_M=tail_m, BLOCK_N=block_n, BLOCK_H=128, BLOCK_W=block_w, num_warps=8,
                        num_stages=3)
+    default = default_tiles(band, band, 224, 224, precision_parts(torch.uint8, torch.bfloat16)[0])
+    yield {**default, "BLOCK_H": 64}
+    yield {**default, "BLOCK_H": 64, "num_warps": 4}
 
 
 def launcher(band, batch, out_dtype, tiles):
@@ -65,7 +82,7 @@ def crop_tiles():
         (64, 128), (32, 64, 128), ((64, 64), (128, 64), (64, 128)), (4, 8)
     ):
         if block_m * block_n <= 128 * 64:
-            yield dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_W=block_w, num_warps=warps,
+            yield dict(BLOCK_M=block_m, TAIL_M=0, BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_W=block_w, num_warps=warps,
                        num_stages=3)
 
 
@@ -107,21 +124,22 @@ def crop_int_arguments():
 
 
 def compile_report(job):
-    """The sm_90 compile of the default launch shape for (band, x dtype name, output dtype name), 224²
-    input, normalised (uint8 to bf16 out: the training path), or band "crop": the input pipeline's
+    """The sm_90 compile of the default launch shape (or the default updated by an optional fourth item,
+    a dict of launch options) for (band, x dtype name, output dtype name), 224² input, normalised (uint8 to bf16 out: the training path), or band "crop": the input pipeline's
     crop launch (crop_launcher, boxed): a dict of the shape, registers, spills, and the counts of
     wgmma, mma.sync (float64's IEEE dots) and cp.async instructions."""
     import triton.language as tl
 
     from effkernels.triton.separable_map import _separable_map_kernel as kernel
 
-    band, x_name, out_name = job
+    band, x_name, out_name, *overrides = job
     crop = band == "crop"
     x_dtype, out_dtype = getattr(torch, x_name), getattr(torch, out_name)
     parts = precision_parts(x_dtype, out_dtype)[0]
     centre = not crop and centres_input(parts, has_shift=True)
     x_parts = precision_parts(x_dtype, out_dtype, centre)[1]
     tiles = default_tiles(CROP_OUT, CROP_OUT, CROP_SIDE, CROP_SIDE, parts) if crop else default_tiles(band, band, 224, 224, parts)
+    tiles = {**tiles, **(overrides[0] if overrides else {})}
     accumulate = torch.float64 if parts == 0 else torch.float32  # operators, scale, shift, rank-one factors
     operator = "*" + TRITON_TYPES[torch.bfloat16 if parts == 1 else accumulate]
     types = {name: "i32" for name in kernel.arg_names}
@@ -186,21 +204,23 @@ def main(argv=None):
         parser.error("it needs a CUDA GPU to time the launch shapes (--sm90 reports the compile anywhere)")
     stage_variants = [dict(num_stages=s) for s in (1, 2, 4)]  # 1: the width loop not pipelined
     shapes = {band: list(candidate_tiles(band)) for band in args.bands}
-    jobs = [(band, 2, dtype, {**tiles, **stages}) for band in args.bands for tiles in shapes[band]
-            for dtype in (torch.bfloat16,) for stages in [{}] + stage_variants]
+    jobs = [(band, 2, torch.bfloat16, tiles) for band in args.bands for tiles in shapes[band]]
     errors = sm90.in_workers(compile_only, jobs, args.jobs)
     print(f"compiled {len(jobs)} shapes, {sum(bool(e) for e in errors)} did not fit", flush=True)
+    ranked = {}
+    for band in args.bands:
+        results = [(ms, tiles) for tiles in shapes[band]
+                   if (ms := time_ms(band, args.batch, torch.bfloat16, tiles)) is not None]
+        ranked[band] = sorted(results, key=lambda r: r[0])[: args.top]
+    # Only the best shapes' other pipeline depths and float32 out: compiled together, then timed.
+    jobs = [(band, 2, dtype, {**tiles, **stages}) for band in args.bands for _, tiles in ranked[band]
+            for dtype, stages in [(torch.bfloat16, v) for v in stage_variants] + [(torch.float32, {})]]
+    sm90.in_workers(compile_only, jobs, args.jobs)
     for band in args.bands:
         default = default_tiles(band, band, 224, 224, precision_parts(torch.uint8, torch.bfloat16)[0])
         default_ms = time_ms(band, args.batch, torch.bfloat16)
-        unpipelined_ms = time_ms(band, args.batch, torch.bfloat16, {**default, "num_stages": 1})
-        results = [(ms, tiles) for tiles in shapes[band]
-                   if (ms := time_ms(band, args.batch, torch.bfloat16, tiles)) is not None]
-        results.sort(key=lambda r: r[0])
-        print(f"band {band}: default {default} {default_ms:.4f} ms (width loop not pipelined: "
-              f"{unpipelined_ms and round(unpipelined_ms, 4)} ms); {len(results)} of {len(shapes[band])} shapes ran",
-              flush=True)
-        for ms, tiles in results[: args.top]:
+        print(f"band {band}: default {default} {default_ms:.4f} ms; {len(shapes[band])} shapes", flush=True)
+        for ms, tiles in ranked[band]:
             deeper = [time_ms(band, args.batch, torch.bfloat16, {**tiles, **v}) for v in stage_variants]
             f32_ms = time_ms(band, args.batch, torch.float32, tiles)
             print(f"  bf16 {ms:.4f} ms (stages 1/2/4: {' / '.join(f'{m:.4f}' if m else '-' for m in deeper)})  "

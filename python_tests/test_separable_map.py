@@ -370,3 +370,21 @@ def test_boxed_separable_map_matches_the_op_and_checks_support(backend):
                               (support[:, :3], ValueError, "support must have shape")]:
         with pytest.raises(error, match=match):
             effkernels.ops.boxed_separable_map(x, rows, cols, torch.float16, bad)
+
+
+@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("block_m,tail_m", [(16, 16), (32, 16), (16, 32)])
+def test_triton_kernel_tail_rows_match_the_reference(triton_device, block_m, tail_m, out_dtype):
+    """A tile of BLOCK_M rows plus TAIL_M rows in a second accumulator (heights between powers of
+    two): several row tiles, the last cut off inside its main and inside its tail rows, with K = 2,
+    the rank-one term and centring (float32 out with a shift): the map of the reference."""
+    from effkernels.triton.separable_map import prepare_separable_map
+
+    for oh in (block_m + tail_m - 5, block_m + tail_m + block_m // 2 + 3):
+        x, rows, cols, scale, shift = random_operands(2, 2, 21, 19, 2, oh, 9, True, torch.uint8, triton_device)
+        rank_one = random_rank_one(2, oh, 21, 9, 19, (False, True, False, True), rows.dtype, triton_device)
+        tiles = dict(BLOCK_M=block_m, TAIL_M=tail_m, BLOCK_N=16, BLOCK_H=16, BLOCK_W=16, num_warps=4)
+        out = prepare_separable_map(x.shape, x.dtype, rows, cols, scale, shift, out_dtype, rank_one, tiles)(x)
+        expected = reference.separable_map(x, rows, cols, scale, shift, torch.float64, rank_one)
+        assert out.dtype == out_dtype and not out.isnan().any()
+        assert relative_error(out, expected) < TOLERANCE[out_dtype]

@@ -21,7 +21,9 @@ per band row, then row_v over the band, one scalar, added as an outer product in
 BLOCK_H × BLOCK_W float32 tile summed once at the end: 32 more registers per thread).
 
 Tiles: fixed by shape and precision, no autotuning (nothing to look up per call): the table in
-`default_tiles`, chosen by perf/tune_separable_map.py on an H100. With bf16 operators (the training
+`default_tiles`, chosen by perf/tune_separable_map.py on an H100. Triton's blocks are powers of two,
+so an output height between two of them (bands 160, 192) pads the second GEMM: a tile may take its
+rows as BLOCK_M plus TAIL_M in a second accumulator that shares the band (TAIL_M). With bf16 operators (the training
 path) the kernel reads them as prepared once per plan, at half the bytes of float32.
 
 Pipelining: Triton (3.6 of the GPU image, 3.8 here) does not software-pipeline a loop nested in
@@ -211,6 +213,40 @@ def _ones_map(rows_ptr, cols_ptr, ru_ptr, rv_ptr, cu_ptr, cv_ptr, H, W, r_so, r_
 
 
 @triton.jit
+def _finish_tile(acc, offs_m, mask_m, offs_n, mask_n, weight, centre, c, plane, rows_n, cols_n, ru_n, rv_n, cu_n,
+                 cv_n, scale_ptr, shift_ptr, out_ptr, H, W, OH, OW, r_so, r_sh, c_so, c_sw, K: tl.constexpr, r_sk, c_sk,
+                 HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr, HAS_RANK_ONE: tl.constexpr, CENTRE: tl.constexpr,
+                 INTERPRETED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
+                 BLOCK_W: tl.constexpr):
+    """The epilogue of one (BLOCK_M, BLOCK_N) accumulator: the rank-one term, the per-channel affine
+    (with the centre's image where x was centred), the cast and the store."""
+    acc_dtype = acc.dtype
+    if HAS_RANK_ONE:
+        row_u = tl.load(ru_n + offs_m, mask=mask_m, other=0)
+        col_u = tl.load(cu_n + offs_n, mask=mask_n, other=0)
+        acc += weight * (row_u[:, None] * col_u[None, :])
+    if HAS_SCALE:
+        acc = acc * tl.load(scale_ptr + c)
+    if CENTRE:  # + the centre plane's image: scale·centre·ones + shift, in float64, rounded once
+        ones = _ones_map(rows_n, cols_n, ru_n, rv_n, cu_n, cv_n, H, W, r_so, r_sh, c_so, c_sw, offs_m, mask_m,
+                         offs_n, mask_n, K, r_sk, c_sk, HAS_RANK_ONE, BLOCK_M, BLOCK_N, BLOCK_H, BLOCK_W, tl.float64)
+        offset = centre.to(tl.float64) * ones
+        if HAS_SCALE:
+            offset *= tl.load(scale_ptr + c).to(tl.float64)
+        acc += (offset + tl.load(shift_ptr + c).to(tl.float64)).to(acc_dtype)
+    elif HAS_SHIFT:
+        acc = acc + tl.load(shift_ptr + c)
+    if out_ptr.dtype.element_ty == tl.bfloat16:  # via float32: the interpreter casts only that to bf16
+        acc = _bf16(acc.to(tl.float32), INTERPRETED)
+    out_plane = out_ptr + plane.to(tl.int64) * OH * OW
+    tl.store(
+        out_plane + offs_m[:, None] * OW + offs_n[None, :],
+        acc.to(out_ptr.dtype.element_ty),
+        mask=mask_m[:, None] & mask_n[None, :],
+    )
+
+
+@triton.jit
 def _separable_map_kernel(
     x_ptr, rows_ptr, cols_ptr, scale_ptr, shift_ptr, ru_ptr, rv_ptr, cu_ptr, cv_ptr, support_ptr, out_ptr,
     C, H, W, OH, OW,
@@ -229,34 +265,46 @@ def _separable_map_kernel(
     ACC_DTYPE: tl.constexpr,
     INTERPRETED: tl.constexpr,
     BLOCK_M: tl.constexpr,
+    TAIL_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
     STAGES: tl.constexpr,
 ):
-    # One 1-D grid: the tiles of a plane are neighbours, so a plane stays hot in L2.
-    tiles_m = tl.cdiv(OH, BLOCK_M)
+    # One 1-D grid: the tiles of a plane are neighbours, so a plane stays hot in L2. A tile's rows are
+    # BLOCK_M rows plus, when TAIL_M > 0, TAIL_M more in a second accumulator (see default_tiles).
+    tiles_m = tl.cdiv(OH, BLOCK_M + TAIL_M)
     tiles_n = tl.cdiv(OW, BLOCK_N)
     pid = tl.program_id(0)
     plane = pid // (tiles_m * tiles_n)
     tile = pid % (tiles_m * tiles_n)
     n = (plane // C).to(tl.int64)
     c = plane % C
-    offs_m = (tile // tiles_n) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_m = (tile // tiles_n) * (BLOCK_M + TAIL_M) + tl.arange(0, BLOCK_M)
     offs_n = (tile % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m = offs_m < OH
     mask_n = offs_n < OW
+    if TAIL_M > 0:
+        offs_t = (tile // tiles_n) * (BLOCK_M + TAIL_M) + BLOCK_M + tl.arange(0, TAIL_M)
+        mask_t = offs_t < OH
 
     acc_dtype = ACC_DTYPE
     x_plane = x_ptr + n * x_sn + c.to(tl.int64) * x_sc
     # Sample n's operators and rank-one factors (a shared one has batch stride 0).
     rows_n, cols_n = rows_ptr + n * r_sn, cols_ptr + n * c_sn
     ru_n, rv_n, cu_n, cv_n = ru_ptr + n * ru_sn, rv_ptr + n * rv_sn, cu_ptr + n * cu_sn, cv_ptr + n * cv_sn
+    centre = tl.zeros((), dtype=tl.float32)
     if CENTRE:  # the constant plane the tile maps closest to output 0: see centres_input
         ones = _ones_map(rows_n, cols_n, ru_n, rv_n, cu_n, cv_n, H, W, r_so, r_sh, c_so, c_sw, offs_m, mask_m,
                          offs_n, mask_n, K, r_sk, c_sk, HAS_RANK_ONE, BLOCK_M, BLOCK_N, BLOCK_H, BLOCK_W, tl.float32)
         gain = tl.sum(tl.sum(ones * ones, axis=1), axis=0)
-        centre = -tl.load(shift_ptr + c) * tl.sum(tl.sum(ones, axis=1), axis=0)
+        total = tl.sum(tl.sum(ones, axis=1), axis=0)
+        if TAIL_M > 0:
+            ones = _ones_map(rows_n, cols_n, ru_n, rv_n, cu_n, cv_n, H, W, r_so, r_sh, c_so, c_sw, offs_t, mask_t,
+                             offs_n, mask_n, K, r_sk, c_sk, HAS_RANK_ONE, TAIL_M, BLOCK_N, BLOCK_H, BLOCK_W, tl.float32)
+            gain += tl.sum(tl.sum(ones * ones, axis=1), axis=0)
+            total += tl.sum(tl.sum(ones, axis=1), axis=0)
+        centre = -tl.load(shift_ptr + c) * total
         if HAS_SCALE:
             gain *= tl.load(scale_ptr + c)
         centre = tl.where(gain != 0, centre / tl.where(gain != 0, gain, 1.0), 0.0)
@@ -270,6 +318,8 @@ def _separable_map_kernel(
         w_first = tl.load(support_ptr + n * 4 + 2) // BLOCK_W * BLOCK_W
         w_end = tl.load(support_ptr + n * 4 + 3)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_dtype)
+    if TAIL_M > 0:
+        acc_tail = tl.zeros((TAIL_M, BLOCK_N), dtype=acc_dtype)
     weight = tl.zeros((), dtype=acc_dtype)  # the rank-one term's Σ x ∘ (row_v ⊗ col_v)
     for k in tl.static_range(K):
         row_ops = rows_n + k * r_sk
@@ -308,30 +358,21 @@ def _separable_map_kernel(
                 other=0,
             )
             acc = _dot_parts(row_block, band, acc, PARTS, PARTS, INTERPRETED)
+            if TAIL_M > 0:
+                row_block = tl.load(
+                    row_ops + offs_t[:, None] * r_so + offs_h[None, :] * r_sh,
+                    mask=mask_t[:, None] & mask_h[None, :],
+                    other=0,
+                )
+                acc_tail = _dot_parts(row_block, band, acc_tail, PARTS, PARTS, INTERPRETED)
 
-    if HAS_RANK_ONE:
-        row_u = tl.load(ru_n + offs_m, mask=mask_m, other=0)
-        col_u = tl.load(cu_n + offs_n, mask=mask_n, other=0)
-        acc += weight * (row_u[:, None] * col_u[None, :])
-    if HAS_SCALE:
-        acc = acc * tl.load(scale_ptr + c)
-    if CENTRE:  # + the centre plane's image: scale·centre·ones + shift, in float64, rounded once
-        ones = _ones_map(rows_n, cols_n, ru_n, rv_n, cu_n, cv_n, H, W, r_so, r_sh, c_so, c_sw, offs_m, mask_m,
-                         offs_n, mask_n, K, r_sk, c_sk, HAS_RANK_ONE, BLOCK_M, BLOCK_N, BLOCK_H, BLOCK_W, tl.float64)
-        offset = centre.to(tl.float64) * ones
-        if HAS_SCALE:
-            offset *= tl.load(scale_ptr + c).to(tl.float64)
-        acc += (offset + tl.load(shift_ptr + c).to(tl.float64)).to(acc_dtype)
-    elif HAS_SHIFT:
-        acc = acc + tl.load(shift_ptr + c)
-    if out_ptr.dtype.element_ty == tl.bfloat16:  # via float32: the interpreter casts only that to bf16
-        acc = _bf16(acc.to(tl.float32), INTERPRETED)
-    out_plane = out_ptr + plane.to(tl.int64) * OH * OW
-    tl.store(
-        out_plane + offs_m[:, None] * OW + offs_n[None, :],
-        acc.to(out_ptr.dtype.element_ty),
-        mask=mask_m[:, None] & mask_n[None, :],
-    )
+    _finish_tile(acc, offs_m, mask_m, offs_n, mask_n, weight, centre, c, plane, rows_n, cols_n, ru_n, rv_n, cu_n, cv_n,
+                 scale_ptr, shift_ptr, out_ptr, H, W, OH, OW, r_so, r_sh, c_so, c_sw, K, r_sk, c_sk, HAS_SCALE, HAS_SHIFT,
+                 HAS_RANK_ONE, CENTRE, INTERPRETED, BLOCK_M, BLOCK_N, BLOCK_H, BLOCK_W)
+    if TAIL_M > 0:
+        _finish_tile(acc_tail, offs_t, mask_t, offs_n, mask_n, weight, centre, c, plane, rows_n, cols_n, ru_n, rv_n,
+                     cu_n, cv_n, scale_ptr, shift_ptr, out_ptr, H, W, OH, OW, r_so, r_sh, c_so, c_sw, K, r_sk, c_sk,
+                     HAS_SCALE, HAS_SHIFT, HAS_RANK_ONE, CENTRE, INTERPRETED, TAIL_M, BLOCK_N, BLOCK_H, BLOCK_W)
 
 
 def _block(size: int, cap: int) -> int:
@@ -344,13 +385,15 @@ def default_tiles(oh, ow, h, w, parts) -> dict:
     (2026-11-23, uint8 224² -> 96/160/192, batch 256). One part (bf16 out): a plane's whole output
     height in one tile (BLOCK_M up to 256), so the first GEMM runs once per column tile. Three parts
     (float32 out) hold six times the dot operands: smaller tiles and one warpgroup won there.
-    float64's IEEE dots keep the smallest tiles."""
+    float64's IEEE dots keep the smallest tiles. TAIL_M: rows of a second accumulator below the
+    first BLOCK_M, so that a tile can cover a height between two powers of two (128 + 64 rows for
+    bands 129..192) instead of padding the second GEMM to the next one (256)."""
     if parts == 1:
         block_m = _block(oh, 256)
-        return dict(BLOCK_M=block_m, BLOCK_N=_block(ow, 128 if block_m <= 128 else 64), BLOCK_H=_block(h, 128),
-                    BLOCK_W=_block(w, 64), num_warps=8, num_stages=3)
+        return dict(BLOCK_M=block_m, TAIL_M=0, BLOCK_N=_block(ow, 128 if block_m <= 128 else 64),
+                    BLOCK_H=_block(h, 128), BLOCK_W=_block(w, 64), num_warps=8, num_stages=3)
     block_m = _block(oh, 128)
-    return dict(BLOCK_M=block_m, BLOCK_N=_block(ow, 64), BLOCK_H=_block(h, 64), BLOCK_W=_block(w, 64),
+    return dict(BLOCK_M=block_m, TAIL_M=0, BLOCK_N=_block(ow, 64), BLOCK_H=_block(h, 64), BLOCK_W=_block(w, 64),
                 num_warps=8 if parts == 0 and block_m > 64 else 4, num_stages=3)
 
 
@@ -378,7 +421,8 @@ def prepare_separable_map(x_shape, x_dtype, rows, cols, scale=None, shift=None, 
     centre = centres_input(parts, shift is not None)
     x_parts = precision_parts(x_dtype, out_dtype, centre)[1]
     launch_shape = {**default_tiles(oh, ow, h, w, parts), **(tiles or {})}
-    grid = (n * c * triton.cdiv(oh, launch_shape["BLOCK_M"]) * triton.cdiv(ow, launch_shape["BLOCK_N"]),)
+    tile_rows = launch_shape["BLOCK_M"] + launch_shape["TAIL_M"]
+    grid = (n * c * triton.cdiv(oh, tile_rows) * triton.cdiv(ow, launch_shape["BLOCK_N"]),)
     acc_dtype = rows.dtype if parts == 0 else torch.float32
     if parts == 1:
         rows, cols = rows.to(torch.bfloat16), cols.to(torch.bfloat16)
