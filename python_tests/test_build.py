@@ -30,3 +30,42 @@ def test_unknown_gpu_backend_is_rejected(monkeypatch):
     monkeypatch.setenv("EFFKERNELS_BACKEND", "opencl")
     with pytest.raises(ValueError, match="EFFKERNELS_BACKEND must be one of"):
         effkernels.ops.gpu_backend()
+
+
+# Outputs of the CPU kernels whose passes are compiled per instruction set, on fixed inputs: the
+# folded separable_map path (lowfreq_crop, normalised float32 out: centring and the rank-one term),
+# the generic path (per-sample operators, K = 2, per-sample rank-one factors, centring) and dwconv_act
+# forward and backward (prefix token, h-swish around the conv).
+_ISA_OUTPUTS = """
+import sys, torch, effkernels
+torch.manual_seed(0)
+g = torch.Generator().manual_seed(1)
+x = torch.randint(0, 256, (2, 3, 40, 36), dtype=torch.uint8, generator=g)
+outs = [effkernels.lowfreq_crop(x, (16, 14), mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25), out_dtype=torch.float32)]
+rows, cols = torch.randn(2, 2, 11, 40, generator=g) / 6, torch.randn(2, 2, 9, 36, generator=g) / 6
+factors = (torch.randn(1, 11, generator=g), torch.randn(2, 40, generator=g) / 6, torch.randn(1, 9, generator=g),
+           torch.randn(2, 36, generator=g) / 6)
+outs.append(torch.ops.effkernels.separable_map(x, rows, cols, torch.rand(3, generator=g), torch.randn(3, generator=g),
+                                               torch.float32, *factors))
+h = torch.randn(3, 1 + 5 * 7, 40, generator=g, requires_grad=True)
+weight, bias = torch.randn(40, 1, 3, 3, generator=g, requires_grad=True), torch.randn(40, generator=g, requires_grad=True)
+z = effkernels.dwconv_act(h, (5, 7), weight, bias, num_prefix_tokens=1, prefix="mlp", pre_act="hardswish", act="hardswish")
+outs += [z, *torch.autograd.grad(z, (h, weight, bias), torch.randn(z.shape, generator=g))]
+torch.save([o.detach() for o in outs], sys.argv[1])
+"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the AVX2 build exists on x86-64 only")
+def test_baseline_cpu_kernels_match_the_default_ones(tmp_path):
+    """EFFKERNELS_CPU_ISA=baseline runs the kernels' baseline build (the default is AVX2 where the CPU
+    has it): both builds give the same results to float32 rounding."""
+    import subprocess
+    import sys
+
+    results = {}
+    for isa in ("default", "baseline"):
+        env = {**os.environ, "EFFKERNELS_CPU_ISA": isa}
+        subprocess.run([sys.executable, "-c", _ISA_OUTPUTS, str(tmp_path / isa)], env=env, check=True)
+        results[isa] = torch.load(tmp_path / isa)
+    for default, baseline in zip(results["default"], results["baseline"]):
+        torch.testing.assert_close(baseline, default, rtol=1e-5, atol=1e-5)

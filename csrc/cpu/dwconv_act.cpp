@@ -7,15 +7,6 @@
 namespace effkernels {
 namespace {
 
-bool use_avx2() {
-#ifdef EFFKERNELS_CPU_AVX2
-  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return supported;
-#else
-  return false;
-#endif
-}
-
 // The accumulation-dtype copies of the conv weights (as (9, C) taps) and bias the kernels read.
 std::pair<at::Tensor, at::Tensor> kernel_weights(const at::Tensor& h, const at::Tensor& weight,
                                                  const std::optional<at::Tensor>& bias) {

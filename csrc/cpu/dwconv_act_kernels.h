@@ -8,6 +8,7 @@
 #include <ATen/Parallel.h>
 
 #include "../dwconv_act_checks.h"
+#include "cpu_isa.h"
 
 #define EFFKERNELS_DECLARE_DWCONV_ACT_CPU_KERNELS(isa)                                                  \
   namespace effkernels::isa {                                                                          \
@@ -19,7 +20,6 @@
   }
 
 EFFKERNELS_DECLARE_DWCONV_ACT_CPU_KERNELS(cpu_baseline)
-#if defined(__x86_64__) && defined(__GNUC__)
-#define EFFKERNELS_CPU_AVX2 1
+#ifdef EFFKERNELS_CPU_AVX2
 EFFKERNELS_DECLARE_DWCONV_ACT_CPU_KERNELS(cpu_avx2)
 #endif
