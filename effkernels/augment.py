@@ -16,8 +16,8 @@ maps) are computed once for the batch, and each image gets its op:
              per-image degenerate image (grayscale, grayscale mean, black, 3x3 smooth);
   warp       Rotate, ShearX/Y, TranslateX/YRel: one inverse affine map per image, sampled as
              Pillow's ImagingGenericTransform does (bilinear or bicubic taps, fill outside).
-On a GPU the pixels go through two Triton launches per slot (effkernels/triton/rand_augment.py: a
-statistics pass, then one pass in which each image runs its own op only). Elsewhere three
+On a GPU each slot is three Triton launches (effkernels/triton/rand_augment.py: a statistics pass,
+the lookup tables, then one pass in which each image runs its own op only). Elsewhere three
 whole-batch torch stages run, every image taking the result of the stage its op belongs to: the
 torch formulation, which the tests hold against Pillow and the Triton kernels against it.
 Nothing in rand_augment reads a value back to the host or copies one in, so it queues on a GPU
@@ -161,15 +161,6 @@ def _image_stats(images):
     hist = torch.zeros(n, c, 256, dtype=torch.int64, device=images.device).scatter_add_(2, index, ones)
     lo, hi = flat.amin(-1, keepdim=True).long(), flat.amax(-1, keepdim=True).long()
     return _Stats(lo, hi, hist, _grayscale(images).sum(dim=(1, 2, 3), dtype=torch.int64), h * w)
-
-
-def _image_stats_triton(images):
-    """_image_stats in one pass of effkernels/triton/rand_augment.py's kernel."""
-    from .triton.rand_augment import image_stats
-
-    stats = image_stats(images)
-    return _Stats(255 - stats[..., 256:257], stats[..., 257:258], stats[..., :256], stats[:, 0, 258],
-                  images.shape[2] * images.shape[3])
 
 
 # ---------------------------------------------------------------------------------- pointwise ops
@@ -378,18 +369,16 @@ def _draw_parameters(op, magnitude, negate, height, width):
 
 def _apply_slot(images, op, magnitude, bicubic, fill, alpha, coefficients):
     """Each image's own op (op: (N,) ids, _SKIPPED for none) with its parameters (alpha,
-    coefficients: _draw_parameters'). The statistics and lookup tables are small torch computations
-    shared by both implementations; the pixels go through the Triton kernels on a GPU
-    (effkernels/triton/rand_augment.py: two launches, each image's own op only) and through three
-    whole-batch torch stages elsewhere (each image taking the stage of its op)."""
-    triton_kernels = _uses_triton(images)
-    stats = (_image_stats_triton if triton_kernels else _image_stats)(images)
-    lut = _pointwise_lut(op, magnitude, stats)
-    if triton_kernels:
+    coefficients: _draw_parameters'). On a GPU the Triton kernels (effkernels/triton/rand_augment.py:
+    statistics, lookup tables, then each image's own op, three launches); elsewhere the torch
+    statistics and lookup tables and three whole-batch torch stages (each image taking the stage of
+    its op)."""
+    if _uses_triton(images):
         from .triton.rand_augment import apply_slot
 
-        return apply_slot(images.contiguous(), op, lut, alpha, _gray_mean(stats), coefficients, bicubic, fill)
-    out = _pointwise(images, lut)
+        return apply_slot(images.contiguous(), op, magnitude, alpha, coefficients, bicubic, fill)
+    stats = _image_stats(images)
+    out = _pointwise(images, _pointwise_lut(op, magnitude, stats))
     out = _enhance(out, op, alpha, _gray_mean(stats))
     return _warp(out, op, coefficients, bicubic, fill)
 

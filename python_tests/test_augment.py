@@ -265,12 +265,38 @@ def test_kernel_op_ids_follow_OPS():
 def test_image_stats_kernel_equals_torch(shape, monkeypatch):
     """Histograms, extremes and grayscale sums of the stats kernel (97×91: each program sums several
     blocks before its atomics) against the torch ops."""
+    from effkernels.triton import rand_augment as kernels
+
     images = make_images(*shape, seed=12)
     expected = augment._image_stats(images)
-    ours = augment._image_stats_triton(images.to(triton_device(monkeypatch)))
-    for name in ("lo", "hi", "hist", "gray_total"):
-        assert torch.equal(getattr(ours, name).cpu(), getattr(expected, name)), name
-    assert ours.pixels == expected.pixels
+    stats = kernels.image_stats(images.to(triton_device(monkeypatch))).cpu()
+    assert torch.equal(stats[..., :256], expected.hist)
+    assert torch.equal(255 - stats[..., 256:257], expected.lo) and torch.equal(stats[..., 257:258], expected.hi)
+    assert torch.equal(stats[:, 0, 258], expected.gray_total)
+
+
+def test_lookup_table_kernel_equals_torch(monkeypatch):
+    """Every pointwise op's table from the kernel against augment._pointwise_lut: magnitudes on the
+    grid where int(M / 10 * k) changes (0, 2.5, 5, 10, ...) and random ones, channels with one value
+    (AutoContrast keeps them, Equalize's step is 0), two or three values, and full histograms."""
+    from effkernels.triton import rand_augment as kernels
+
+    generator = torch.Generator().manual_seed(14)
+    magnitudes = torch.cat([torch.tensor([0.0, 2.5, 5.0, 7.5, 10.0, 1 / 11 * 10, 6.4, 9.9999]),
+                            torch.rand(40, generator=generator, dtype=torch.float64) * 10]).double()
+    n = magnitudes.shape[0]
+    images = make_images(n, 3, 23, 29, seed=15)  # 667 pixels: Equalize's step is 1 or 2
+    images[0] = 77  # one value per channel
+    images[1] = images[1] // 128 * 200  # two values
+    images[2, 1] = torch.randint(0, 3, (23, 29), generator=generator, dtype=torch.uint8) + 250
+    pointwise = [augment.OPS.index(name) for name in ("AutoContrast", "Equalize", "Invert", "PosterizeIncreasing",
+                                                       "SolarizeIncreasing", "SolarizeAdd")]
+    for op in [torch.full((n,), i) for i in pointwise] + [torch.randint(0, len(augment.OPS) + 1, (n,), generator=generator)]:
+        expected = augment._pointwise_lut(op, magnitudes, augment._image_stats(images))
+        device = triton_device(monkeypatch)
+        stats = kernels.image_stats(images.to(device))
+        ours = kernels.lookup_tables(stats, op.to(device), magnitudes.to(device), 23 * 29).cpu()
+        assert torch.equal(ours.long(), expected), augment.OPS[int(op[0])] if op.unique().numel() == 1 else "mixed"
 
 
 def test_triton_kernels_equal_the_torch_stages(monkeypatch):
@@ -307,21 +333,27 @@ def test_rand_augment_kernels_compile_for_hopper():
     if not sm90.has_ptxas():
         pytest.skip("this triton has no bundled ptxas")
     module = "effkernels.triton.rand_augment"
-    apply_types = dict(images_ptr="*u8", out_ptr="*u8", op_ptr="*i64", lut_ptr="*i64", alpha_ptr="*fp32",
-                       gray_mean_ptr="*i64", coefficients_ptr="*fp64", bicubic_ptr="*i1", fill0="i32", fill1="i32",
+    apply_types = dict(images_ptr="*u8", out_ptr="*u8", op_ptr="*i64", lut_ptr="*u8", alpha_ptr="*fp32",
+                       stats_ptr="*i64", coefficients_ptr="*fp64", bicubic_ptr="*i1", fill0="i32", fill1="i32",
                        fill2="i32", H="i32", W="i32")
+    lut_types = dict(stats_ptr="*i64", op_ptr="*i64", magnitude_ptr="*fp64", lut_ptr="*u8", pixels="i32")
     jobs = []
     for channels in (3, 1):
-        jobs.append((module, "_apply_slot_kernel", apply_types, dict(C=channels, BLOCK=kernels.APPLY_BLOCK), (),
+        jobs.append((module, "_apply_slot_kernel", apply_types,
+                     dict(C=channels, WIDTH=kernels.STATS_WIDTH, BLOCK=kernels.APPLY_BLOCK), (),
                      dict(num_warps=4, enable_fp_fusion=False)))
         jobs.append((module, "_image_stats_kernel", dict(images_ptr="*u8", stats_ptr="*i64", HW="i32", SPLIT="i32"),
                      dict(C=channels, WIDTH=kernels.STATS_WIDTH, BLOCK=kernels.STATS_BLOCK), (), dict(num_warps=4)))
+        jobs.append((module, "_lookup_table_kernel", lut_types, dict(C=channels, WIDTH=kernels.STATS_WIDTH), (),
+                     dict(num_warps=1, enable_fp_fusion=False)))
     for job, ptx in zip(jobs, sm90.in_workers(sm90.compile_named, jobs, 2)):
         registers, spills, _ = sm90.assemble(ptx)
         if job[1] == "_apply_slot_kernel":
             assert ptx.count("fma.rn.f32") == 0 and spills == 0 and sm90.programs_fit(registers, 4) >= 4, job[3]
-        else:
+        elif job[1] == "_image_stats_kernel":
             assert "atom" in ptx or "red." in ptx
+        else:  # AutoContrast's double products are rounded before their sum, as torch rounds them
+            assert ptx.count("fma.rn.f64") == 0 and spills == 0, job[3]
 
 
 def test_rand_augment_grayscale():

@@ -6,12 +6,14 @@ for the warp and ~900 small torch ops per rand_augment call, so on a GPU the pip
 at 224 px is bound by host launches and by memory traffic many times the image's size. Here:
 - `image_stats`: one pass over the batch (uint8 read once) gives every image's per-channel
   histogram, minimum and maximum and its grayscale sum (AutoContrast, Equalize, Contrast).
+- `lookup_tables`: one small launch builds every image's pointwise-op table from those statistics
+  and its magnitude (the torch path's ~40 small ops per slot, augment._pointwise_lut, which the
+  tests hold it against).
 - `apply_slot`: one pass that applies each image's own op and nothing else: a program owns a block
   of one image's pixels, reads the image's op id, and runs the lookup table (pointwise ops), the
   blend with its degenerate image (enhance ops) or the affine resampling (warps) for that block.
-The per-image parameters in between (lookup tables, blend factors, affine coefficients) are small
-and computed by the same torch code as the torch path (effkernels.augment), so Pillow's level
-arithmetic lives in one place. The arithmetic on pixels repeats the torch path's operation by
+The parameters fixed by the draws alone (blend factors, affine coefficients) are computed once per
+call for all slots by the same torch code as the torch path (effkernels.augment). The arithmetic on pixels repeats the torch path's operation by
 operation (integer grayscale and smoothing, float32 blends, float64 sample positions, the bicubic
 Horner form), compiled without fused multiply-adds (enable_fp_fusion=False): Pillow rounds each
 product of a blend before the sum, and the enhance ops must match it exactly.
@@ -22,8 +24,9 @@ import torch
 import triton
 import triton.language as tl
 
-# Op ids (effkernels.augment.OPS order) that the apply kernel branches on.
-_ROTATE, _SOLARIZE_ADD = tl.constexpr(3), tl.constexpr(6)
+# Op ids (effkernels.augment.OPS order) that the kernels branch on.
+_AUTO_CONTRAST, _EQUALIZE, _INVERT = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
+_ROTATE, _POSTERIZE, _SOLARIZE, _SOLARIZE_ADD = tl.constexpr(3), tl.constexpr(4), tl.constexpr(5), tl.constexpr(6)
 _COLOR, _CONTRAST, _BRIGHTNESS, _SHARPNESS = tl.constexpr(7), tl.constexpr(8), tl.constexpr(9), tl.constexpr(10)
 _SHEAR_X, _TRANSLATE_Y = tl.constexpr(11), tl.constexpr(14)
 STATS_WIDTH = 259  # per (image, channel): 256 histogram bins, 255 - minimum, maximum, grayscale sum (channel 0)
@@ -79,6 +82,54 @@ def image_stats(images: torch.Tensor) -> torch.Tensor:
 
 
 @triton.jit
+def _lookup_table_kernel(stats_ptr, op_ptr, magnitude_ptr, lut_ptr, pixels, C: tl.constexpr, WIDTH: tl.constexpr):
+    """Program (n, c) writes the 256-entry table of image n's pointwise op for channel c (the identity
+    for other ops), as augment._pointwise_lut computes it: Pillow's double arithmetic for AutoContrast,
+    integer arithmetic for Equalize, timm's levels M / 10 -> bits and thresholds."""
+    n = tl.program_id(0).to(tl.int64)
+    row = stats_ptr + (n * C + tl.program_id(1)) * WIDTH
+    levels = tl.arange(0, 256).to(tl.int64)
+    op = tl.load(op_ptr + n)
+    lut = levels
+    if op == _AUTO_CONTRAST:  # stretch [lo, hi] to [0, 255]: int(i * scale + offset) in double
+        lo = 255 - tl.load(row + 256)
+        hi = tl.load(row + 257)
+        scale = 255.0 / tl.maximum(hi - lo, 1).to(tl.float64)
+        stretched = (levels.to(tl.float64) * scale + (-lo).to(tl.float64) * scale).to(tl.int64)  # truncates
+        lut = tl.where(hi > lo, tl.minimum(tl.maximum(stretched, 0), 255), levels)
+    elif op == _EQUALIZE:  # (step // 2 + pixels below i) // step, step = (pixels - count at the top) // 255
+        hist = tl.load(row + levels)
+        top = tl.sum(tl.where(levels == tl.load(row + 257), hist, 0), axis=0)
+        step = (pixels - top) // 255
+        below = tl.cumsum(hist, axis=0) - hist
+        lut = tl.where(step > 0, tl.minimum((step // 2 + below) // tl.maximum(step, 1), 255), levels)
+    elif op == _INVERT:
+        lut = 255 - levels
+    elif (op >= _POSTERIZE) and (op <= _SOLARIZE_ADD):
+        fraction = tl.load(magnitude_ptr + n) / 10.0  # a division, as augment._fraction
+        if op == _POSTERIZE:  # keep 4 - int(4 M / 10) bits
+            lut = levels & (256 - (1 << (4 + (fraction * 4.0).to(tl.int64))))
+        elif op == _SOLARIZE:  # invert from 256 - min(256, int(256 M / 10)) up
+            threshold = 256 - tl.minimum((fraction * 256.0).to(tl.int64), 256)
+            lut = tl.where(levels < threshold, levels, 255 - levels)
+        else:  # below 128 add min(128, int(110 M / 10)), saturating
+            added = tl.minimum(levels + tl.minimum((fraction * 110.0).to(tl.int64), 128), 255)
+            lut = tl.where(levels < 128, added, levels)
+    tl.store(lut_ptr + (n * C + tl.program_id(1)) * 256 + levels, lut.to(tl.uint8))
+
+
+def lookup_tables(stats: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor, pixels: int) -> torch.Tensor:
+    """(N, C, 256) uint8: each image's pointwise-op table per channel from its stats (image_stats),
+    op ids and float64 magnitudes; the identity for the other ops."""
+    n, c, _ = stats.shape
+    lut = torch.empty((n, c, 256), dtype=torch.uint8, device=stats.device)
+    if n:
+        _lookup_table_kernel[(n, c)](stats, op, magnitude, lut, pixels, C=c, WIDTH=STATS_WIDTH, num_warps=1,
+                                     enable_fp_fusion=False)
+    return lut
+
+
+@triton.jit
 def _cubic(v1, v2, v3, v4, d):
     """augment._cubic: Pillow's bicubic (a = -1) in Horner form; bilinear when v1 = v2, v3 = v4."""
     a = v1 - v2
@@ -110,8 +161,8 @@ def _tap_row(plane, y0, x0, dy_index, dx, bicubic, H, W, mask):
 
 
 @triton.jit
-def _apply_slot_kernel(images_ptr, out_ptr, op_ptr, lut_ptr, alpha_ptr, gray_mean_ptr, coefficients_ptr, bicubic_ptr,
-                       fill0, fill1, fill2, H, W, C: tl.constexpr, BLOCK: tl.constexpr):
+def _apply_slot_kernel(images_ptr, out_ptr, op_ptr, lut_ptr, alpha_ptr, stats_ptr, coefficients_ptr, bicubic_ptr,
+                       fill0, fill1, fill2, H, W, C: tl.constexpr, WIDTH: tl.constexpr, BLOCK: tl.constexpr):
     n = tl.program_id(0).to(tl.int64)
     HW = H * W
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -138,8 +189,9 @@ def _apply_slot_kernel(images_ptr, out_ptr, op_ptr, lut_ptr, alpha_ptr, gray_mea
             x = tl.load(plane + offs, mask=mask, other=0).to(tl.int32)
             if op == _COLOR:
                 degenerate = gray.to(tl.float32)
-            elif op == _CONTRAST:
-                degenerate = tl.zeros((BLOCK,), dtype=tl.float32) + tl.load(gray_mean_ptr + n).to(tl.float32)
+            elif op == _CONTRAST:  # int(mean of the grayscale image + 0.5), in integers (augment._gray_mean)
+                gray_mean = (2 * tl.load(stats_ptr + n * C * WIDTH + 258) + HW) // (2 * HW)
+                degenerate = tl.zeros((BLOCK,), dtype=tl.float32) + gray_mean.to(tl.float32)
             elif op == _BRIGHTNESS:
                 degenerate = tl.zeros((BLOCK,), dtype=tl.float32)
             else:  # ImageFilter.SMOOTH: floor((S + 6.5) / 13) = (2 S + 13) // 26, border unchanged
@@ -182,16 +234,18 @@ def _apply_slot_kernel(images_ptr, out_ptr, op_ptr, lut_ptr, alpha_ptr, gray_mea
             tl.store(out + c * HW + offs, tl.load(image + c * HW + offs, mask=mask), mask=mask)
 
 
-def apply_slot(images, op, lut, alpha, gray_mean, coefficients, bicubic, fill):
-    """Each image's own op of one slot: images uint8 (N, C, H, W) contiguous; op (N,) int64 ids
-    (len(OPS) = not applied); lut (N, C, 256) int64; alpha (N,) float32; gray_mean (N,) int64;
-    coefficients (N, 6) float64; bicubic (N,) bool; fill one int per channel."""
+def apply_slot(images, op, magnitude, alpha, coefficients, bicubic, fill):
+    """Each image's own op of one slot, in three launches (statistics, lookup tables, pixels): images
+    uint8 (N, C, H, W) contiguous; op (N,) int64 ids (len(OPS) = not applied); magnitude (N,) float64;
+    alpha (N,) float32; coefficients (N, 6) float64; bicubic (N,) bool; fill one int per channel."""
     n, c, h, w = images.shape
     out = torch.empty_like(images)
     if n and h * w:
+        stats = image_stats(images)
+        lut = lookup_tables(stats, op, magnitude, h * w)
         fill = (*fill, 0, 0)[:3]
         block = triton.next_power_of_2(h * w) if INTERPRETED else APPLY_BLOCK
         _apply_slot_kernel[(n, triton.cdiv(h * w, block))](
-            images, out, op, lut, alpha, gray_mean, coefficients, bicubic, *fill, h, w, C=c, BLOCK=block,
-            num_warps=4, enable_fp_fusion=False)
+            images, out, op, lut, alpha, stats, coefficients, bicubic, *fill, h, w, C=c, WIDTH=STATS_WIDTH,
+            BLOCK=block, num_warps=4, enable_fp_fusion=False)
     return out
