@@ -1,7 +1,7 @@
 """RandomResizedCrop + horizontal flip of a batch of variable-size images as one separable_map launch.
 
 The decoded images of a batch differ in size, so `pad_images` copies them into one zero-padded
-(N, 3, Hmax, Wmax) uint8 tensor. Cropping the box (top, left, h, w) and resizing it to out×out
+(N, 3, Hmax, Wmax) uint8 tensor (on a GPU in one Triton launch, effkernels/triton/pad_images.py). Cropping the box (top, left, h, w) and resizing it to out×out
 with antialiased bilinear interpolation is, per axis, the matrix `resize_operator(h, out, Hmax,
 top)` (zero weight outside the box, so the padding never leaks in); a horizontal flip reverses the
 output rows of the column operator. `resized_crop_flip` builds every sample's pair of operators on
@@ -25,6 +25,10 @@ def pad_images(images: list, device: torch.device, max_side=None) -> tuple[torch
     images = [_fit_within(image, max_side) for image in images]
     sizes = [tuple(image.shape[1:]) for image in images]
     height, width = max(h for h, _ in sizes), max(w for _, w in sizes)
+    if device.type == "cuda":  # one launch for the batch, not one copy per image
+        from .triton.pad_images import pad_into_batch
+
+        return pad_into_batch([image.to(device, non_blocking=True) for image in images], height, width), sizes
     padded = torch.zeros((len(images), 3, height, width), dtype=torch.uint8, device=device)
     for slot, image in zip(padded, images):
         slot[:, : image.shape[1], : image.shape[2]].copy_(image, non_blocking=True)

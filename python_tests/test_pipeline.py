@@ -181,6 +181,43 @@ def test_pad_images_shrinks_images_over_max_side():
     assert (padded[0, :, :, :20].int() - expected.int()).abs().max() <= 1
 
 
+def test_pad_kernel_matches_the_copies():
+    """The GPU's one-launch padding (the Triton kernel; here under the interpreter) equals the
+    per-image copies into a zeroed batch: portrait, landscape and repeated images, 1 and 3 channels,
+    rows wider than the kernel's column block."""
+    from effkernels.triton.pad_images import BLOCK, pad_into_batch
+
+    generator = torch.Generator().manual_seed(3)
+    for channels in (3, 1):
+        shapes = [(17, 9), (5, BLOCK + 7), (12, 30), (1, 1)]
+        images = [torch.randint(0, 256, (channels, *shape), dtype=torch.uint8, generator=generator) for shape in shapes]
+        images.append(images[0])  # a bad file's slot takes another image of the batch
+        padded = pad_into_batch(images, 19, BLOCK + 9)
+        assert padded.shape == (5, channels, 19, BLOCK + 9)
+        for slot, image in zip(padded, images):
+            expected = torch.zeros_like(slot)
+            expected[:, : image.shape[1], : image.shape[2]] = image
+            assert torch.equal(slot, expected)
+
+
+def test_pad_kernel_compiles_for_hopper():
+    """The padding kernel as the GPU compiles it (sm_90; perf/sm90.py compiles without the interpreter)."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "perf"))
+    import sm90
+
+    from effkernels.triton.pad_images import BLOCK
+
+    if not sm90.has_ptxas():
+        pytest.skip("this triton has no bundled ptxas")
+    types = dict(flat_ptr="*u8", layout_ptr="*i64", out_ptr="*u8", H="i32", W="i32")
+    job = ("effkernels.triton.pad_images", "_pad_kernel", types, dict(C=3, BLOCK=BLOCK), (), dict(num_warps=2))
+    registers, spills, _ = sm90.assemble(sm90.in_workers(sm90.compile_named, [job], 1)[0])
+    assert spills == 0 and registers <= 64
+
+
 # ------------------------------------------------------------------------- odd and bad files
 @pytest.fixture(scope="module")
 def odd_files(tmp_path_factory):
