@@ -2,8 +2,8 @@
 
 What the input pipeline runs on every delivered batch (replays included): `rand-m9-mstd0.5-inc1` on
 uint8 images at the crop size (224 in EfficientTrain++'s order), batch and magnitude as given.
-- "triton": the GPU path, two Triton launches per op slot (a statistics pass, then each image's own
-  op) after small torch computations of the per-image parameters;
+- "triton": the GPU path, three Triton launches per op slot (a statistics pass, the lookup tables,
+  then each image's own op) after small torch computations of the draws' parameters;
 - "torch": the same draws through the whole-batch torch stages (every stage over every image), the
   formulation the kernels replaced on the GPU and the CPU path today;
 - "timm PIL": timm's RandAugment on PIL images, one process, image by image: what one DataLoader

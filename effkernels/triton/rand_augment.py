@@ -1,4 +1,4 @@
-"""Triton kernels of effkernels.augment: one RandAugment op slot of a batch in two launches.
+"""Triton kernels of effkernels.augment: one RandAugment op slot of a batch in three launches.
 
 The torch formulation (effkernels.augment) runs every stage over the whole batch and lets each image
 take the result of its own op: per slot a histogram scatter over int64 indices, 16 float32 gathers
