@@ -1,9 +1,10 @@
 """RandomResizedCrop + horizontal flip of a batch of variable-size images as one separable_map launch.
 
 The decoded images of a batch differ in size, so `pad_images` copies them into one zero-padded
-(N, 3, Hmax, Wmax) uint8 tensor (on a GPU in one Triton launch, effkernels/triton/pad_images.py). Cropping the box (top, left, h, w) and resizing it to out×out
-with antialiased bilinear interpolation is, per axis, the matrix `resize_operator(h, out, Hmax,
-top)` (zero weight outside the box, so the padding never leaks in); a horizontal flip reverses the
+(N, 3, Hmax, Wmax) uint8 tensor (on a GPU in one Triton launch: effkernels/triton/pad_images.py).
+Cropping the box (top, left, h, w) and resizing it to out×out with antialiased bilinear
+interpolation is, per axis, the matrix `resize_operator(h, out, Hmax, top)` (zero weight outside
+the box, so the padding never leaks in); a horizontal flip reverses the
 output rows of the column operator. `resized_crop_flip` builds every sample's pair of operators on
 the device from the (N, 5) box tensor and applies all of them in one `separable_map` call, which
 equals torchvision's `resized_crop(..., antialias=True)` then `hflip` up to rounding (a level or

@@ -82,8 +82,8 @@ def crop_tiles():
         (64, 128), (32, 64, 128), ((64, 64), (128, 64), (64, 128)), (4, 8)
     ):
         if block_m * block_n <= 128 * 64:
-            yield dict(BLOCK_M=block_m, TAIL_M=0, BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_W=block_w, num_warps=warps,
-                       num_stages=3)
+            yield dict(BLOCK_M=block_m, TAIL_M=0, BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_W=block_w,
+                       num_warps=warps, num_stages=3)
 
 
 def crop_launcher(batch, out_dtype, tiles, boxed):
@@ -124,10 +124,11 @@ def crop_int_arguments():
 
 
 def compile_report(job):
-    """The sm_90 compile of the default launch shape (or the default updated by an optional fourth item,
-    a dict of launch options) for (band, x dtype name, output dtype name), 224² input, normalised (uint8 to bf16 out: the training path), or band "crop": the input pipeline's
-    crop launch (crop_launcher, boxed): a dict of the shape, registers, spills, and the counts of
-    wgmma, mma.sync (float64's IEEE dots) and cp.async instructions."""
+    """The sm_90 compile of the default launch shape (updated by an optional fourth item, a dict of
+    launch options) for (band, x dtype name, output dtype name), 224² input, normalised (uint8 to bf16
+    out: the training path), or band "crop": the input pipeline's crop launch (crop_launcher, boxed):
+    a dict of the shape, registers, spills, and the counts of wgmma, mma.sync (float64's IEEE dots)
+    and cp.async instructions."""
     import triton.language as tl
 
     from effkernels.triton.separable_map import _separable_map_kernel as kernel

@@ -13,10 +13,11 @@ at 224 px is bound by host launches and by memory traffic many times the image's
   of one image's pixels, reads the image's op id, and runs the lookup table (pointwise ops), the
   blend with its degenerate image (enhance ops) or the affine resampling (warps) for that block.
 The parameters fixed by the draws alone (blend factors, affine coefficients) are computed once per
-call for all slots by the same torch code as the torch path (effkernels.augment). The arithmetic on pixels repeats the torch path's operation by
-operation (integer grayscale and smoothing, float32 blends, float64 sample positions, the bicubic
-Horner form), compiled without fused multiply-adds (enable_fp_fusion=False): Pillow rounds each
-product of a blend before the sum, and the enhance ops must match it exactly.
+call for all slots by the same torch code as the torch path (effkernels.augment). The arithmetic
+on pixels repeats the torch path's operation by operation (integer grayscale and smoothing, float32
+blends, float64 sample positions, the bicubic Horner form), compiled without fused multiply-adds
+(enable_fp_fusion=False): Pillow rounds each product of a blend before the sum, and the enhance ops
+must match it exactly.
 """
 import os
 

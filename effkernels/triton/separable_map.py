@@ -23,8 +23,8 @@ BLOCK_H × BLOCK_W float32 tile summed once at the end: 32 more registers per th
 Tiles: fixed by shape and precision, no autotuning (nothing to look up per call): the table in
 `default_tiles`, chosen by perf/tune_separable_map.py on an H100. Triton's blocks are powers of two,
 so an output height between two of them (bands 160, 192) pads the second GEMM: a tile may take its
-rows as BLOCK_M plus TAIL_M in a second accumulator that shares the band (TAIL_M). With bf16 operators (the training
-path) the kernel reads them as prepared once per plan, at half the bytes of float32.
+rows as BLOCK_M plus TAIL_M in a second accumulator that shares the band. With bf16 operators (the
+training path) the kernel reads them as prepared once per plan, at half the bytes of float32.
 
 Pipelining: Triton (3.6 of the GPU image, 3.8 here) does not software-pipeline a loop nested in
 another by default, so with bf16 out the x and operator blocks of the inner (width) loop were
@@ -366,9 +366,9 @@ def _separable_map_kernel(
                 )
                 acc_tail = _dot_parts(row_block, band, acc_tail, PARTS, PARTS, INTERPRETED)
 
-    _finish_tile(acc, offs_m, mask_m, offs_n, mask_n, weight, centre, c, plane, rows_n, cols_n, ru_n, rv_n, cu_n, cv_n,
-                 scale_ptr, shift_ptr, out_ptr, H, W, OH, OW, r_so, r_sh, c_so, c_sw, K, r_sk, c_sk, HAS_SCALE, HAS_SHIFT,
-                 HAS_RANK_ONE, CENTRE, INTERPRETED, BLOCK_M, BLOCK_N, BLOCK_H, BLOCK_W)
+    _finish_tile(acc, offs_m, mask_m, offs_n, mask_n, weight, centre, c, plane, rows_n, cols_n, ru_n, rv_n, cu_n,
+                 cv_n, scale_ptr, shift_ptr, out_ptr, H, W, OH, OW, r_so, r_sh, c_so, c_sw, K, r_sk, c_sk,
+                 HAS_SCALE, HAS_SHIFT, HAS_RANK_ONE, CENTRE, INTERPRETED, BLOCK_M, BLOCK_N, BLOCK_H, BLOCK_W)
     if TAIL_M > 0:
         _finish_tile(acc_tail, offs_t, mask_t, offs_n, mask_n, weight, centre, c, plane, rows_n, cols_n, ru_n, rv_n,
                      cu_n, cv_n, scale_ptr, shift_ptr, out_ptr, H, W, OH, OW, r_so, r_sh, c_so, c_sw, K, r_sk, c_sk,
