@@ -181,10 +181,10 @@ def test_pad_images_shrinks_images_over_max_side():
     assert (padded[0, :, :, :20].int() - expected.int()).abs().max() <= 1
 
 
-def test_pad_kernel_matches_the_copies():
-    """The GPU's one-launch padding (the Triton kernel; here under the interpreter) equals the
-    per-image copies into a zeroed batch: portrait, landscape and repeated images, 1 and 3 channels,
-    rows wider than the kernel's column block."""
+def test_pad_kernel_matches_the_copies(triton_device):
+    """The GPU's one-launch padding (the Triton kernel; without a GPU under the interpreter) equals
+    the per-image copies into a zeroed batch: portrait, landscape and repeated images, 1 and 3
+    channels, rows wider than the kernel's column block."""
     from effkernels.triton.pad_images import BLOCK, pad_into_batch
 
     generator = torch.Generator().manual_seed(3)
@@ -192,7 +192,7 @@ def test_pad_kernel_matches_the_copies():
         shapes = [(17, 9), (5, BLOCK + 7), (12, 30), (1, 1)]
         images = [torch.randint(0, 256, (channels, *shape), dtype=torch.uint8, generator=generator) for shape in shapes]
         images.append(images[0])  # a bad file's slot takes another image of the batch
-        padded = pad_into_batch(images, 19, BLOCK + 9)
+        padded = pad_into_batch([image.to(triton_device) for image in images], 19, BLOCK + 9).cpu()
         assert padded.shape == (5, channels, 19, BLOCK + 9)
         for slot, image in zip(padded, images):
             expected = torch.zeros_like(slot)
