@@ -7,6 +7,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "../separable_map_centring.h"
 #include "separable_map_kernels.h"
 
 namespace effkernels {
@@ -67,20 +68,6 @@ FoldedAxis fold_axis(const at::Tensor& a) {
   return f;
 }
 
-// S, the map of a plane of ones, per sample (n', OH, OW) in double, n' = 1 when every operator and
-// factor is shared: sum_k rowsums_k (x) colsums_k, plus (sum row_v)(sum col_v) row_u (x) col_u.
-at::Tensor ones_map(const at::Tensor& rows, const at::Tensor& cols, bool has_rank_one,
-                    const std::optional<at::Tensor>& row_u, const std::optional<at::Tensor>& row_v,
-                    const std::optional<at::Tensor>& col_u, const std::optional<at::Tensor>& col_v) {
-  const auto row_sums = rows.to(at::kDouble).sum(-1), col_sums = cols.to(at::kDouble).sum(-1);  // (n', K, OH/OW)
-  auto ones = (row_sums.unsqueeze(-1) * col_sums.unsqueeze(-2)).sum(1);
-  if (has_rank_one) {
-    const auto weight = row_v->to(at::kDouble).sum(-1) * col_v->to(at::kDouble).sum(-1);  // (n',)
-    ones = ones + weight.view({-1, 1, 1}) * row_u->to(at::kDouble).unsqueeze(-1) * col_u->to(at::kDouble).unsqueeze(-2);
-  }
-  return ones.contiguous();
-}
-
 at::Tensor separable_map_cpu(
     const at::Tensor& x,
     const at::Tensor& rows,
@@ -134,7 +121,7 @@ at::Tensor separable_map_cpu(
   }
 
   // Centring (see Centring): float32 accumulation, a shift, float32 output.
-  const bool centred = acc_dtype == at::kFloat && shift.has_value() && out.scalar_type() == at::kFloat;
+  const bool centred = centres_output(rows, shift, out.scalar_type());
   const auto ones = centred ? ones_map(rows, cols, has_rank_one, row_u, row_v, col_u, col_v) : at::Tensor();
   const Centring centring{centred ? ones.data_ptr<double>() : nullptr, centred && ones.size(0) > 1 ? s.oh * s.ow : 0};
 

@@ -18,12 +18,8 @@ struct RankOne {
   int64_t row_u_sn, row_v_sn, col_u_sn, col_v_sn;
 };
 
-// Centring, for float32 output with a shift (normalisation): the output is then much smaller than
-// the GEMMs' float32 sums (a plane near its channel mean), and their rounding error, relative to
-// the sums, reached 3e-5 of the output. Each plane is mapped as x - c (c its mean, an integer for
-// uint8 x so that x - c stays exact), and the epilogue adds back scale * c * S + shift in double,
-// S = the map of a plane of ones (computed once per call): the same map, with sums the size of the
-// plane's deviation.
+// Centring (csrc/separable_map_centring.h): the map of a plane of ones, computed once per call; each
+// plane's centre is its mean, taken by the per-plane loops.
 struct Centring {
   const double* ones;  // (n', OH, OW): S per sample, n' = 1 when every sample shares it
   int64_t ones_sn;     // 0 when shared
