@@ -7,7 +7,10 @@ effkernels, on uint8 images (what a loader yields; conversion, normalisation and
   its autograd graph kept): the adjoint map, which the issue asks to be as fast as the forward;
 - "aug bf16" / "aug f32": lowfreq_crop_augmented with per-sample crop boxes and flips;
 - "CUDA C++ bf16" / "CUDA C++ f32": the plain op on the CUDA C++ backend (EFFKERNELS_BACKEND=cuda),
-  on a GPU when it was built: the default backend is the one these show fastest.
+  on a GPU when it was built: the default backend is the one these show fastest;
+- "bf16 fitted": on a GPU, at 224 px with no resize, the Triton kernel's raw launch with
+  tune_separable_map.fitted_tiles (blocks that fit the band instead of padding it) on the same
+  batches; "fitted / default" below 1 says the default tiles should change.
 Peers, measured in the same run on the same batch:
 - fft: EfficientTrain's freq_crop in torch.fft (fft2, shift, crop the centred block, ifft2, real);
   fft+resize: that, then F.interpolate(antialias=True) to the output size, when one is asked for;
@@ -44,6 +47,7 @@ import torchvision.transforms.v2.functional as torchvision_functional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import tune_separable_map  # noqa: E402
 
 import effkernels  # noqa: E402
 from effkernels import operators  # noqa: E402
@@ -148,6 +152,9 @@ def bench_case(batch, size, band, out_size, device, repeats, compile_peers):
         # The other GPU backend on the same batches: the default is the one measured fastest.
         timed["CUDA C++ bf16"] = with_backend("cuda", ours(torch.bfloat16))
         timed["CUDA C++ f32"] = with_backend("cuda", ours(torch.float32))
+    if device.type == "cuda" and size == 224 and out_size is None:
+        fitted, _ = tune_separable_map.launcher(band, batch, torch.bfloat16, tune_separable_map.fitted_tiles(band))
+        timed["bf16 fitted"] = lambda: fitted(next_images())
     if compile_peers:
         compiled = torch.compile(two_gemm)
         timed["2-GEMM compiled"] = lambda: compiled(next_images())
@@ -170,6 +177,7 @@ def bench_case(batch, size, band, out_size, device, repeats, compile_peers):
         "vs 2-GEMM": times["2-GEMM"] / times["bf16"],
         **({"vs 2-GEMM compiled": times["2-GEMM compiled"] / times["bf16"]} if "2-GEMM compiled" in times else {}),
         "aug / plain": times["aug bf16"] / times["bf16"],
+        **({"fitted / default": times["bf16 fitted"] / times["bf16"]} if "bf16 fitted" in times else {}),
         "bwd / fwd": times["f32 in bwd"] / times["f32 in"],
         "vs best resize": min(times[name] for name in RESIZE_PEERS if name in times) / times["bf16"],
         "uint8 bytes": images.numel() + batch * 3 * out[0] * out[1] * 2,
@@ -261,7 +269,8 @@ def main(argv=None):
             "GEMM TFLOP/s": gemm_rate,
             "host us per call": host, "2-GEMM compiled": "timed" if compile_peers else "skipped",
             "sweep": args.sweep, "repeats": repeats}
-    columns = ["batch", "input", "band", "output", "bf16 ms", "f32 ms", "f32 in ms", "f32 in bwd ms",
+    columns = ["batch", "input", "band", "output", "bf16 ms", "bf16 fitted ms", "fitted / default", "f32 ms",
+               "f32 in ms", "f32 in bwd ms",
                "aug bf16 ms", "aug f32 ms", "CUDA C++ bf16 ms", "CUDA C++ f32 ms",
                "fft ms", "fft+resize ms", "2-GEMM ms", "2-GEMM compiled ms", *(f"{name} ms" for name in RESIZE_PEERS),
                "speed-up vs fft", "bf16 vs fft", "vs 2-GEMM", "vs 2-GEMM compiled", "aug / plain", "bwd / fwd",

@@ -9,8 +9,9 @@
 #   call 2 on the still-warm machine (~4-5 min): PHASES="pipeline train"
 #   a later session: PHASES="profile counters", PHASES="tune", PHASES="timm e2e" (e2e alone ~9 min)
 # Without "build" the extension must already be importable (a _C library built by an earlier call
-# on the same warm machine). ARCHIVE=FILE.tgz packs the results folder into one file at the end:
-# the device tool brings back at most 8 files.
+# on the same warm machine). ARCHIVE=FILE.tgz packs the results folder into one file after every
+# phase: the device tool brings back at most 8 files, and a command stopped at its time limit keeps
+# what the finished phases wrote.
 #
 # Every phase runs under its own time limit (seconds, overridable as BUILD_LIMIT, TEST_LIMIT,
 # LOWFREQ_LIMIT, LOCAL_FFN_LIMIT, PROFILE_LIMIT, COUNTERS_LIMIT, TIMM_LIMIT, AUGMENT_LIMIT, PIPELINE_LIMIT,
@@ -46,7 +47,15 @@ phase() {
     *) verdict="failed (exit $rc)"; status=1 ;;
   esac
   echo "== $name: $verdict, in $((SECONDS - start)) s (log: $(basename "$log"))" | tee -a "$summary"
+  pack
   return $rc
+}
+
+# pack: the results so far into $ARCHIVE (when set), after every phase, so that a command stopped at
+# the device's time limit still brings back what the phases before finished.
+pack() {
+  [ -n "${ARCHIVE:-}" ] && tar -czf "$ARCHIVE" -C "$(dirname "$out")" "$(basename "$out")"
+  return 0
 }
 
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
@@ -56,6 +65,7 @@ $python -c "import torch, triton; print('torch', torch.__version__, '| triton', 
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$($python -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")}
 if wanted build && ! phase build "${BUILD_LIMIT:-120}" "$out/build.log" $python -m pip install --no-build-isolation --no-deps -v -e .; then
   tail -40 "$out/build.log" | tee -a "$summary"
+  pack
   exit 1
 fi
 $python -c "import torch, effkernels; print('CUDA C++ kernels built:', hasattr(torch.ops.effkernels, 'separable_map_cuda'))" | tee -a "$summary"
@@ -77,7 +87,7 @@ wanted tests && {
 } | tee -a "$summary"
 
 if wanted lowfreq; then
-  phase "benchmark lowfreq_crop" "${LOWFREQ_LIMIT:-60}" "$out/bench_lowfreq_crop.log" \
+  phase "benchmark lowfreq_crop" "${LOWFREQ_LIMIT:-120}" "$out/bench_lowfreq_crop.log" \
     $python perf/bench_lowfreq_crop.py --sweep full --out "$out"
   tail -25 "$out/bench_lowfreq_crop.log" >> "$summary"
 fi
@@ -123,7 +133,5 @@ if wanted e2e; then  # whole EfficientTrain++ runs: several compilations per run
   tail -10 "$out/bench_train.log" >> "$summary"
 fi
 echo "== done: $([ $status = 0 ] && echo 'every phase ok' || echo 'some phase failed or ran over, see above')" | tee -a "$summary"
-if [ -n "${ARCHIVE:-}" ]; then
-  tar -czf "$ARCHIVE" -C "$(dirname "$out")" "$(basename "$out")" && echo "results packed into $ARCHIVE"
-fi
+pack && [ -n "${ARCHIVE:-}" ] && echo "results packed into $ARCHIVE"
 exit $status

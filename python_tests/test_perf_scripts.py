@@ -179,3 +179,24 @@ def test_device_only_leaves_out_just_the_cpu_kernels_cases():
     assert all("[cpu-" in case or "[cpu]" in case or "[torch-" in case for case in left_out), sorted(left_out)[:5]
     assert not any("[cpu-" in case or "[torch-" in case for case in device if "separable_map" in case or "augment" in case)
     assert any("test_step_clock.py" in case for case in device)  # cases without a backend stay
+
+
+def test_fitted_tiles_launch_is_the_training_map():
+    """bench_lowfreq_crop's "bf16 fitted" column launches the Triton kernel with
+    tune_separable_map.fitted_tiles (here under the interpreter on a CPU batch): the same map as
+    lowfreq_crop, within bf16 rounding, at a band with a row split and one without."""
+    import torch
+
+    import effkernels
+    import tune_separable_map
+    from conftest import relative_error
+
+    for band, split in ((160, (128, 64)), (96, None)):
+        tiles = tune_separable_map.fitted_tiles(band)
+        assert tiles["BLOCK_N"] == tiles["BLOCK_W"] == 32
+        assert ((tiles["BLOCK_M"], tiles["TAIL_M"]) == split) if split else tiles["TAIL_M"] == 0
+        launch, x = tune_separable_map.launcher(band, 1, torch.bfloat16, tiles, device="cpu")
+        expected = effkernels.lowfreq_crop(x, band, mean=tune_separable_map.MEAN, std=tune_separable_map.STD,
+                                           out_dtype=torch.float32)
+        out = launch(x)
+        assert out.dtype == torch.bfloat16 and relative_error(out, expected) < 1e-2
