@@ -8,6 +8,7 @@ another checkout (or before an op's fake kernel changed) would otherwise be reus
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 
 FRESH_INDUCTOR_CACHE = None if "TORCHINDUCTOR_CACHE_DIR" in os.environ else tempfile.mkdtemp(prefix="effkernels-inductor-")
@@ -107,6 +108,23 @@ def backend(request, monkeypatch):
             pytest.skip("effkernels was built without its CUDA C++ kernels")
         monkeypatch.setenv("EFFKERNELS_BACKEND", name)
         yield "cuda"
+
+
+PERF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "perf")
+
+
+@pytest.fixture
+def sm90():
+    """perf/sm90.py, which compiles Triton kernels for Hopper (sm_90) in processes without the
+    interpreter, so no GPU is needed (perf/ goes on sys.path, for the tuners too); the test is
+    skipped where this Triton ships no ptxas."""
+    if PERF not in sys.path:
+        sys.path.insert(0, PERF)
+    import sm90 as compiler
+
+    if not compiler.has_ptxas():
+        pytest.skip("this triton has no bundled ptxas")
+    return compiler
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:

@@ -318,20 +318,12 @@ def test_triton_kernels_equal_the_torch_stages(monkeypatch):
     assert diff[warps].max() <= 1 and (diff[warps] > 0).float().mean() <= 0.01
 
 
-def test_rand_augment_kernels_compile_for_hopper():
+def test_rand_augment_kernels_compile_for_hopper(sm90):
     """Both kernels as the GPU compiles them (sm_90, no GPU needed; perf/sm90.py compiles in processes
     without TRITON_INTERPRET): the apply kernel has no float32 FMA (Pillow rounds a blend's product
     before its sum, and the enhance ops must match exactly), no spills, and room for 4 programs per SM."""
-    import os
-    import sys
-
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "perf"))
-    import sm90
-
     from effkernels.triton import rand_augment as kernels
 
-    if not sm90.has_ptxas():
-        pytest.skip("this triton has no bundled ptxas")
     module = "effkernels.triton.rand_augment"
     apply_types = dict(images_ptr="*u8", out_ptr="*u8", op_ptr="*i64", lut_ptr="*u8", alpha_ptr="*fp32",
                        stats_ptr="*i64", coefficients_ptr="*fp64", bicubic_ptr="*i1", fill0="i32", fill1="i32",

@@ -5,8 +5,6 @@ the `triton_path` fixture sends CPU calls down the path that CUDA calls take (ca
 operator builder, Triton separable_map). The torch-ops composition is the reference of the builder;
 effkernels.reference.lowfreq_crop_augmented (per-sample F.interpolate + torch.fft) that of the op.
 """
-import os
-import sys
 
 import pytest
 import torch
@@ -183,7 +181,7 @@ def test_bad_arguments_raise_the_same_errors_on_both_paths(request, path, kwargs
         effkernels.lowfreq_crop_augmented(x, 8, **kwargs)
 
 
-def test_builder_compiles_for_hopper_with_ieee_float64_weights():
+def test_builder_compiles_for_hopper_with_ieee_float64_weights(sm90):
     """The kernel as the GPU compiles it (sm_90 PTX, no GPU needed; perf/sm90.py compiles in processes
     without TRITON_INTERPRET): it compiles for every operator dtype, its float64 weight math divides
     with IEEE rounding (div.rn.f64: the box scale and the row normalisation, per axis) and is not
@@ -191,12 +189,6 @@ def test_builder_compiles_for_hopper_with_ieee_float64_weights():
     import triton.language as tl
 
     from effkernels.triton import augmented_operators
-
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "perf"))
-    import sm90
-
-    if not sm90.has_ptxas():
-        pytest.skip("this triton has no bundled ptxas")
 
     pointers = dict(boxes_ptr="i32", row_lowfreq_ptr="acc", col_lowfreq_ptr="acc", row_v_ptr="acc", col_v_ptr="acc",
                     rows_ptr="op", cols_ptr="op")

@@ -430,22 +430,15 @@ def test_flop_counter_fix_counts_the_depthwise_conv_once():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU every Triton test compiles the kernels for real")
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 @pytest.mark.parametrize("act", ["gelu_tanh", "gelu"])
+@pytest.mark.usefixtures("sm90")
 def test_triton_kernels_compile_for_sm90_within_their_register_budget(dtype, act):
     """Without a GPU the interpreter never compiles the kernels: compile the default launch shapes for
     sm_90 (perf/tune_dwconv_act.py --sm90, in processes without TRITON_INTERPRET), with the costliest
     activations (gelu_tanh unrolled, erf-gelu not) and a bias, and check with ptxas that they do not
     spill and that PROGRAMS_PER_SM of them fit in an SM's 65,536 registers."""
-    import os
-    import sys
+    import tune_dwconv_act
 
     from effkernels.triton import dwconv_act as kernels
-
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "perf"))
-    import sm90
-
-    if not sm90.has_ptxas():
-        pytest.skip("this triton has no bundled ptxas")
-    import tune_dwconv_act
 
     reports = tune_dwconv_act.main(["--sm90", "--defaults-only", "--dtype", dtype, "--act", act, "--bias",
                                     "--grids", "6", "14", "--jobs", "2"])

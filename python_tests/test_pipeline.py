@@ -200,18 +200,10 @@ def test_pad_kernel_matches_the_copies(triton_device):
             assert torch.equal(slot, expected)
 
 
-def test_pad_kernel_compiles_for_hopper():
+def test_pad_kernel_compiles_for_hopper(sm90):
     """The padding kernel as the GPU compiles it (sm_90; perf/sm90.py compiles without the interpreter)."""
-    import os
-    import sys
-
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "perf"))
-    import sm90
-
     from effkernels.triton.pad_images import BLOCK
 
-    if not sm90.has_ptxas():
-        pytest.skip("this triton has no bundled ptxas")
     types = dict(flat_ptr="*u8", layout_ptr="*i64", out_ptr="*u8", H="i32", W="i32")
     job = ("effkernels.triton.pad_images", "_pad_kernel", types, dict(C=3, BLOCK=BLOCK), (), dict(num_warps=2))
     registers, spills, _ = sm90.assemble(sm90.in_workers(sm90.compile_named, [job], 1)[0])

@@ -272,6 +272,7 @@ def test_cuda_cpp_route_folds_the_rank_one_term_into_a_dense_term():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the Triton tests compile the kernel for real")
+@pytest.mark.usefixtures("sm90")
 def test_training_launches_compile_for_hopper_with_tensor_cores_and_pipelined_loads():
     """Without a GPU the interpreter never compiles the kernel: compile the default launch shapes of
     lowfreq_crop's training bands for sm_90 (perf/tune_separable_map.py --sm90, in processes without
@@ -279,14 +280,6 @@ def test_training_launches_compile_for_hopper_with_tensor_cores_and_pipelined_lo
     loads cp.async, issued ahead of the dots (Triton does not pipeline a nested loop by itself); the
     bf16 training path must not spill; the float64 path (a GPU build without the CUDA C++ kernels
     runs it) must compile; so must the input pipeline's crop (float16 out, per-sample support)."""
-    import os
-    import sys
-
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "perf"))
-    import sm90
-
-    if not sm90.has_ptxas():
-        pytest.skip("this triton has no bundled ptxas")
     import tune_separable_map
 
     reports = tune_separable_map.main(["--sm90", "--bands", "96", "160", "--jobs", "2"])
