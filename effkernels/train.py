@@ -14,7 +14,9 @@ device by effkernels.lowfreq_crop (EfficientTrain), or by plain antialiased resi
 per-stage table), curve.png, checkpoint.pt (every --checkpoint-every steps and at stage ends).
 """
 import argparse
+import contextlib
 import csv
+import functools
 import json
 import logging
 import math
@@ -31,7 +33,10 @@ import torch.nn.functional as F
 from . import curriculum, training_input
 from .flops import flop_counter
 from .step_clock import StepClock
+from .train_step import CudaGraphs, TrainStep
 
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
+GRAPHING_COMPILE_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that make CUDA graphs
 EMBEDDED_MODEL_ARGS = dict(patch_size=8, depth=4, embed_dim=128, num_heads=4, dynamic_img_size=True)
 
 
@@ -62,10 +67,14 @@ def parse_args(argv=None):
                    help="loader processes (default: on a GPU up to 8; on the CPU none with <= 4 cores, else 2)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on GPU)")
-    p.add_argument("--compile", nargs="?", const="default", choices=["none", "default", "reduce-overhead", "max-autotune"],
-                   default=None, help="torch.compile the model, one static graph per input size (default: "
-                   "reduce-overhead on a GPU, none on the CPU); reduce-overhead adds CUDA graphs, which remove the "
-                   "kernel-launch overhead of the small early-curriculum sizes on a GPU")
+    p.add_argument("--compile", nargs="?", const="default", choices=["none", *COMPILE_MODES], default=None,
+                   help="torch.compile the model, one static graph per input size (default: default on a GPU, "
+                   "none on the CPU); reduce-overhead and max-autotune graph the model's forward and backward "
+                   "themselves (use them with --cuda-graph none)")
+    p.add_argument("--cuda-graph", choices=["step", "none"], default=None,
+                   help="step: forward, loss, backward and AdamW captured as one CUDA graph per input size and "
+                   "replayed, against the host overhead that dominates the small early-curriculum steps (default "
+                   "on a GPU); none: every step launched from the host")
     p.add_argument("--checkpoint-every", type=int, default=50, help="steps")
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     p.add_argument("--out", default="runs/latest")
@@ -90,7 +99,14 @@ def parse_args(argv=None):
     if args.input == "device" and args.resize != "lowfreq":
         p.error("--input device shrinks with lowfreq_crop: it needs --resize lowfreq")
     if args.compile is None:
-        args.compile = "reduce-overhead" if args.device == "cuda" else "none"
+        args.compile = "default" if args.device == "cuda" else "none"
+    if args.cuda_graph is None:
+        args.cuda_graph = "step" if args.device == "cuda" and args.compile not in GRAPHING_COMPILE_MODES else "none"
+    if args.cuda_graph == "step" and args.device != "cuda":
+        p.error(f"--cuda-graph step captures CUDA graphs: it needs --device cuda, got {args.device}")
+    if args.cuda_graph == "step" and args.compile in GRAPHING_COMPILE_MODES:
+        p.error(f"--compile {args.compile} makes CUDA graphs of its own: with --cuda-graph step use "
+                "--compile default, max-autotune-no-cudagraphs or none")
     if args.data is not None and not _has_images(args.data):
         p.error(f"--data {args.data} holds no class folders with images")
     if args.curriculum == "custom" and not args.stages:
@@ -226,8 +242,11 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
                                            fused=self.device.type in ("cpu", "cuda"))
         self.net = self.model
+        self.graphs = CudaGraphs(self.device) if args.cuda_graph == "step" else None
         if self.distributed:
-            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            with torch.cuda.stream(self.graphs.stream) if self.graphs else contextlib.nullcontext():
+                self.net = torch.nn.parallel.DistributedDataParallel(
+                    self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if args.compile != "none":
             # One static graph per curriculum size (and one for evaluation): never a dynamic-shape graph.
             sizes_and_eval = 2 * len(self.flops)
@@ -236,16 +255,19 @@ class Trainer:
                 self.net = torch.compile(self.net, mode=args.compile, dynamic=False)
         # batch: delivered batches into the epoch, at the replay factor `replay`.
         self.state = dict(step=0, stage=0, stage_step=0, epoch=0, batch=0, cost=0.0, replay=1)
-        # Per stage: seconds and count of the timed steps, and seconds of warm-up steps. A process's first
-        # step at each size is a warm-up (compilation, allocator growth, kernel choice): a one-off cost,
-        # kept out of the per-step times that the report compares with the FLOPs.
+        # Per stage: seconds and count of the timed steps and of the warm-up steps. A process's first steps
+        # at each size are warm-ups (compilation, the capture of the step's graph, allocator growth, kernel
+        # choice): a one-off cost, kept out of the per-step times that the report compares with the FLOPs.
         # Per stage also the seconds spent waiting for the next batch: the input pipeline's share of the step.
-        self.timing = dict(seconds=[0.0] * len(self.plan), steps=[0] * len(self.plan), warmup=[0.0] * len(self.plan),
-                           data_seconds=[0.0] * len(self.plan), images=[0] * len(self.plan))
-        self.warm_sizes = set()
+        stages = len(self.plan)
+        self.timing = dict(seconds=[0.0] * stages, steps=[0] * stages, warmup=[0.0] * stages, warmup_steps=[0] * stages,
+                           data_seconds=[0.0] * stages, images=[0] * stages)
         self.clock = StepClock(self.device)
         if args.resume:
             self._load()
+        # Under DDP the capture waits for 11 eager steps: DDP settles its gradient buckets in its first steps.
+        self.train_step = TrainStep(self.net, self.optimizer, functools.partial(F.cross_entropy, label_smoothing=0.1),
+                                    amp=self.amp, graphs=self.graphs, warmup_steps=11 if self.distributed else 3)
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -267,6 +289,8 @@ class Trainer:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.state, self.timing = {"replay": 1, **payload["state"]}, payload["timing"]
+        # A checkpoint from before warm-up steps were counted: at most one per stage then.
+        self.timing.setdefault("warmup_steps", [int(seconds > 0) for seconds in self.timing["warmup"]])
         _set_rng_state(payload["rng"])
 
     # ------------------------------------------------------------------ training
@@ -322,22 +346,16 @@ class Trainer:
 
     def _step(self, batch, stage, index, wait_mark):
         """Launch one training step; its times and loss reach `_record` once the device has run it.
-        A process's first step at a size is a warm-up, timed apart on the host clock with syncs."""
+        A process's first steps at a size are warm-ups (TrainStep.steady), timed apart on the host clock with syncs."""
         x, labels = batch
         progress = self.state["cost"] / self.total_cost if self.schedule.unit == "compute" else self._epoch_progress()
         lr = self.args.lr * curriculum.warmup_cosine(min(progress, 1.0), self.args.warmup)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        timed = stage.size in self.warm_sizes
+        timed = self.train_step.steady(x, labels)
         if not timed:
             _sync(self.device)
             host_start = time.perf_counter()
         start_mark = self.clock.mark()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            loss = F.cross_entropy(self.net(x), labels, label_smoothing=0.1)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        loss = self.train_step(x, labels, lr)
         self.state["step"] += 1
         self.state["stage_step"] += 1
         self.state["cost"] += self.flops[stage.size]
@@ -348,7 +366,7 @@ class Trainer:
         if not timed:
             _sync(self.device)
             self.timing["warmup"][index] += time.perf_counter() - host_start
-            self.warm_sizes.add(stage.size)
+            self.timing["warmup_steps"][index] += 1
 
     def _record(self, records, writer, bar):
         """Account finished steps in the per-stage timing and write their log rows."""
@@ -424,8 +442,9 @@ def report(trainer, accuracy):
     """The per-stage table (theoretical cost fraction vs measured time fraction), saved and returned."""
     stages, plan, timing = trainer.schedule.stages, trainer.plan, trainer.timing
     costs = [n * trainer.flops[s.size] for n, s in zip(plan, stages)]
-    step_seconds = [seconds / timed if timed else warmup  # a stage of one warm-up step: its time is all there is
-                    for seconds, timed, warmup in zip(timing["seconds"], timing["steps"], timing["warmup"])]
+    # A stage of warm-up steps only: their time is all there is.
+    step_seconds = [seconds / timed if timed else warmup / max(warmup_steps, 1) for seconds, timed, warmup, warmup_steps
+                    in zip(timing["seconds"], timing["steps"], timing["warmup"], timing["warmup_steps"])]
     times = [per_step * steps for per_step, steps in zip(step_seconds, plan)]
     total_cost, total_time = sum(costs), sum(times)
     rows = []
@@ -444,7 +463,7 @@ def report(trainer, accuracy):
         device=str(trainer.device), processes=trainer.world, steps=steps, top1=accuracy,
         theoretical_saving=steps * full / total_cost,
         measured_saving=(steps * final_ms / 1e3 / total_time) if final_ms else None,
-        warmup_seconds=sum(timing["warmup"]),
+        warmup_seconds=sum(timing["warmup"]), cuda_graph=trainer.args.cuda_graph, compile=trainer.args.compile,
         **trainer.input.summary(),
     )
     lines = ["| stage | size | magnitude | steps | theoretical cost fraction | measured time fraction | ratio | ms/step "
@@ -460,8 +479,10 @@ def report(trainer, accuracy):
     top1 = f" Top-1: {accuracy:.1%}." if accuracy is not None else ""
     lines.append(f"Same number of steps at {trainer.args.img_size}px would cost {summary['theoretical_saving']:.2f}× the "
                  f"FLOPs{measured}.{top1}")
-    lines.append(f"Times per step leave out the first step at each size (warm-up and compilation: "
-                 f"{summary['warmup_seconds']:.1f} s in all). Input wait: the time spent waiting for the next batch, "
+    warmups = ("the first step at each size" if trainer.graphs is None else
+               f"the first {trainer.train_step.warmup_steps + 1} steps at each size (eager steps, then the capture)")
+    lines.append(f"Times per step leave out {warmups}: warm-up, compilation and capture, "
+                 f"{summary['warmup_seconds']:.1f} s in all. Input wait: the time spent waiting for the next batch, "
                  f"as a share of wait + step; the step's time does not include it.")
     table = "\n".join(lines)
     out = trainer.args.out

@@ -3,9 +3,13 @@
 Writes a folder of synthetic ImageNet-like JPEGs (bench_pipeline.write_jpegs), then runs
 `python -m effkernels.train` on it for each model with the EfficientTrain++ schedule (--preset,
 default deit_small: 96, 96, 160×4, 192×2, 224×2) and a short --budget, in two settings:
-- "gpu path": the device input pipeline (--input device) and CUDA graphs (--compile
-  reduce-overhead), the training script's defaults on a GPU;
+- "gpu path": the device input pipeline (--input device), the model compiled (--compile default)
+  and the whole step (forward, loss, backward, AdamW) replayed as one CUDA graph per size
+  (--cuda-graph step): the training script's defaults on a GPU;
 - "gpu path, replay": the same with EfficientTrain++'s replay (--replay efficienttrain_pp);
+- "gpu path, model graphs": the same as "gpu path" with CUDA graphs of the model's forward and
+  backward only (--compile reduce-overhead --cuda-graph none), the loss and optimizer launched from
+  the host: the script's default before whole-step graphs;
 - "cpu path, eager": DataLoader workers (--input cpu) and no compilation (--compile none), what
   the script did before.
 On a CPU the gpu paths run the device pipeline uncompiled (CUDA graphs need a GPU).
@@ -32,15 +36,20 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from bench_pipeline import write_jpegs  # noqa: E402
 
-SETTINGS = ("gpu path", "gpu path, replay", "cpu path, eager")
+SETTINGS = ("gpu path", "gpu path, replay", "gpu path, model graphs", "cpu path, eager")
 SAVING_TARGET, RATIO_RANGE = 0.9, (0.8, 1.25)
 
 
 def setting_args(setting: str, device: str) -> list:
     """The training script's flags of a setting."""
     if setting == "cpu path, eager":
-        return ["--input", "cpu", "--compile", "none"]
-    graphs = ["--compile", "reduce-overhead" if device == "cuda" else "none"]
+        return ["--input", "cpu", "--compile", "none", "--cuda-graph", "none"]
+    if device != "cuda":
+        graphs = ["--compile", "none", "--cuda-graph", "none"]
+    elif setting.endswith("model graphs"):
+        graphs = ["--compile", "reduce-overhead", "--cuda-graph", "none"]
+    else:
+        graphs = ["--compile", "default", "--cuda-graph", "step"]
     replay = ["--replay", "efficienttrain_pp"] if setting.endswith("replay") else []
     return ["--input", "device", *graphs, *replay]
 

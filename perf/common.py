@@ -198,6 +198,8 @@ def run_meta(device: torch.device) -> dict:
 
 
 def _format(value) -> str:
+    if value is None:  # not measured for this row
+        return "–"
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
     return str(value)

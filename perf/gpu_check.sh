@@ -6,7 +6,7 @@
 # A task lent a GPU has 15 device-minutes, a cold start (1-2 min) included, and 10 minutes per
 # command, so the phases come in calls that each fit one command:
 #   call 1 (the default, ~7-9 min): PHASES="build tests lowfreq local_ffn"
-#   call 2 on the still-warm machine (~4-5 min): PHASES="pipeline train"
+#   call 2 on the still-warm machine (~5-7 min): PHASES="pipeline train"
 #   a later session: PHASES="profile counters", PHASES="tune", PHASES="timm e2e" (e2e alone ~9 min)
 # Without "build" the extension must already be importable (a _C library built by an earlier call
 # on the same warm machine). ARCHIVE=FILE.tgz packs the results folder into one file after every
@@ -124,12 +124,13 @@ if wanted pipeline; then  # RandAugment's kernels vs its torch stages; then the 
   tail -12 "$out/bench_pipeline.log" >> "$summary"
 fi
 if wanted train; then
-  phase "train step vs FLOPs" "${TRAIN_LIMIT:-120}" "$out/train_step.log" \
+  phase "train step vs FLOPs" "${TRAIN_LIMIT:-240}" "$out/train_step.log" \
     $python perf/train_step.py --sweep full --compile --out "$out"
   tail -20 "$out/train_step.log" >> "$summary"
 fi
 if wanted e2e; then  # whole EfficientTrain++ runs: several compilations per run
-  phase "end-to-end training" "${E2E_LIMIT:-550}" "$out/bench_train.log" $python perf/bench_train.py --out "$out"
+  phase "end-to-end training" "${E2E_LIMIT:-550}" "$out/bench_train.log" \
+    $python perf/bench_train.py --settings "gpu path" "gpu path, model graphs" "cpu path, eager" --out "$out"
   tail -10 "$out/bench_train.log" >> "$summary"
 fi
 echo "== done: $([ $status = 0 ] && echo 'every phase ok' || echo 'some phase failed or ran over, see above')" | tee -a "$summary"

@@ -7,17 +7,21 @@ forward + backward FLOPs (FlopCounterMode). Both are reported relative to the la
 
 The step's parts are also timed alone, to say why: the transform reads the full-size batch at
 every size, the optimizer step costs the same at every size, and `fwd+bwd / FLOP` is the model
-alone (on the GPU, kernel-launch overhead shows up there at small sizes; --compile adds a variant
-under torch.compile, with CUDA graphs on the GPU, to remove it).
+alone (on the GPU, kernel-launch overhead shows up there at small sizes; --compile adds variants
+that run as the training script does by default, to remove it). `training` is forward, backward and
+optimizer step on the prepared input: `training / FLOP` is what the model and its optimizer cost
+against theory, the transform left out.
 
 Variants (same batch, same sizes, timed round-robin):
 - localffn fused: deit_*_localffn with effkernels' fused LocalFFN and lowfreq_crop;
 - localffn eager: the same model with the eager LocalFFN reference and the torch.fft freq_crop;
 - plain: the timm DeiT without locality, with effkernels' lowfreq_crop;
-- localffn compiled (--compile): localffn fused under torch.compile (mode reduce-overhead on GPU).
+- localffn compiled, plain compiled (--compile): the model under torch.compile in the training
+  script's TrainStep; on a GPU its forward, loss, backward and AdamW replay as one CUDA graph per size.
 """
 import argparse
 import contextlib
+import copy
 import os
 import sys
 from unittest import mock
@@ -34,7 +38,9 @@ import effkernels  # noqa: E402
 from effkernels import reference  # noqa: E402
 from effkernels.flops import flop_counter  # noqa: E402
 from effkernels.nn import LocalFFN  # noqa: E402
+from effkernels.train_step import CudaGraphs, TrainStep  # noqa: E402
 
+PARTS = ("step", "transform", "training", "fwd+bwd", "optimizer")  # timed alone; a graphed step has the first three
 SWEEPS = {  # (model width, batch, sizes)
     "tiny": ("tiny", 2, (32, 64)),
     "small": ("tiny", 16, (96, 160, 224)),
@@ -71,14 +77,41 @@ class Variant:
             self.forward_backward(x, labels)
             self.optimizer.step()
 
+        def training():
+            self.forward_backward(x, labels)
+            self.optimizer.step()
+
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.amp):
             x = self.transform(images, size)
         return {
             "step": step,
             "transform": lambda: self.transform(images, size),
+            "training": training,
             "fwd+bwd": lambda: self.forward_backward(x, labels),
             "optimizer": self.optimizer.step,
         }
+
+
+class ScriptStep:
+    """A model in effkernels.train's TrainStep (one CUDA graph per size on a GPU): a whole step and
+    its training alone; forward, backward and optimizer are not separable in one graph."""
+
+    def __init__(self, train_step, transform, amp):
+        self.train_step, self.transform, self.amp = train_step, transform, amp
+
+    def timed_parts(self, images, labels, size):
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            x = self.transform(images, size)
+        while not self.train_step.steady(x, labels):  # warm-ups and the capture, out of the timing
+            self.train_step(x, labels, 1e-4)
+
+        def step():
+            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                prepared = self.transform(images, size)
+            self.train_step(prepared, labels, 1e-4)
+
+        return {"step": step, "transform": lambda: self.transform(images, size),
+                "training": lambda: self.train_step(x, labels, 1e-4)}
 
 
 def adamw(model):
@@ -119,9 +152,12 @@ def main(argv=None):
         "plain": Variant(models["plain"], optimizers["plain"], fused_transform, amp),
     }
     if args.compile:
-        mode = "reduce-overhead" if device.type == "cuda" else "default"
-        compiled = torch.compile(models["localffn"], mode=mode, dynamic=False)
-        variants["localffn compiled"] = Variant(compiled, optimizers["localffn"], fused_transform, amp)
+        for name in ("localffn", "plain"):
+            model = copy.deepcopy(models[name])  # its own compiled graphs and optimizer state
+            graphs = CudaGraphs(device) if device.type == "cuda" else None
+            train_step = TrainStep(torch.compile(model, dynamic=False), adamw(model), F.cross_entropy, amp=amp,
+                                   graphs=graphs)
+            variants[f"{name} compiled"] = ScriptStep(train_step, fused_transform, amp)
     images = torch.randint(0, 256, (batch, 3, largest, largest), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 1000, (batch,), device=device)
     rows = []
@@ -132,18 +168,20 @@ def main(argv=None):
         flops = {name: model_flops(model, size, device) for name, model in models.items()}
         for name in variants:
             row = {"variant": name, "size": size, "GFLOP/image": flops[name.split()[0]] / 1e9,
-                   **{f"{part} ms": ms for (variant, part), ms in times.items() if variant == name}}
+                   **{f"{part} ms": times.get((name, part)) for part in PARTS}}
             rows.append({**row, "images/s": batch / row["step ms"] * 1e3})
     for row in rows:  # ratios against the same variant at the largest size
         base = next(r for r in rows if r["variant"] == row["variant"] and r["size"] == largest)
         row["FLOP ratio"] = row["GFLOP/image"] / base["GFLOP/image"]
         row["time ratio"] = row["step ms"] / base["step ms"]
         row["time / FLOP"] = row["time ratio"] / row["FLOP ratio"]
-        row["fwd+bwd / FLOP"] = row["fwd+bwd ms"] / base["fwd+bwd ms"] / row["FLOP ratio"]
+        row["training / FLOP"] = row["training ms"] / base["training ms"] / row["FLOP ratio"]
+        row["fwd+bwd / FLOP"] = (row["fwd+bwd ms"] / base["fwd+bwd ms"] / row["FLOP ratio"]
+                                 if row["fwd+bwd ms"] is not None else None)
     meta = {**common.run_meta(device), "model width": width, "batch": batch, "amp bf16": amp, "repeats": repeats,
             "optimizer": "AdamW fused"}
-    columns = ["variant", "size", "step ms", "transform ms", "fwd+bwd ms", "optimizer ms", "images/s", "GFLOP/image",
-               "time ratio", "FLOP ratio", "time / FLOP", "fwd+bwd / FLOP"]
+    columns = ["variant", "size", *[f"{part} ms" for part in PARTS], "images/s", "GFLOP/image",
+               "time ratio", "FLOP ratio", "time / FLOP", "training / FLOP", "fwd+bwd / FLOP"]
     print(common.write_results(args.out or common.default_out_dir(device), "train_step", meta, rows, columns,
                                        plot=(("variant", "size"), "time / FLOP", "(time ratio) / (FLOP ratio) vs largest size")))
 

@@ -1,5 +1,6 @@
-"""The GPU ops inside CUDA graphs, as torch.compile's reduce-overhead mode and
-torch.cuda.make_graphed_callables run them: captured once, replayed on new data, equal to eager.
+"""The GPU ops inside CUDA graphs, as torch.compile's reduce-overhead mode,
+torch.cuda.make_graphed_callables and the training script's whole-step graphs (TrainStep) run them:
+captured once, replayed on new data, equal to eager.
 
 This is what removes the kernel-launch overhead of the small early-curriculum steps; a host
 round trip or an allocation the capture cannot see would fail here. GPU only.
@@ -65,3 +66,32 @@ def test_local_ffn_forward_and_backward_replay(gpu_backend, prefix):
         assert len(results[0]) == len(results[1]) == 8
         for replayed, expected in zip(*results):
             torch.testing.assert_close(replayed, expected)
+
+
+def test_whole_training_step_replays_as_eager_steps_train(gpu_backend):
+    """The training script's step (a LocalFFN ViT under bf16 autocast, cross-entropy, fused AdamW)
+    captured per input size and replayed on new batches with a changing learning rate, against the
+    same steps run eagerly: the same losses and the same weights."""
+    import timm
+    import torch.nn.functional as F
+
+    from effkernels.train_step import CudaGraphs, TrainStep
+
+    torch.manual_seed(0)
+    net = timm.create_model("deit_tiny_localffn_patch16_224", num_classes=5, patch_size=8, depth=2, embed_dim=64,
+                            num_heads=2, dynamic_img_size=True, img_size=32).cuda()
+    nets = {"eager": net, "graphed": copy.deepcopy(net)}
+    steps = {name: TrainStep(module, torch.optim.AdamW(module.parameters(), lr=1e-3, fused=True), F.cross_entropy,
+                             amp=True, graphs=CudaGraphs(torch.device("cuda")) if name == "graphed" else None,
+                             warmup_steps=2)
+             for name, module in nets.items()}
+    generator = torch.Generator(device="cuda").manual_seed(1)
+    for i, size in enumerate([24] * 5 + [32] * 5):  # two curriculum sizes: a graph each
+        x = torch.randn(6, 3, size, size, device="cuda", generator=generator)
+        labels = torch.randint(0, 5, (6,), device="cuda", generator=generator)
+        lr = 1e-3 * (1 - i / 10)
+        losses = {name: step(x, labels, lr).clone() for name, step in steps.items()}
+        torch.testing.assert_close(losses["graphed"], losses["eager"], rtol=2e-3, atol=2e-3, msg=f"step {i}")
+    assert steps["graphed"].steady(x, labels)
+    for (name, a), b in zip(nets["eager"].named_parameters(), nets["graphed"].parameters()):
+        torch.testing.assert_close(b, a, rtol=2e-3, atol=2e-4, msg=name)

@@ -2,6 +2,7 @@
 torch.compile, and the same augmented data whatever the number of loader workers."""
 import csv
 import json
+import math
 import os
 import random
 import signal
@@ -64,11 +65,14 @@ def test_short_run_writes_log_table_and_plot(straight_run):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="a GPU-only run")
 def test_short_run_on_the_gpu(tmp_path):
-    result = run([*SHORT[:-2], "--device", "cuda", "--compile", "reduce-overhead", "--out", str(tmp_path)])
+    result = run([*SHORT[:-2], "--device", "cuda", "--out", str(tmp_path)])
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((tmp_path / "stages.json").read_text())["summary"]
     assert summary["device"].startswith("cuda") and summary["steps"] == len(trace(tmp_path))
-    assert summary["input"].startswith("device pipeline")  # the default on a GPU, embedded data too
+    # The defaults on a GPU, embedded data too: the device pipeline, the compiled model in whole-step graphs.
+    assert summary["input"].startswith("device pipeline")
+    assert (summary["compile"], summary["cuda_graph"]) == ("default", "step")
+    assert all(math.isfinite(loss) for loss in losses(tmp_path))
     assert "Warning" not in result.stderr, result.stderr
 
 
@@ -159,12 +163,29 @@ def test_compiled_run_follows_the_eager_run(tmp_path, straight_run):
         (["--curriculum", "custom"], "needs --stages"),
         (["--workers", "-1"], "--workers must be >= 0"),
         (["--input", "device", "--resize", "interpolate"], "--input device shrinks with lowfreq_crop"),
+        (["--device", "cpu", "--cuda-graph", "step"], "needs --device cuda"),
+        (["--device", "cuda", "--compile", "reduce-overhead", "--cuda-graph", "step"], "makes CUDA graphs of its own"),
     ],
 )
 def test_bad_arguments_stop_before_work(args, message, capsys):
     with pytest.raises(SystemExit):
         train.parse_args(args)
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args,compile_mode,cuda_graph",
+    [
+        (["--device", "cpu"], "none", "none"),
+        (["--device", "cuda"], "default", "step"),
+        (["--device", "cuda", "--compile", "reduce-overhead"], "reduce-overhead", "none"),
+        (["--device", "cuda", "--compile", "none"], "none", "step"),
+        (["--device", "cuda", "--cuda-graph", "none"], "default", "none"),
+    ],
+)
+def test_compile_and_cuda_graph_defaults(args, compile_mode, cuda_graph):
+    parsed, _ = train.parse_args(args)
+    assert (parsed.compile, parsed.cuda_graph) == (compile_mode, cuda_graph)
 
 
 @pytest.fixture(scope="module")

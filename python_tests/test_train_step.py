@@ -1,0 +1,101 @@
+"""TrainStep: the training step that the training script replays from one CUDA graph per input shape.
+
+On the CPU a stand-in for CudaGraphs keeps a graph's contract (a capture runs nothing; a replay
+runs the captured step on the inputs it was captured with), so the step's bookkeeping is checked
+everywhere: warm-ups, one capture per shape, the batch copied into the graph's inputs, the learning
+rate read from a tensor. test_cuda_graphs.py runs the real graphs on a GPU.
+"""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from effkernels.train_step import TrainStep, set_lr
+
+
+class PythonGraphs:
+    """CudaGraphs' contract without a GPU: `capture` records the step and runs none of it."""
+
+    def __init__(self):
+        self.captures = 0
+        self.eager_steps = 0
+
+    def run(self, step):
+        self.eager_steps += 1
+        return step()
+
+    def capture(self, step):
+        self.captures += 1
+        return step
+
+
+def small_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.GELU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.LayerNorm(8), torch.nn.Linear(8, 5))
+
+
+def train_step(net, graphs=None, warmup_steps=2):
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=0.05, fused=True)
+    return TrainStep(net, optimizer, F.cross_entropy, amp=False, graphs=graphs, warmup_steps=warmup_steps)
+
+
+def batches(count, size, seed):
+    generator = torch.Generator().manual_seed(seed)
+    return [(torch.randn(4, 3, size, size, generator=generator), torch.randint(0, 5, (4,), generator=generator))
+            for _ in range(count)]
+
+
+def test_graphed_steps_train_as_eager_steps_do():
+    eager_net = small_net()
+    graphed_net = copy.deepcopy(eager_net)
+    eager, graphs = train_step(eager_net), PythonGraphs()
+    graphed = train_step(graphed_net, graphs)
+    data = batches(6, 8, seed=1) + batches(5, 12, seed=2)  # two input shapes, as two curriculum stages
+    steady = []
+    for i, (x, labels) in enumerate(data):
+        lr = 1e-2 * (1 - i / len(data))
+        steady.append((eager.steady(x, labels), graphed.steady(x, labels)))
+        expected = eager(x, labels, lr).item()
+        assert graphed(x, labels, lr).item() == pytest.approx(expected, rel=1e-6), f"step {i}"
+    # Per shape: eager steps warm up once; graphed ones twice eagerly, then the capture, then replays.
+    assert [e for e, _ in steady] == [False, True, True, True, True, True, False, True, True, True, True]
+    assert [g for _, g in steady] == [False, False, False, True, True, True, False, False, False, True, True]
+    assert graphs.eager_steps == 4 and graphs.captures == 2
+    for (name, a), b in zip(eager_net.named_parameters(), graphed_net.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_replay_trains_on_the_batch_it_is_given():
+    """Replays of one shape, each on a new batch: the batch reaches the graph's inputs every time."""
+    net = small_net()
+    step = train_step(net, PythonGraphs(), warmup_steps=1)
+    data = batches(3, 8, seed=3)
+    for x, labels in data[:2]:
+        step(x, labels, 1e-2)
+    again = copy.deepcopy(net)
+    expected = F.cross_entropy(again(data[2][0]), data[2][1]).item()
+    assert step(*data[2], 1e-2).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_graphed_step_holds_its_learning_rate_in_a_tensor():
+    net = small_net()
+    step = train_step(net)
+    eager_state = copy.deepcopy(step.optimizer.state_dict())  # an eager run's checkpoint: float lr, not capturable
+    graphed = train_step(net, PythonGraphs())
+    graphed.optimizer.load_state_dict(eager_state)
+    graphed = TrainStep(net, graphed.optimizer, F.cross_entropy, amp=False, graphs=PythonGraphs())
+    group = graphed.optimizer.param_groups[0]
+    lr = group["lr"]
+    assert isinstance(lr, torch.Tensor) and lr.dtype == torch.float32 and group["capturable"]
+    set_lr(graphed.optimizer, 0.25)
+    assert group["lr"] is lr and lr.item() == 0.25  # filled in place: a graph reads it at the same address
+    set_lr(step.optimizer, 0.5)
+    assert step.optimizer.param_groups[0]["lr"] == 0.5
+
+
+@pytest.mark.parametrize("warmup_steps,error", [(0, ValueError), (-1, ValueError), ("3", TypeError), (True, TypeError)])
+def test_bad_warmup_steps_are_refused(warmup_steps, error):
+    with pytest.raises(error, match="warmup_steps"):
+        train_step(small_net(), PythonGraphs(), warmup_steps=warmup_steps)
