@@ -244,7 +244,7 @@ class Trainer:
         self.net = self.model
         self.graphs = CudaGraphs(self.device) if args.cuda_graph == "step" else None
         if self.distributed:
-            with torch.cuda.stream(self.graphs.stream) if self.graphs else contextlib.nullcontext():
+            with self.graphs.side_stream() if self.graphs else contextlib.nullcontext():
                 self.net = torch.nn.parallel.DistributedDataParallel(
                     self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if args.compile != "none":

@@ -16,6 +16,7 @@ device tensor (`set_lr` fills it) and is made capturable. All graphs share one m
 writes its intermediates before it reads them, and steps never overlap.
 """
 import collections
+import contextlib
 from typing import Callable, Optional
 
 import torch
@@ -23,21 +24,26 @@ import torch
 
 class CudaGraphs:
     """Where a TrainStep warms up and captures on CUDA: one side stream, one memory pool for all graphs.
-    A DistributedDataParallel wrapper must be built with `stream` current (its gradient hooks then
-    belong to the stream the captures run on)."""
+    A DistributedDataParallel wrapper must be built in `side_stream()` (its gradient hooks then belong
+    to the stream the captures run on)."""
 
     def __init__(self, device: torch.device):
         self.stream = torch.cuda.Stream(device)
         self._pool = torch.cuda.graph_pool_handle()
 
-    def run(self, step: Callable):
-        """Run `step` now on the side stream, after the current stream's work and before its next."""
+    @contextlib.contextmanager
+    def side_stream(self):
+        """The side stream as the current one, after the current stream's work and before its next."""
         current = torch.cuda.current_stream()
         self.stream.wait_stream(current)
         with torch.cuda.stream(self.stream):
-            result = step()
+            yield
         current.wait_stream(self.stream)
-        return result
+
+    def run(self, step: Callable):
+        """Run `step` now on the side stream."""
+        with self.side_stream():
+            return step()
 
     def capture(self, step: Callable) -> Callable:
         """Record `step`'s device work without running it; the returned function replays it on the
