@@ -278,7 +278,8 @@ def test_image_stats_kernel_equals_torch(shape, monkeypatch):
 def test_lookup_table_kernel_equals_torch(monkeypatch):
     """Every pointwise op's table from the kernel against augment._pointwise_lut: magnitudes on the
     grid where int(M / 10 * k) changes (0, 2.5, 5, 10, ...) and random ones, channels with one value
-    (AutoContrast keeps them, Equalize's step is 0), two or three values, and full histograms."""
+    (AutoContrast keeps them, Equalize's step is 0), two or three values, full histograms, and one
+    whose Equalize step sits on a multiple of 255."""
     from effkernels.triton import rand_augment as kernels
 
     generator = torch.Generator().manual_seed(14)
@@ -289,6 +290,10 @@ def test_lookup_table_kernel_equals_torch(monkeypatch):
     images[0] = 77  # one value per channel
     images[1] = images[1] // 128 * 200  # two values
     images[2, 1] = torch.randint(0, 3, (23, 29), generator=generator, dtype=torch.uint8) + 250
+    # Equalize's step at a boundary: 510 pixels below the top value, step 510 // 255 = 2 exactly.
+    plane = torch.randint(0, 200, (23 * 29,), generator=generator, dtype=torch.uint8)
+    plane[torch.randperm(23 * 29, generator=generator)[:157]] = 230
+    images[3, 0] = plane.view(23, 29)
     pointwise = [augment.OPS.index(name) for name in ("AutoContrast", "Equalize", "Invert", "PosterizeIncreasing",
                                                        "SolarizeIncreasing", "SolarizeAdd")]
     for op in [torch.full((n,), i) for i in pointwise] + [torch.randint(0, len(augment.OPS) + 1, (n,), generator=generator)]:
