@@ -7,14 +7,14 @@
 # command, so the phases come in calls that each fit one command:
 #   call 1 (the default, ~7-9 min): PHASES="build tests lowfreq local_ffn"
 #   call 2 on the still-warm machine (~5-7 min): PHASES="pipeline train"
-#   a later session: PHASES="profile counters", PHASES="tune", PHASES="timm e2e" (e2e alone ~9 min)
+#   a later session: PHASES="profile counters", PHASES="breakdown tune", PHASES="timm e2e" (e2e alone ~9 min)
 # Without "build" the extension must already be importable (a _C library built by an earlier call
 # on the same warm machine). ARCHIVE=FILE.tgz packs the results folder into one file after every
 # phase: the device tool brings back at most 8 files, and a command stopped at its time limit keeps
 # what the finished phases wrote.
 #
 # Every phase runs under its own time limit (seconds, overridable as BUILD_LIMIT, TEST_LIMIT,
-# LOWFREQ_LIMIT, LOCAL_FFN_LIMIT, PROFILE_LIMIT, COUNTERS_LIMIT, TIMM_LIMIT, AUGMENT_LIMIT, PIPELINE_LIMIT,
+# LOWFREQ_LIMIT, LOCAL_FFN_LIMIT, PROFILE_LIMIT, BREAKDOWN_LIMIT, COUNTERS_LIMIT, TIMM_LIMIT, AUGMENT_LIMIT, PIPELINE_LIMIT,
 # TRAIN_LIMIT, E2E_LIMIT, TUNE_LIMIT) and appends its outcome to summary.txt the moment it ends (ok,
 # failed, or over its limit), so a slow phase never costs the results of the others. The summary
 # carries pytest's failure lines and its slowest tests. TEST_SCOPE=device (the default) runs
@@ -99,6 +99,10 @@ fi
 if wanted profile; then  # the heaviest kernels of the LocalFFN block and lowfreq_crop at the issues' shapes
   phase "kernel profile" "${PROFILE_LIMIT:-90}" "$out/profile_kernels.log" $python perf/profile_kernels.py --out "$out"
   grep -E "^[a-z_]+ .*: .* ms" "$out/profile_kernels.log" >> "$summary"
+fi
+if wanted breakdown; then  # a training step's device time by kernel kind across sizes (issue 15)
+  phase "step breakdown" "${BREAKDOWN_LIMIT:-300}" "$out/step_breakdown.log" $python perf/step_breakdown.py --out "$out"
+  grep -E "all kernels|whole-step graph|graph - kernels" "$out/step_breakdown.log" >> "$summary"
 fi
 if wanted counters; then  # Nsight Compute's counters of the same kernels: why each takes its time
   phase "kernel counters" "${COUNTERS_LIMIT:-240}" "$out/kernel_counters.log" $python perf/kernel_counters.py ncu --out "$out"

@@ -62,6 +62,29 @@ def test_kernel_profile_lists_each_workloads_heaviest_kernels(tmp_path):
     assert table.count("\n### ") == 4 and table.count("\n| ") >= 4 * (1 + 3)
 
 
+def test_step_breakdown_groups_a_training_step_by_kind_of_kernel(tmp_path):
+    """perf/step_breakdown.py on tiny models: each model and size has its kinds, summing to the step's
+    kernel time, and every kind is compared with its own time at the largest size."""
+    import step_breakdown
+
+    rows = step_breakdown.main(["--sweep", "tiny", "--compile", "none", "--device", "cpu", "--iterations", "2",
+                                "--out", str(tmp_path)])
+    for model in ("deit_tiny_patch16_224", "deit_tiny_localffn_patch16_224"):
+        for size in (32, 64):
+            kinds = {r["kind"]: r for r in rows if r["model"] == model and r["size"] == size}
+            parts = [r["ms"] for kind, r in kinds.items() if kind != "all kernels"]
+            assert {"GEMM", "optimizer", "attention"} <= set(kinds)
+            assert sum(parts) == pytest.approx(kinds["all kernels"]["ms"])
+            if size == 64:  # the largest: every kind against itself
+                assert all(r["time / FLOP"] == pytest.approx(1.0) for r in kinds.values())
+    assert {r["kind"] for r in rows if "localffn" in r["model"]} >= {"LocalFFN conv"}
+    assert step_breakdown.kind_of("sm90_xmma_gemm_bf16bf16_bf16f32") == "GEMM"
+    assert step_breakdown.kind_of("triton_per_fused_native_layer_norm_0") == "pointwise / norm"
+    assert step_breakdown.kind_of("_dwconv_act_backward_kernel") == "LocalFFN conv"
+    assert step_breakdown.kind_of("pytorch_flash::flash_fwd_kernel") == "attention"
+    assert (tmp_path / "step_breakdown.md").read_text().count("\n| deit_tiny") == len(rows)
+
+
 def test_dwconv_act_tuner_times_the_default_and_candidates(tmp_path):
     """perf/tune_dwconv_act.py on a tiny shape under the interpreter: each candidate is compiled for sm_90
     and run, the default is among the rows and every row is compared with it (figures no speed claim)."""
