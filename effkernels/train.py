@@ -479,10 +479,10 @@ def report(trainer, accuracy):
     top1 = f" Top-1: {accuracy:.1%}." if accuracy is not None else ""
     lines.append(f"Same number of steps at {trainer.args.img_size}px would cost {summary['theoretical_saving']:.2f}× the "
                  f"FLOPs{measured}.{top1}")
-    warmups = ("the first step at each size" if trainer.graphs is None else
-               f"the first {trainer.train_step.warmup_steps + 1} steps at each size (eager steps, then the capture)")
-    lines.append(f"Times per step leave out {warmups}: warm-up, compilation and capture, "
-                 f"{summary['warmup_seconds']:.1f} s in all. Input wait: the time spent waiting for the next batch, "
+    warmups = ("the first step at each size (warm-up and compilation" if trainer.graphs is None else
+               f"the first {trainer.train_step.warmup_steps + 1} steps at each size (eager warm-ups and compilation, "
+               "then the capture of the step's CUDA graph")
+    lines.append(f"Times per step leave out {warmups}: {summary['warmup_seconds']:.1f} s in all). Input wait: the time spent waiting for the next batch, "
                  f"as a share of wait + step; the step's time does not include it.")
     table = "\n".join(lines)
     out = trainer.args.out

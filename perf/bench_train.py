@@ -2,7 +2,7 @@
 
 Writes a folder of synthetic ImageNet-like JPEGs (bench_pipeline.write_jpegs), then runs
 `python -m effkernels.train` on it for each model with the EfficientTrain++ schedule (--preset,
-default deit_small: 96, 96, 160×4, 192×2, 224×2) and a short --budget, in two settings:
+default deit_small: 96, 96, 160×4, 192×2, 224×2) and a short --budget, in these settings:
 - "gpu path": the device input pipeline (--input device), the model compiled (--compile default)
   and the whole step (forward, loss, backward, AdamW) replayed as one CUDA graph per size
   (--cuda-graph step): the training script's defaults on a GPU;

@@ -59,8 +59,31 @@ def eager_transform(images, size):
     return (x - torch.tensor(MEAN, device=x.device)[:, None, None]) / torch.tensor(STD, device=x.device)[:, None, None]
 
 
-class Variant:
-    """A model, its optimizer and its curriculum transform; callables for a whole step and its parts."""
+class _StepParts:
+    """Callables for a whole step (the transform, then the training on its output) and its parts."""
+
+    def prepare(self, images, size):
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            return self.transform(images, size)
+
+    def timed_parts(self, images, labels, size):
+        x = self.prepare(images, size)
+        self.warm_up(x, labels)
+        return {"step": lambda: self.train(self.prepare(images, size), labels),
+                "transform": lambda: self.transform(images, size),
+                "training": lambda: self.train(x, labels),
+                **self.more_parts(x, labels)}
+
+    def warm_up(self, x, labels):
+        pass
+
+    def more_parts(self, x, labels):
+        return {}
+
+
+class Variant(_StepParts):
+    """A model, its optimizer and its curriculum transform, launched eagerly: forward + backward and
+    the optimizer step also timed apart."""
 
     def __init__(self, model, optimizer, transform, amp, context=contextlib.nullcontext):
         self.model, self.optimizer, self.transform, self.amp, self.context = model, optimizer, transform, amp, context
@@ -71,48 +94,27 @@ class Variant:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
 
-    def timed_parts(self, images, labels, size):
-        def step():
-            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                x = self.transform(images, size)
-            self.forward_backward(x, labels)
-            self.optimizer.step()
+    def train(self, x, labels):
+        self.forward_backward(x, labels)
+        self.optimizer.step()
 
-        def training():
-            self.forward_backward(x, labels)
-            self.optimizer.step()
-
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            x = self.transform(images, size)
-        return {
-            "step": step,
-            "transform": lambda: self.transform(images, size),
-            "training": training,
-            "fwd+bwd": lambda: self.forward_backward(x, labels),
-            "optimizer": self.optimizer.step,
-        }
+    def more_parts(self, x, labels):
+        return {"fwd+bwd": lambda: self.forward_backward(x, labels), "optimizer": self.optimizer.step}
 
 
-class ScriptStep:
-    """A model in effkernels.train's TrainStep (one CUDA graph per size on a GPU): a whole step and
-    its training alone; forward, backward and optimizer are not separable in one graph."""
+class ScriptStep(_StepParts):
+    """A model in effkernels.train's TrainStep (one CUDA graph per size on a GPU); forward, backward
+    and optimizer are not separable in one graph."""
 
     def __init__(self, train_step, transform, amp):
         self.train_step, self.transform, self.amp = train_step, transform, amp
 
-    def timed_parts(self, images, labels, size):
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            x = self.transform(images, size)
+    def train(self, x, labels):
+        self.train_step(x, labels, 1e-4)
+
+    def warm_up(self, x, labels):
         while not self.train_step.steady(x, labels):  # warm-ups and the capture, out of the timing
-            self.train_step(x, labels, 1e-4)
-
-        def step():
-            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                prepared = self.transform(images, size)
-            self.train_step(prepared, labels, 1e-4)
-
-        return {"step": step, "transform": lambda: self.transform(images, size),
-                "training": lambda: self.train_step(x, labels, 1e-4)}
+            self.train(x, labels)
 
 
 def adamw(model):
