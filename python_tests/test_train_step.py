@@ -99,3 +99,34 @@ def test_graphed_step_holds_its_learning_rate_in_a_tensor():
 def test_bad_warmup_steps_are_refused(warmup_steps, error):
     with pytest.raises(error, match="warmup_steps"):
         train_step(small_net(), PythonGraphs(), warmup_steps=warmup_steps)
+
+
+def test_cuda_graphs_warm_up_and_capture_on_one_side_stream_into_one_pool():
+    """CudaGraphs' CUDA calls, checked against torch's real signatures (autospec) with no GPU: warm-ups
+    run on the side stream ordered both ways with the current one, captures use that stream, one pool
+    and thread-local capture errors (loader threads may touch CUDA meanwhile), and a replay returns
+    the captured step's outputs."""
+    from unittest import mock
+
+    from effkernels.train_step import CudaGraphs
+
+    side, current = mock.Mock(name="side"), mock.Mock(name="current")
+    with mock.patch.object(torch.cuda, "Stream", autospec=True, return_value=side), \
+            mock.patch.object(torch.cuda, "graph_pool_handle", autospec=True, return_value="pool"), \
+            mock.patch.object(torch.cuda, "current_stream", autospec=True, return_value=current), \
+            mock.patch.object(torch.cuda, "stream", autospec=True) as make_current, \
+            mock.patch.object(torch.cuda, "CUDAGraph", autospec=True) as new_graph, \
+            mock.patch.object(torch.cuda, "graph", autospec=True) as capturing:
+        graphs = CudaGraphs(torch.device("cuda"))
+        assert graphs.run(lambda: "eager loss") == "eager loss"
+        side.wait_stream.assert_called_once_with(current)
+        current.wait_stream.assert_called_once_with(side)
+        make_current.assert_called_once_with(side)
+
+        captured = []
+        replay = graphs.capture(lambda: captured.append(1) or "static loss")
+        capturing.assert_called_once_with(new_graph.return_value, pool="pool", stream=side,
+                                          capture_error_mode="thread_local")
+        assert captured == [1] and not new_graph.return_value.replay.called
+        assert replay() == "static loss" and replay() == "static loss"
+        assert new_graph.return_value.replay.call_count == 2 and captured == [1]
