@@ -7,7 +7,9 @@ LocalFFN conv, Inductor's fused pointwise and norm kernels, optimizer, loss, the
 embedding's resampling, copies, other (on a CPU also the host-side ops of autograd). Per kind
 and size: ms per step, share of the step's kernel time, and `time / FLOP` = (its ms here / its ms at
 the largest size) / (the model's FLOP ratio), which is above 1 where the kind costs more at this
-size than the FLOPs say (issue 15: measured part by part, what keeps small steps above their share).
+size than the FLOPs say (issue 15: measured part by part, what keeps small steps above their share),
+and kernels per step: a kernel's fixed cost (ramp-up, tail, the gap before the next) does not shrink
+with the size, so the count says how much of a small step is fixed.
 
 The profiled steps launch their kernels from the host: the profiler does not name the kernels of a
 CUDA graph replay, and their device time is the same. Beside them, on a GPU, the step as the script
@@ -55,11 +57,11 @@ def kind_of(name: str) -> str:
 
 
 def by_kind(kernels) -> dict:
-    """{kind: ms per step} from profile()'s (name, calls, ms) rows."""
+    """{kind: (ms per step, kernels per step)} from profile()'s (name, calls, ms) rows."""
     totals = {}
-    for name, _, ms in kernels:
-        kind = kind_of(name)
-        totals[kind] = totals.get(kind, 0.0) + ms
+    for name, calls, ms in kernels:
+        kind_ms, kind_calls = totals.get(kind_of(name), (0.0, 0.0))
+        totals[kind_of(name)] = kind_ms + ms, kind_calls + calls
     return totals
 
 
@@ -89,16 +91,16 @@ def main(argv=None):
             x = torch.randn(batch, 3, size, size, device=device)
             _, kernels = profile(lambda: launched(x, labels, 1e-4), device, args.iterations)
             kinds = by_kind(kernels)
-            total = sum(kinds.values())
+            total, count = (sum(values) for values in zip(*kinds.values()))
             flops = model_flops(model, size, device)
             graph_ms = None
             if graphed is not None:
                 while not graphed.steady(x, labels):
                     graphed(x, labels, 1e-4)
                 graph_ms = common.median_ms(lambda: graphed(x, labels, 1e-4), device, repeats=10)
-            for kind, ms in sorted(kinds.items(), key=lambda item: -item[1]):
-                rows.append(dict(model=name, size=size, kind=kind, ms=ms, share=ms / total, flops=flops))
-            rows.append(dict(model=name, size=size, kind="all kernels", ms=total, share=1.0, flops=flops))
+            for kind, (ms, calls) in sorted(kinds.items(), key=lambda item: -item[1][0]):
+                rows.append(dict(model=name, size=size, kind=kind, ms=ms, share=ms / total, kernels=calls, flops=flops))
+            rows.append(dict(model=name, size=size, kind="all kernels", ms=total, share=1.0, kernels=count, flops=flops))
             if graph_ms is not None:
                 rows.append(dict(model=name, size=size, kind="whole-step graph", ms=graph_ms, share=None, flops=flops))
                 rows.append(dict(model=name, size=size, kind="graph - kernels", ms=graph_ms - total, share=None,
@@ -111,7 +113,7 @@ def main(argv=None):
         row["time / FLOP"] = row["ms"] / base["ms"] / flop_ratio if base and base["ms"] > 0 else None
     meta = {**common.run_meta(device), "batch": batch, "sizes": sizes, "compile": args.compile, "amp bf16": amp,
             "iterations": args.iterations, "kinds": dict(KINDS)}
-    columns = ["model", "size", "kind", "ms", "share", "FLOP ratio", "time / FLOP"]
+    columns = ["model", "size", "kind", "ms", "share", "kernels", "FLOP ratio", "time / FLOP"]
     print(common.write_results(args.out or common.default_out_dir(device), "step_breakdown", meta, rows, columns))
     return rows
 
