@@ -138,3 +138,24 @@ TOLERANCE = {
     torch.float16: 3e-3,
     torch.bfloat16: 1e-2,
 }
+
+
+class PythonGraphs:
+    """effkernels.train_step.CudaGraphs' contract without a GPU: `capture` records a step and runs none
+    of it, as a CUDA graph capture does; a replay runs the recorded step, which reads its static
+    inputs, so the bookkeeping around graphs (warm-ups, inputs, learning rate) is checked on the CPU."""
+
+    def __init__(self):
+        self.captures = 0
+        self.eager_steps = 0
+
+    def side_stream(self):
+        return contextlib.nullcontext()
+
+    def run(self, step):
+        self.eager_steps += 1
+        return step()
+
+    def capture(self, step):
+        self.captures += 1
+        return step

@@ -1,5 +1,6 @@
 """The training script end to end on the embedded data: a short run, DDP on gloo, kill and resume,
 torch.compile, and the same augmented data whatever the number of loader workers."""
+import collections
 import csv
 import json
 import math
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import PythonGraphs
 from effkernels import curriculum, train
 
 # The script's logic (schedule, resume, workers, DDP, compile) is the same on every device: it is
@@ -152,6 +154,58 @@ def test_compiled_run_follows_the_eager_run(tmp_path, straight_run):
     assert trace(tmp_path, keys) == trace(straight_run[0], keys)
     assert losses(tmp_path) == pytest.approx(losses(straight_run[0]), rel=1e-4)
     assert "warm-up" in result.stdout
+
+
+def test_graphed_steps_train_report_and_resume_as_eager_steps(tmp_path, straight_run, monkeypatch, capsys):
+    """--cuda-graph step inside the training script, on the CPU with conftest.PythonGraphs standing in
+    for the CUDA graphs: the eager run's schedule and losses, one capture per size after 3 eager
+    warm-ups, warm-ups counted in the report, and a run stopped after a checkpoint resumes onto the
+    same trace with the learning rate still a capturable device tensor."""
+    stand_ins = []
+    monkeypatch.setattr(train, "CudaGraphs", lambda device: stand_ins.append(PythonGraphs()) or stand_ins[-1])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the straight run's process
+    args, _ = train.parse_args([*SHORT, "--out", str(tmp_path)])
+    args.cuda_graph = "step"  # the command line refuses it without a GPU
+
+    class Stopped(Exception):
+        pass
+
+    save = train.Trainer._save
+    saves = []
+
+    def save_then_stop(trainer):
+        save(trainer)
+        saves.append(trainer.state["step"])
+        if len(saves) == 3:
+            raise Stopped
+
+    try:
+        monkeypatch.setattr(train.Trainer, "_save", save_then_stop)
+        with pytest.raises(Stopped):
+            train.Trainer(args).run()
+        assert 0 < len(trace(tmp_path)) < len(trace(straight_run[0]))
+        monkeypatch.setattr(train.Trainer, "_save", save)
+        args.resume = True
+        trainer = train.Trainer(args)
+        trainer.run()
+    finally:
+        torch.set_num_threads(threads)
+    keys = TRACE[:-1]
+    assert trace(tmp_path, keys) == trace(straight_run[0], keys)
+    assert losses(tmp_path) == pytest.approx(losses(straight_run[0]), rel=1e-4)
+    group = trainer.optimizer.param_groups[0]
+    assert isinstance(group["lr"], torch.Tensor) and group["capturable"]
+    # Per process and size: up to 3 eager warm-ups, then one capture if a 4th step comes.
+    stopped_at = saves[-1]
+    rows = [(int(step), int(size)) for step, size in trace(tmp_path, ("step", "size"))]
+    for graphs, steps in zip(stand_ins, ([s for s in rows if s[0] <= stopped_at], [s for s in rows if s[0] > stopped_at])):
+        per_size = collections.Counter(size for _, size in steps)
+        assert graphs.eager_steps == sum(min(n, 3) for n in per_size.values())
+        assert graphs.captures == sum(n > 3 for n in per_size.values()) > 0
+    report = json.loads((tmp_path / "stages.json").read_text())
+    assert report["summary"]["cuda_graph"] == "step"
+    assert "the first 4 steps at each size" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,9 @@
 """TrainStep: the training step that the training script replays from one CUDA graph per input shape.
 
-On the CPU a stand-in for CudaGraphs keeps a graph's contract (a capture runs nothing; a replay
-runs the captured step on the inputs it was captured with), so the step's bookkeeping is checked
-everywhere: warm-ups, one capture per shape, the batch copied into the graph's inputs, the learning
-rate read from a tensor. test_cuda_graphs.py runs the real graphs on a GPU.
+On the CPU a stand-in for CudaGraphs (conftest.PythonGraphs) keeps a graph's contract (a capture
+runs nothing; a replay runs the captured step on the inputs it was captured with), so the step's
+bookkeeping is checked everywhere: warm-ups, one capture per shape, the batch copied into the
+graph's inputs, the learning rate read from a tensor. test_cuda_graphs.py runs real graphs on a GPU.
 """
 import copy
 
@@ -11,23 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import PythonGraphs
 from effkernels.train_step import TrainStep, set_lr
-
-
-class PythonGraphs:
-    """CudaGraphs' contract without a GPU: `capture` records the step and runs none of it."""
-
-    def __init__(self):
-        self.captures = 0
-        self.eager_steps = 0
-
-    def run(self, step):
-        self.eager_steps += 1
-        return step()
-
-    def capture(self, step):
-        self.captures += 1
-        return step
 
 
 def small_net():
