@@ -28,17 +28,17 @@ class CudaGraphs:
     to the stream the captures run on)."""
 
     def __init__(self, device: torch.device):
-        self.stream = torch.cuda.Stream(device)
+        self._stream = torch.cuda.Stream(device)
         self._pool = torch.cuda.graph_pool_handle()
 
     @contextlib.contextmanager
     def side_stream(self):
         """The side stream as the current one, after the current stream's work and before its next."""
         current = torch.cuda.current_stream()
-        self.stream.wait_stream(current)
-        with torch.cuda.stream(self.stream):
+        self._stream.wait_stream(current)
+        with torch.cuda.stream(self._stream):
             yield
-        current.wait_stream(self.stream)
+        current.wait_stream(self._stream)
 
     def run(self, step: Callable):
         """Run `step` now on the side stream."""
@@ -50,7 +50,7 @@ class CudaGraphs:
         current stream and returns the tensors `step` returned, rewritten by the replay."""
         graph = torch.cuda.CUDAGraph()
         # thread_local: loader threads (pinned copies, events) may go on while the main thread captures.
-        with torch.cuda.graph(graph, pool=self._pool, stream=self.stream, capture_error_mode="thread_local"):
+        with torch.cuda.graph(graph, pool=self._pool, stream=self._stream, capture_error_mode="thread_local"):
             result = step()
 
         def replay():
