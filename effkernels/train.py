@@ -464,6 +464,7 @@ def report(trainer, accuracy):
         theoretical_saving=steps * full / total_cost,
         measured_saving=(steps * final_ms / 1e3 / total_time) if final_ms else None,
         warmup_seconds=sum(timing["warmup"]), cuda_graph=trainer.args.cuda_graph, compile=trainer.args.compile,
+        cuda_graph_failures=[f"{shape[0]}: {reason}" for shape, reason in trainer.train_step.capture_failures.items()],
         **trainer.input.summary(),
     )
     lines = ["| stage | size | magnitude | steps | theoretical cost fraction | measured time fraction | ratio | ms/step "
@@ -482,6 +483,8 @@ def report(trainer, accuracy):
     warmups = ("the first step at each size (warm-up and compilation" if trainer.graphs is None else
                f"the first {trainer.train_step.warmup_steps + 1} steps at each size (eager warm-ups and compilation, "
                "then the capture of the step's CUDA graph")
+    for failure in summary["cuda_graph_failures"]:
+        lines.append(f"CUDA graph capture failed for inputs {failure}; steps of that shape ran eagerly.")
     lines.append(f"Times per step leave out {warmups}: {summary['warmup_seconds']:.1f} s in all). Input wait: the time spent waiting for the next batch, "
                  f"as a share of wait + step; the step's time does not include it.")
     table = "\n".join(lines)

@@ -17,9 +17,12 @@ writes its intermediates before it reads them, and steps never overlap.
 """
 import collections
 import contextlib
+import logging
 from typing import Callable, Optional
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 class CudaGraphs:
@@ -63,7 +66,9 @@ class CudaGraphs:
 class TrainStep:
     """`step(x, labels, lr)` trains on one batch and returns its loss, a device tensor that the next
     step may overwrite (copy it before then). With `graphs` (a CudaGraphs), each input shape is warmed
-    up, captured and then replayed; without, every step runs eagerly."""
+    up, captured and then replayed; without, every step runs eagerly. A shape whose capture fails
+    (a host sync or a call a graph cannot hold, in some op of the model) keeps training eagerly: the
+    failure is logged once and kept in `capture_failures` (shape -> reason), which the report shows."""
 
     def __init__(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable, *, amp: bool,
                  graphs: Optional[CudaGraphs] = None, warmup_steps: int = 3):
@@ -75,6 +80,7 @@ class TrainStep:
         self.graphs, self.warmup_steps = graphs, warmup_steps
         self._steps = collections.Counter()  # steps run per input shape
         self._replays = {}  # input shape -> (static inputs, replay)
+        self.capture_failures = {}
         if graphs is not None:
             _make_capturable(optimizer)
 
@@ -90,11 +96,17 @@ class TrainStep:
         self._steps[shape] += 1
         if self.graphs is None:
             return self._run(x, labels)
-        if done < self.warmup_steps:
+        if done < self.warmup_steps or shape in self.capture_failures:
             return self.graphs.run(lambda: self._run(x, labels))
         if shape not in self._replays:
             inputs = (torch.empty_like(x), torch.empty_like(labels))
-            self._replays[shape] = inputs, self.graphs.capture(lambda: self._run(*inputs))
+            try:
+                self._replays[shape] = inputs, self.graphs.capture(lambda: self._run(*inputs))
+            except RuntimeError as error:  # CUDA's capture errors included (torch.AcceleratorError)
+                self.capture_failures[shape] = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                logger.warning("CUDA graph capture failed for inputs %s, %s: %s; steps of that shape run eagerly",
+                               tuple(x.shape), x.dtype, self.capture_failures[shape])
+                return self.graphs.run(lambda: self._run(x, labels))
         (static_x, static_labels), replay = self._replays[shape]
         static_x.copy_(x)
         static_labels.copy_(labels)

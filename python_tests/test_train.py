@@ -73,7 +73,7 @@ def test_short_run_on_the_gpu(tmp_path):
     assert summary["device"].startswith("cuda") and summary["steps"] == len(trace(tmp_path))
     # The defaults on a GPU, embedded data too: the device pipeline, the compiled model in whole-step graphs.
     assert summary["input"].startswith("device pipeline")
-    assert (summary["compile"], summary["cuda_graph"]) == ("default", "step")
+    assert (summary["compile"], summary["cuda_graph"]) == ("default", "step") and summary["cuda_graph_failures"] == []
     assert all(math.isfinite(loss) for loss in losses(tmp_path))
     assert "Warning" not in result.stderr, result.stderr
 
@@ -204,7 +204,7 @@ def test_graphed_steps_train_report_and_resume_as_eager_steps(tmp_path, straight
         assert graphs.eager_steps == sum(min(n, 3) for n in per_size.values())
         assert graphs.captures == sum(n > 3 for n in per_size.values()) > 0
     report = json.loads((tmp_path / "stages.json").read_text())
-    assert report["summary"]["cuda_graph"] == "step"
+    assert report["summary"]["cuda_graph"] == "step" and report["summary"]["cuda_graph_failures"] == []
     assert "the first 4 steps at each size" in capsys.readouterr().out
 
 

@@ -52,6 +52,27 @@ def test_graphed_steps_train_as_eager_steps_do():
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
 
 
+class FailingCaptures(PythonGraphs):
+    """A capture that fails, as CUDA's does when a step syncs with the host."""
+
+    def capture(self, step):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore detail")
+
+
+def test_a_shape_whose_capture_fails_trains_eagerly_and_says_so(caplog):
+    eager_net = small_net()
+    graphed_net = copy.deepcopy(eager_net)
+    eager, graphed = train_step(eager_net), train_step(graphed_net, FailingCaptures())
+    for i, (x, labels) in enumerate(batches(5, 8, seed=4)):
+        expected = eager(x, labels, 1e-2).item()
+        assert graphed(x, labels, 1e-2).item() == pytest.approx(expected, rel=1e-6), f"step {i}"
+    assert graphed.graphs.eager_steps == 5 and graphed.steady(x, labels)
+    assert list(graphed.capture_failures.values()) == ["CUDA error: operation not permitted when stream is capturing"]
+    assert [r.levelname for r in caplog.records] == ["WARNING"] and "(4, 3, 8, 8)" in caplog.text
+    for a, b in zip(eager_net.parameters(), graphed_net.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
 def test_a_replay_trains_on_the_batch_it_is_given():
     """Replays of one shape, each on a new batch: the batch reaches the graph's inputs every time."""
     net = small_net()
