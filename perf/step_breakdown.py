@@ -60,8 +60,9 @@ def by_kind(kernels) -> dict:
     """{kind: (ms per step, kernels per step)} from profile()'s (name, calls, ms) rows."""
     totals = {}
     for name, calls, ms in kernels:
-        kind_ms, kind_calls = totals.get(kind_of(name), (0.0, 0.0))
-        totals[kind_of(name)] = kind_ms + ms, kind_calls + calls
+        kind = kind_of(name)
+        kind_ms, kind_calls = totals.get(kind, (0.0, 0.0))
+        totals[kind] = kind_ms + ms, kind_calls + calls
     return totals
 
 
@@ -85,7 +86,8 @@ def main(argv=None):
         net = torch.compile(model, dynamic=False) if args.compile != "none" else model
         optimizer = torch.optim.AdamW(model.parameters(), fused=True)
         launched = TrainStep(net, optimizer, F.cross_entropy, amp=amp)
-        graphed = TrainStep(net, optimizer, F.cross_entropy, amp=amp, graphs=CudaGraphs(device)) if amp else None
+        graphed = (TrainStep(net, optimizer, F.cross_entropy, amp=amp, graphs=CudaGraphs(device))
+                   if device.type == "cuda" else None)
         labels = torch.randint(0, 1000, (batch,), device=device)
         for size in sizes:
             x = torch.randn(batch, 3, size, size, device=device)
