@@ -11,8 +11,11 @@ device does the rest, in EfficientTrain++'s order:
   -> RandAugment at out_size (augment.rand_augment)
   -> the stage's low-frequency crop + normalisation + cast, one launch (lowfreq_crop)
 
+A background thread makes the batches `ready_ahead` ahead of the training loop, on CUDA on a
+stream of its own (effkernels.prefetch), so that this work overlaps the training steps.
+
 The stage (band size, RandAugment magnitude, replay factor) is set with `set_stage` between
-batches, without rebuilding the loader. Replay reuses each decoded batch `replay` times with fresh
+batches, without rebuilding the loader (batches made ahead under the old stage are made again). Replay reuses each decoded batch `replay` times with fresh
 boxes, flips and RandAugment draws (EfficientTrain++ replays low-resolution stages, where the step
 is cheap and decoding would be the bottleneck; preset EFFICIENTTRAIN_PP_REPLAY).
 
@@ -27,6 +30,7 @@ import collections
 import logging
 import numbers
 import os
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -37,6 +41,7 @@ from . import augment, image_decode
 from .crop_boxes import DRAWS, check_scale_and_ratio, counter_uniforms, mix_seed, sample_boxes
 from .data import EpochOrder
 from .ops import lowfreq_crop
+from .prefetch import PrefetchedBatches
 from .resized_crop import pad_images, resized_crop_flip
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -52,12 +57,12 @@ class _DeviceLoader:
     """What the device loaders share: argument checks, the curriculum stage, the epoch order with
     replay, and the device transforms of a decoded batch. A subclass names its images (`length`,
     `classes`) and turns a batch of EpochOrder's (index, seed) pairs into (padded uint8 images on
-    the device, their (h, w) sizes, labels) in `_decoded_batches`."""
+    the device, their (h, w) sizes, labels, the number of images decoded) in `_decoded_batches`."""
 
     def __init__(self, length: int, batch_size: int, source: str, *, device, out_size, size, magnitude, rand_augment,
-                 replay, scale, ratio, flip_prob, dtype, mean, std, seed, rank, world_size):
+                 replay, scale, ratio, flip_prob, dtype, mean, std, seed, rank, world_size, ready_ahead):
         for name, value, low in (("batch_size", batch_size, 1), ("out_size", out_size, 1), ("seed", seed, 0),
-                                 ("world_size", world_size, 1)):
+                                 ("world_size", world_size, 1), ("ready_ahead", ready_ahead, 0)):
             _check_int(name, value, low)
         _check_int("rank", rank, 0)
         if rank >= world_size:
@@ -79,12 +84,12 @@ class _DeviceLoader:
         self.length, self.batch_size, self.out_size, self.dtype = length, batch_size, out_size, dtype
         self.flip_prob, self.rand_augment = float(flip_prob), bool(rand_augment)
         self.mean, self.std = tuple(map(float, mean)), tuple(map(float, std))
-        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.seed, self.rank, self.world_size, self.ready_ahead = seed, rank, world_size, ready_ahead
         self.size = self._checked_size(out_size if size is None else size)
         self.magnitude, self.replay = _checked_magnitude(magnitude), _checked_replay(replay)
         self.stats = {"images_decoded": 0, "images_delivered": 0, "files_skipped": 0, "batches_dropped": 0,
                       "replay": self.replay}
-        self._augment_generator = torch.Generator(device=self.device)
+        self._live_epochs = weakref.WeakSet()  # the epoch iterators a stage change must restart
 
     def set_stage(self, *, size=None, magnitude=None, replay=None) -> None:
         """Set the curriculum stage; None keeps a setting. size: the band (output) size, 1..out_size;
@@ -93,7 +98,11 @@ class _DeviceLoader:
         size = self.size if size is None else self._checked_size(size)
         magnitude = self.magnitude if magnitude is None else _checked_magnitude(magnitude)
         replay = self.replay if replay is None else _checked_replay(replay)
+        changed = (size, magnitude) != (self.size, self.magnitude)
         self.size, self.magnitude, self.replay = size, magnitude, replay
+        if changed:
+            for batches in list(self._live_epochs):
+                batches.restart()
 
     def _checked_size(self, size):
         _check_int("size", size, 1)
@@ -105,43 +114,50 @@ class _DeviceLoader:
         """Batches an epoch yields on this rank at the current replay factor."""
         return self.length // self.world_size // self.batch_size * self.replay
 
-    def epoch(self, epoch: int, start_batch: int = 0):
+    def epoch(self, epoch: int, start_batch: int = 0) -> "EpochBatches":
         """An iterator over epoch `epoch`'s batches start_batch, start_batch + 1, ... (the batch
         index counts delivered batches, replays included, as a training loop counts steps)."""
         _check_int("epoch", epoch, 0)
         _check_int("start_batch", start_batch, 0)
-        replay = self.replay
         if start_batch > self.batches_per_epoch():
             raise ValueError(f"start_batch must be <= {self.batches_per_epoch()}, the batches per epoch, "
                              f"got {start_batch}")
-        order = EpochOrder(self.length, self.batch_size, seed=self.seed, epoch=epoch, rank=self.rank,
-                           world_size=self.world_size, start_batch=start_batch // replay)
-        return self._deliver(order.items, epoch, start_batch, replay)
+        batches = EpochBatches(self, epoch, start_batch)
+        self._live_epochs.add(batches)
+        return batches
 
-    def _deliver(self, items, epoch, start_batch, replay):
+    def _deliver(self, epoch, start_batch, replay):
+        """A generator of epoch `epoch`'s batches from `start_batch` on, at replay factor `replay`:
+        (images, labels, images decoded for this batch: 0 for a replay of a decoding already made)."""
         self.stats["replay"] = replay
         first_decoded = start_batch // replay
+        items = EpochOrder(self.length, self.batch_size, seed=self.seed, epoch=epoch, rank=self.rank,
+                           world_size=self.world_size, start_batch=first_decoded).items
         batches = [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
         decoded_batches = self._decoded_batches(batches)
+        generator = torch.Generator(device=self.device)  # this generator's own: several may run at once
         try:
             for offset, (batch, decoded) in enumerate(zip(batches, decoded_batches)):
                 if decoded is None:
                     continue
-                padded, sizes, labels = decoded
+                padded, sizes, labels, count = decoded
                 seeds = [seed for _, seed in batch]
                 for replay_round in range(start_batch % replay if offset == 0 else 0, replay):
-                    yield self._augment(padded, sizes, labels, seeds, (epoch, first_decoded + offset, replay_round))
+                    generator.manual_seed(mix_seed(self.seed, epoch, self.rank, first_decoded + offset, replay_round))
+                    yield (*self._augment(padded, sizes, labels, seeds, replay_round, generator), count)
+                    count = 0  # counted with the first batch made from this decoding
         finally:
             decoded_batches.close()
 
     def _decoded_batches(self, batches):
-        """A generator of (padded images, sizes, labels), or None for a batch to drop, per batch."""
+        """A generator of (padded images, sizes, labels, images decoded), or None for a batch to drop,
+        per batch."""
         raise NotImplementedError
 
-    def _augment(self, padded, sizes, labels, seeds, batch_id):
+    def _augment(self, padded, sizes, labels, seeds, replay_round, generator):
         """One delivered batch: boxes and flips drawn on the host, sent with the labels in one
-        copy; crop + flip + resize, RandAugment, low-frequency crop + normalisation on the device."""
-        epoch, decoded_batch, replay_round = batch_id
+        copy; crop + flip + resize, RandAugment (drawing from `generator`), low-frequency crop +
+        normalisation on the device."""
         heights, widths = zip(*sizes)
         boxes = sample_boxes(heights, widths, counter_uniforms(seeds, replay_round, DRAWS), self.scale, self.ratio,
                              self.flip_prob)
@@ -151,11 +167,52 @@ class _DeviceLoader:
         params = host.to(self.device, non_blocking=True)
         images = resized_crop_flip(padded, params[:, :5], self.out_size)
         if self.rand_augment:
-            self._augment_generator.manual_seed(mix_seed(self.seed, epoch, self.rank, decoded_batch, replay_round))
-            images = augment.rand_augment(images, self.magnitude, generator=self._augment_generator)
+            images = augment.rand_augment(images, self.magnitude, generator=generator)
         out = lowfreq_crop(images, self.size, mean=self.mean, std=self.std, out_dtype=self.dtype)
-        self.stats["images_delivered"] += len(labels)
         return out, params[:, 5]
+
+
+class EpochBatches:
+    """What `epoch()` returns: an iterator over an epoch's (images, labels) batches from a position
+    on, made `loader.ready_ahead` batches ahead on a background thread (0: on the caller's thread, at
+    each `next`). `restart()` drops the batches made ahead and makes them again under the loader's
+    current stage, from the next batch on. Close it (`close()`, or use it in a `with` block) when
+    leaving it before its end."""
+
+    def __init__(self, loader: "_DeviceLoader", epoch: int, start_batch: int):
+        self._loader, self._epoch, self._position, self._replay = loader, epoch, start_batch, loader.replay
+        self._closed = False
+        self._open()
+
+    def _open(self):
+        loader = self._loader
+        batches = loader._deliver(self._epoch, self._position, self._replay)
+        self._batches = PrefetchedBatches(batches, loader.device, loader.ready_ahead) if loader.ready_ahead else batches
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        images, labels, decoded = next(self._batches)
+        self._position += 1
+        self._loader.stats["images_decoded"] += decoded
+        self._loader.stats["images_delivered"] += len(labels)
+        return images, labels
+
+    def restart(self) -> None:
+        if not self._closed:
+            self._batches.close()
+            self._open()
+
+    def close(self) -> None:
+        self._closed = True
+        self._batches.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
 
 
 class DeviceImageLoader(_DeviceLoader):
@@ -166,31 +223,34 @@ class DeviceImageLoader(_DeviceLoader):
     `batches_per_epoch()` batches: this rank's whole batches of the shuffled files, each delivered
     `replay` times. Files that cannot be decoded are reported once each and their batch slots
     filled with other images of the same batch (the shape stays static); a batch with no readable
-    file is dropped with a warning. `stats` counts images decoded and delivered, files skipped,
-    batches dropped, and the replay factor in force.
+    file is dropped with a warning. `stats` counts the images delivered and those decoded for them
+    (fewer under replay), the files skipped, batches dropped, and the replay factor in force.
 
     Arguments: root, an ImageFolder-style folder; out_size, the RandomResizedCrop output (pixels);
     size, the low-frequency crop's band = the output size (default out_size); magnitude, the
     RandAugment magnitude (rand_augment=False turns it off); scale, ratio, flip_prob as torchvision's
-    RandomResizedCrop and RandomHorizontalFlip; workers, reader threads; prefetch, batches read
-    ahead; max_side, the longer side images are shrunk to before cropping (None: never), since the
-    largest image of a batch sets the padded size, memory and work of the whole batch (512 keeps
-    ImageNet's typical 500×375 files intact, and a box of scale >= 0.35 of a 512 px image still
-    spans ~300 px, more than the 224 px output); max_pixels, the size above which a file is skipped.
+    RandomResizedCrop and RandomHorizontalFlip; workers, reader threads; prefetch, batches whose
+    files are read ahead; ready_ahead, delivered batches made ahead by a background thread (on CUDA
+    on a stream of its own; 0: each batch is made on the caller's thread when asked); max_side, the
+    longer side images are shrunk to before cropping (None: never), since the largest image of a
+    batch sets the padded size, memory and work of the whole batch (512 keeps ImageNet's typical
+    500×375 files intact, and a box of scale >= 0.35 of a 512 px image still spans ~300 px, more
+    than the 224 px output); max_pixels, the size above which a file is skipped.
 
         loader = DeviceImageLoader("imagenet/train", 256, device="cuda", scale=(0.35, 1), seed=0,
                                    rank=rank, world_size=world_size)
         for epoch in range(epochs):
             loader.set_stage(size=96, magnitude=5, replay=4)  # e.g. EfficientTrain++'s first stage
-            for images, labels in loader.epoch(epoch, start_batch=resumed_batch if epoch == first else 0):
-                loss = criterion(model(images), labels)
+            with loader.epoch(epoch, start_batch=resumed_batch if epoch == first else 0) as batches:
+                for images, labels in batches:
+                    loss = criterion(model(images), labels)
     """
 
     def __init__(self, root, batch_size: int, *, device="cuda", out_size: int = 224, size=None, magnitude=9,
                  rand_augment: bool = True, replay: int = 1, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
                  flip_prob: float = 0.5, dtype=torch.bfloat16, mean=IMAGENET_MEAN, std=IMAGENET_STD, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, workers: int = 4, prefetch: int = 2, max_side=512,
-                 max_pixels: int = PIL_MAX_PIXELS):
+                 rank: int = 0, world_size: int = 1, workers: int = 4, prefetch: int = 2, ready_ahead: int = 2,
+                 max_side=512, max_pixels: int = PIL_MAX_PIXELS):
         if not isinstance(root, (str, os.PathLike)):
             raise TypeError(f"root must be a path, got {type(root).__name__}")
         if not os.path.isdir(root):
@@ -204,7 +264,7 @@ class DeviceImageLoader(_DeviceLoader):
         super().__init__(len(self.samples), batch_size, f"under {os.fspath(root)!r}", device=device,
                          out_size=out_size, size=size, magnitude=magnitude, rand_augment=rand_augment, replay=replay,
                          scale=scale, ratio=ratio, flip_prob=flip_prob, dtype=dtype, mean=mean, std=std, seed=seed,
-                         rank=rank, world_size=world_size)
+                         rank=rank, world_size=world_size, ready_ahead=ready_ahead)
         self.workers, self.prefetch, self.max_side, self.max_pixels = workers, prefetch, max_side, max_pixels
         self.skip_log = image_decode.SkipLog()
 
@@ -226,14 +286,13 @@ class DeviceImageLoader(_DeviceLoader):
                 for index, _ in batch]
 
     def _decode(self, batch, files):
-        """(padded images, sizes, labels) of a batch's files; bad files' slots take good images of
-        the batch in turn; None for a batch without a single good file."""
+        """(padded images, sizes, labels, images decoded) of a batch's files; bad files' slots take
+        good images of the batch in turn; None for a batch without a single good file."""
         jpegs = [f for f in files if f is not None and f.jpeg is not None]
         decoded = iter(image_decode.decode_jpeg_batch(jpegs, self.device, self.skip_log, self.max_pixels))
         images = [None if f is None else (next(decoded) if f.jpeg is not None else f.image) for f in files]
         good = [slot for slot, image in enumerate(images) if image is not None]
         self.stats["files_skipped"] = len(self.skip_log)
-        self.stats["images_decoded"] += len(good)
         if not good:
             self.stats["batches_dropped"] += 1
             logger.warning("dropping a batch of %d files: none could be decoded", len(files))
@@ -241,7 +300,7 @@ class DeviceImageLoader(_DeviceLoader):
         sources = [slot if images[slot] is not None else good[slot % len(good)] for slot in range(len(files))]
         padded, sizes = pad_images([images[s] for s in sources], self.device, self.max_side)
         labels = [self.samples[batch[s][0]][1] for s in sources]
-        return padded, sizes, labels
+        return padded, sizes, labels, len(good)
 
 
 class DeviceTensorLoader(_DeviceLoader):
@@ -258,7 +317,7 @@ class DeviceTensorLoader(_DeviceLoader):
     def __init__(self, images, labels, batch_size: int, *, classes=None, device="cuda", out_size: int = 224,
                  size=None, magnitude=9, rand_augment: bool = True, replay: int = 1, scale=(0.08, 1.0),
                  ratio=(3 / 4, 4 / 3), flip_prob: float = 0.5, dtype=torch.bfloat16, mean=IMAGENET_MEAN,
-                 std=IMAGENET_STD, seed: int = 0, rank: int = 0, world_size: int = 1):
+                 std=IMAGENET_STD, seed: int = 0, rank: int = 0, world_size: int = 1, ready_ahead: int = 2):
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
             raise TypeError(f"images must be a uint8 Tensor, got {getattr(images, 'dtype', type(images).__name__)}")
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] == 0 or images.shape[3] == 0:
@@ -281,7 +340,7 @@ class DeviceTensorLoader(_DeviceLoader):
         super().__init__(len(labels), batch_size, "given", device=device, out_size=out_size, size=size,
                          magnitude=magnitude, rand_augment=rand_augment, replay=replay, scale=scale, ratio=ratio,
                          flip_prob=flip_prob, dtype=dtype, mean=mean, std=std, seed=seed, rank=rank,
-                         world_size=world_size)
+                         world_size=world_size, ready_ahead=ready_ahead)
         self.classes, self.labels = list(classes), labels.tolist()
         self.images = images.to(self.device)
 
@@ -291,9 +350,8 @@ class DeviceTensorLoader(_DeviceLoader):
             indices = torch.tensor([index for index, _ in batch])
             if self.device.type == "cuda":
                 indices = indices.pin_memory()
-            self.stats["images_decoded"] += len(batch)
             yield (self.images.index_select(0, indices.to(self.device, non_blocking=True)), sizes,
-                   [self.labels[index] for index, _ in batch])
+                   [self.labels[index] for index, _ in batch], len(batch))
 
 
 def _checked_magnitude(magnitude):

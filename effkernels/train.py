@@ -62,6 +62,10 @@ def parse_args(argv=None):
     p.add_argument("--replay", choices=sorted(training_input.REPLAY_PRESETS), default="none",
                    help="reuse each decoded batch with fresh augmentation, EfficientTrain++'s 4,4,2,2,2,2,1,1,1,1 "
                         "per stage (--input device)")
+    p.add_argument("--input-ahead", type=int, default=2,
+                   help="batches the device pipeline makes ahead on a background thread, on CUDA on a stream of "
+                        "its own, so that decoding and augmentation overlap the steps (0: each batch is made on the "
+                        "training thread and stream when the step asks for it)")
     p.add_argument("--magnitude", type=int, default=9, help="RandAugment magnitude for vit24h/none")
     p.add_argument("--workers", type=int, default=None,
                    help="loader processes (default: on a GPU up to 8; on the CPU none with <= 4 cores, else 2)")
@@ -91,6 +95,8 @@ def parse_args(argv=None):
         p.error(f"--budget must be > 0, got {args.budget}")
     if args.batch_size < 1:
         p.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.input_ahead < 0:
+        p.error(f"--input-ahead must be >= 0, got {args.input_ahead}")
     if args.workers is not None and args.workers < 0:
         p.error(f"--workers must be >= 0, got {args.workers}")
     args.workers = default_workers(args.device) if args.workers is None else args.workers
@@ -313,22 +319,25 @@ class Trainer:
             if replay != self.state["replay"]:
                 self.state.update(replay=replay, batch=training_input.replayed_position(
                     self.state["batch"], self.state["replay"], replay))
-            batches = iter(self.input.batches(self.state["epoch"], self.state["batch"], stage, index))
-            while self.state["stage_step"] < self.plan[index]:
-                # The wait for the next batch, its device work included: the input pipeline's share.
-                wait_mark = self.clock.mark()
-                batch = next(batches, None)
-                if batch is None:  # end of epoch: next epoch's order
-                    self.state.update(epoch=self.state["epoch"] + 1, batch=0)
-                    batches = iter(self.input.batches(self.state["epoch"], 0, stage, index))
-                    continue
-                self._step(batch, stage, index, wait_mark)
-                self.state["batch"] += 1
-                self._record(self.clock.ready(), writer, bar)
-                if self.state["step"] % a.checkpoint_every == 0:
-                    self._record(self.clock.drain(), writer, bar)
-                    log_file and log_file.flush()
-                    self._save()
+            batches = self.input.batches(self.state["epoch"], self.state["batch"], stage, index)
+            try:
+                while self.state["stage_step"] < self.plan[index]:
+                    # The wait for the next batch, its device work included: the input pipeline's share.
+                    wait_mark = self.clock.mark()
+                    batch = next(batches, None)
+                    if batch is None:  # end of epoch: next epoch's order
+                        self.state.update(epoch=self.state["epoch"] + 1, batch=0)
+                        batches = self.input.batches(self.state["epoch"], 0, stage, index)
+                        continue
+                    self._step(batch, stage, index, wait_mark)
+                    self.state["batch"] += 1
+                    self._record(self.clock.ready(), writer, bar)
+                    if self.state["step"] % a.checkpoint_every == 0:
+                        self._record(self.clock.drain(), writer, bar)
+                        log_file and log_file.flush()
+                        self._save()
+            finally:
+                batches.close()  # batches made ahead for this stage are made again at the next one's size
             self.state.update(stage=index + 1, stage_step=0)
             self._record(self.clock.drain(), writer, bar)
             log_file and log_file.flush()

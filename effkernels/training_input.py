@@ -115,7 +115,7 @@ class DeviceInput(_EvalData):
         self.replay = REPLAY_PRESETS[args.replay]
         settings = dict(device=device, out_size=args.img_size, scale=RANDOM_RESIZED_CROP_SCALE,
                         dtype=torch.bfloat16 if device.type == "cuda" else torch.float32, mean=MEAN, std=STD,
-                        seed=args.seed, rank=rank, world_size=world)
+                        seed=args.seed, rank=rank, world_size=world, ready_ahead=args.input_ahead)
         eval_tf = self.eval_transform(args.img_size)
         if args.data is None:
             train, val = embedded_split(args.img_size)
@@ -145,7 +145,7 @@ class DeviceInput(_EvalData):
             source = {"input": "device pipeline (effkernels.pipeline), the embedded images in device memory"}
         else:
             source = {"input": "device pipeline (effkernels.pipeline)", "reader_threads": self.loader.workers}
-        return {**source, "replay": self.args.replay, "images_decoded": stats["images_decoded"],
+        return {**source, "batches_made_ahead": self.loader.ready_ahead, "replay": self.args.replay, "images_decoded": stats["images_decoded"],
                 "images_delivered": stats["images_delivered"], "files_skipped": stats["files_skipped"]}
 
 

@@ -7,6 +7,9 @@ default deit_small: 96, 96, 160×4, 192×2, 224×2) and a short --budget, in the
   and the whole step (forward, loss, backward, AdamW) replayed as one CUDA graph per size
   (--cuda-graph step): the training script's defaults on a GPU;
 - "gpu path, replay": the same with EfficientTrain++'s replay (--replay efficienttrain_pp);
+- "gpu path, input on the step's thread": the same as "gpu path" with each batch made on the
+  training thread and stream when the step asks for it (--input-ahead 0), not ahead on a
+  background thread and stream: what the overlap of input and training is worth;
 - "gpu path, model graphs": the same as "gpu path" with CUDA graphs of the model's forward and
   backward only (--compile reduce-overhead --cuda-graph none), the loss and optimizer launched from
   the host: the script's default before whole-step graphs;
@@ -36,7 +39,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from bench_pipeline import write_jpegs  # noqa: E402
 
-SETTINGS = ("gpu path", "gpu path, replay", "gpu path, model graphs", "cpu path, eager")
+SETTINGS = ("gpu path", "gpu path, replay", "gpu path, input on the step's thread", "gpu path, model graphs",
+            "cpu path, eager")
 SAVING_TARGET, RATIO_RANGE = 0.9, (0.8, 1.25)
 
 
@@ -51,7 +55,8 @@ def setting_args(setting: str, device: str) -> list:
     else:
         graphs = ["--compile", "default", "--cuda-graph", "step"]
     replay = ["--replay", "efficienttrain_pp"] if setting.endswith("replay") else []
-    return ["--input", "device", *graphs, *replay]
+    ahead = ["--input-ahead", "0"] if setting.endswith("step's thread") else []
+    return ["--input", "device", *graphs, *replay, *ahead]
 
 
 def train_run(data, model, setting, args, out):

@@ -7,6 +7,7 @@ import io
 import logging
 import math
 import os
+import threading
 import types
 
 import numpy as np
@@ -419,6 +420,30 @@ def test_stage_changes_take_effect_at_the_next_batch(textured_root):
     assert loader.batches_per_epoch() == 12 and loader.size == 12 and loader.magnitude == 0
 
 
+def test_batches_made_ahead_equal_batches_made_when_asked(textured_root):
+    """ready_ahead (a background thread making batches ahead) changes when a batch is made, never
+    what it holds: the same batches with replay, across a mid-epoch stage change (the batches made
+    ahead under the old stage are made again) and an early close, with the same counts."""
+    def run(ready_ahead):
+        loader = DeviceImageLoader(textured_root, 4, out_size=24, size=24, magnitude=3, replay=2, seed=4,
+                                   device="cpu", dtype=torch.float32, workers=2, ready_ahead=ready_ahead)
+        with loader.epoch(1, start_batch=1) as batches:
+            got = [next(batches) for _ in range(4)]
+            loader.set_stage(size=12, magnitude=8)
+            got += [next(batches) for _ in range(3)]
+        return got, dict(loader.stats)
+
+    on_demand, on_demand_stats = run(0)
+    assert [x.shape[-1] for x, _ in on_demand] == [24] * 4 + [12] * 3
+    for ready_ahead in (1, 3):
+        made_ahead, stats = run(ready_ahead)
+        for (x1, y1), (x2, y2) in zip(on_demand, made_ahead, strict=True):
+            assert torch.equal(x1, x2) and torch.equal(y1, y2)
+        # Decoded: batches 0-3 (the stage change decodes batch 2 again for its second round).
+        assert stats == on_demand_stats == dict(on_demand_stats, images_delivered=28, images_decoded=20)
+    assert not [t for t in threading.enumerate() if t.name == "effkernels-prefetch"]
+
+
 # ------------------------------------------------------------------------------ bad arguments
 @pytest.mark.parametrize("kwargs,error,name", [
     (dict(batch_size=0), ValueError, "batch_size"),
@@ -442,6 +467,8 @@ def test_stage_changes_take_effect_at_the_next_batch(textured_root):
     (dict(flip_prob=1.5), ValueError, "flip_prob"),
     (dict(workers=0), ValueError, "workers"),
     (dict(max_side=0), ValueError, "max_side"),
+    (dict(ready_ahead=-1), ValueError, "ready_ahead"),
+    (dict(ready_ahead=1.0), TypeError, "ready_ahead"),
 ])
 def test_bad_arguments_raise_naming_the_argument(textured_root, kwargs, error, name):
     arguments = dict(root=textured_root, batch_size=4, out_size=24, device="cpu") | kwargs

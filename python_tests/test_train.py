@@ -216,6 +216,7 @@ def test_graphed_steps_train_report_and_resume_as_eager_steps(tmp_path, straight
         (["--data", "/nonexistent"], "holds no class folders"),
         (["--curriculum", "custom"], "needs --stages"),
         (["--workers", "-1"], "--workers must be >= 0"),
+        (["--input-ahead", "-1"], "--input-ahead must be >= 0"),
         (["--input", "device", "--resize", "interpolate"], "--input device shrinks with lowfreq_crop"),
         (["--device", "cpu", "--cuda-graph", "step"], "needs --device cuda"),
         (["--device", "cuda", "--compile", "reduce-overhead", "--cuda-graph", "step"], "makes CUDA graphs of its own"),
