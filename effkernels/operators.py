@@ -109,7 +109,7 @@ def has_rank_one_term(size) -> bool:
 def lowfreq_crop_operators_cached(in_size, size, out_size, dtype, device):
     """`lowfreq_crop_axes` converted and kept on `device`; callers must not modify the result."""
     with torch.inference_mode(False):  # a first call under inference_mode must not cache inference tensors
-        return tuple(t.to(device=device, dtype=dtype) for t in lowfreq_crop_axes(in_size, size, out_size))
+        return tuple(_on_device(t, dtype, device) for t in lowfreq_crop_axes(in_size, size, out_size))
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
@@ -127,4 +127,12 @@ def lowfreq_crop_axes_with_factor_rows_cached(in_size, size, out_size, dtype, de
         rows, cols = rows[0, 0], cols[0, 0]
         if has_rank_one_term(size):
             rows, cols = torch.cat([rows, row_v]), torch.cat([cols, col_v])
-        return tuple(t.to(device=device, dtype=dtype, copy=True) for t in (rows, cols))
+        return tuple(_on_device(t, dtype, device) for t in (rows, cols))
+
+
+def _on_device(t: torch.Tensor, dtype, device) -> torch.Tensor:
+    """A fresh copy of CPU tensor t in `dtype` on `device`, complete when this returns: a cached
+    operator may be built on one thread's CUDA stream and read on another's (the input pipeline
+    makes its batches on a stream of its own), so its conversion must not be left queued on the
+    first. Converted on the host, then copied from pageable memory, which the host waits for."""
+    return t.to(dtype=dtype).to(device=device, copy=True)
