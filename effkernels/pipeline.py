@@ -15,9 +15,10 @@ A background thread makes the batches `ready_ahead` ahead of the training loop, 
 stream of its own (effkernels.prefetch), so that this work overlaps the training steps.
 
 The stage (band size, RandAugment magnitude, replay factor) is set with `set_stage` between
-batches, without rebuilding the loader (batches made ahead under the old stage are made again). Replay reuses each decoded batch `replay` times with fresh
-boxes, flips and RandAugment draws (EfficientTrain++ replays low-resolution stages, where the step
-is cheap and decoding would be the bottleneck; preset EFFICIENTTRAIN_PP_REPLAY).
+batches, without rebuilding the loader (batches made ahead under the old stage are made again).
+Replay reuses each decoded batch `replay` times with fresh boxes, flips and RandAugment draws
+(EfficientTrain++ replays low-resolution stages, where the step is cheap and decoding would be the
+bottleneck; preset EFFICIENTTRAIN_PP_REPLAY).
 
 Determinism: the epoch order and the per-sample seeds are effkernels.data.EpochOrder's (a seeded
 shuffle, sharded across ranks in whole batches); a sample's box and flip come from its seed and

@@ -122,32 +122,32 @@ def _produce(source, hand_off, out: queue.Queue, stop: threading.Event) -> None:
         with hand_off.producing():
             for batch in source:
                 made = hand_off.made(batch)
-                del batch
-                while not stop.is_set():
-                    try:
-                        out.put(made, timeout=_POLL_SECONDS)
-                        break
-                    except queue.Full:
-                        pass
+                del batch  # the queue holds the only reference: the consumer frees it
+                handed_over = _put_unless_stopped(out, made, stop)
                 del made
-                if stop.is_set():
+                if not handed_over:
                     return
     except BaseException as error:  # handed to the consumer, raised there
         finished = _Finished(error)
     finally:
-        close = getattr(source, "close", None)
-        if close is not None:
-            close()
+        try:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+        except BaseException as error:
+            finished = _Finished(error)
     _put_unless_stopped(out, finished, stop)
 
 
-def _put_unless_stopped(out, item, stop) -> None:
+def _put_unless_stopped(out: queue.Queue, item, stop: threading.Event) -> bool:
+    """Put item once there is room; False if stopped before."""
     while not stop.is_set():
         try:
             out.put(item, timeout=_POLL_SECONDS)
-            return
+            return True
         except queue.Full:
             pass
+    return False
 
 
 def _stop_producer(thread: threading.Thread, stop: threading.Event, out: queue.Queue) -> None:

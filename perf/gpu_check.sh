@@ -132,9 +132,11 @@ if wanted train; then
     $python perf/train_step.py --sweep full --compile --out "$out"
   tail -20 "$out/train_step.log" >> "$summary"
 fi
+# E2E_SETTINGS: bench_train.py's settings, ';'-separated (e.g. "gpu path;gpu path, input on the step's thread").
+IFS=';' read -r -a e2e_settings <<< "${E2E_SETTINGS:-gpu path;gpu path, model graphs;cpu path, eager}"
 if wanted e2e; then  # whole EfficientTrain++ runs: several compilations per run
   phase "end-to-end training" "${E2E_LIMIT:-550}" "$out/bench_train.log" \
-    $python perf/bench_train.py --settings "gpu path" "gpu path, model graphs" "cpu path, eager" --out "$out"
+    $python perf/bench_train.py --settings "${e2e_settings[@]}" --out "$out"
   tail -10 "$out/bench_train.log" >> "$summary"
 fi
 echo "== done: $([ $status = 0 ] && echo 'every phase ok' || echo 'some phase failed or ran over, see above')" | tee -a "$summary"

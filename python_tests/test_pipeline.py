@@ -601,5 +601,6 @@ def test_benchmark_script_runs_and_writes_results(tmp_path):
     results = json.loads((tmp_path / "pipeline.json").read_text())
     (row,) = results["rows"]
     assert row["size"] == 16 and row["replay"] == 2
-    assert all(row[key] > 0 for key in ("pipeline img/s", "pipeline+replay img/s", "DataLoader img/s"))
+    assert all(row[key] > 0 for key in ("pipeline img/s", "pipeline+replay img/s", "DataLoader img/s",
+                                        "pipeline CPU ms/batch", "pipeline+replay CPU ms/batch"))
     assert results["meta"]["timed batches"] == 2 and (tmp_path / "pipeline.png").stat().st_size > 1000
