@@ -194,7 +194,11 @@ class EpochBatches:
         return self
 
     def __next__(self):
-        images, labels, decoded = next(self._batches)
+        try:
+            images, labels, decoded = next(self._batches)
+        except StopIteration:
+            self._closed = True  # the epoch's end: nothing left to make again
+            raise
         self._position += 1
         self._loader.stats["images_decoded"] += decoded
         self._loader.stats["images_delivered"] += len(labels)
