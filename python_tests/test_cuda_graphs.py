@@ -95,3 +95,36 @@ def test_whole_training_step_replays_as_eager_steps_train(gpu_backend):
     assert steps["graphed"].steady(x, labels) and not steps["graphed"].capture_failures
     for (name, a), b in zip(nets["eager"].named_parameters(), nets["graphed"].parameters()):
         torch.testing.assert_close(b, a, rtol=2e-3, atol=2e-4, msg=name)
+
+
+def test_captures_succeed_while_the_input_thread_works():
+    """The input pipeline's thread (effkernels.prefetch) keeps allocating, pinning host memory,
+    launching and waiting for its own stream, as torchvision's nvJPEG decode does, while the
+    training thread captures (CudaGraphs, thread-local capture mode): every capture succeeds and
+    replays right."""
+    import threading
+
+    from effkernels.prefetch import PrefetchedBatches
+    from effkernels.train_step import CudaGraphs
+
+    stop = threading.Event()
+
+    def busy_input():
+        while not stop.is_set():
+            pinned = torch.randint(0, 256, (1 << 16,), dtype=torch.uint8).pin_memory()
+            total = pinned.to("cuda", non_blocking=True).float().mul(2).sum()
+            torch.cuda.current_stream().synchronize()
+            yield (total,)
+
+    batches = PrefetchedBatches(busy_input(), "cuda", depth=2)
+    graphs = CudaGraphs(torch.device("cuda"))
+    weights = torch.zeros(4096, device="cuda")
+    try:
+        for i in range(12):
+            next(batches)
+            replay = graphs.capture(lambda: (weights * 3 + 1).sum())
+            weights.fill_(float(i))
+            assert replay().item() == (3 * i + 1) * 4096
+    finally:
+        stop.set()
+        batches.close()

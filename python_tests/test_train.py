@@ -273,6 +273,19 @@ def test_device_input_pipeline_with_replay_trains_and_reports(tmp_path, jpeg_fol
     assert all(np.isfinite(losses(tmp_path)))
 
 
+def test_batches_made_ahead_train_as_batches_made_on_demand(tmp_path, jpeg_folder):
+    """--input-ahead (the device pipeline's background thread) changes when batches are made, not
+    which: across the stage changes and replay factors of EfficientTrain++, the same trace."""
+    args = [*DEVICE_INPUT, "--data", str(jpeg_folder), "--replay", "efficienttrain_pp"]
+    for ahead in ("0", "3"):
+        result = run([*args, "--input-ahead", ahead, "--out", str(tmp_path / ahead)])
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert trace(tmp_path / "0") == trace(tmp_path / "3")
+    summaries = [json.loads((tmp_path / ahead / "stages.json").read_text())["summary"] for ahead in ("0", "3")]
+    assert [s["batches_made_ahead"] for s in summaries] == [0, 3]
+    assert summaries[0]["images_decoded"] == summaries[1]["images_decoded"]
+
+
 def test_embedded_data_through_the_device_pipeline(tmp_path):
     """The GPU's default input for the embedded data (images in device memory, augmented there),
     run here on the CPU: the same code. It is the default on a GPU and only there."""
