@@ -23,6 +23,7 @@ from typing import Iterator
 import torch
 
 _POLL_SECONDS = 0.1  # how soon a producer blocked on a full queue notices close()
+_PRODUCER_PRIORITY = -1  # below 0: a stream from the high-priority pool (see _CudaHandOff)
 
 
 class _Finished:
@@ -33,11 +34,18 @@ class _Finished:
 
 
 class _CudaHandOff:
-    """A producer stream per source; batches cross to the consumer's current stream by event."""
+    """A producer stream per source; batches cross to the consumer's current stream by event.
+
+    The stream comes from PyTorch's high-priority pool. Pool streams are handed out round robin
+    (32 per priority), and an input pipeline makes a producer per epoch: drawn from the default
+    pool, one would in time be the very stream a training step is being captured on (CudaGraphs
+    draws its side stream there), and its kernels would land in the graph. And where both streams
+    have work ready, the input's short kernels go first: the batches must stay ahead of the steps.
+    """
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.stream = torch.cuda.Stream(device)
+        self.stream = torch.cuda.Stream(device, priority=_PRODUCER_PRIORITY)
         self.stream.wait_stream(torch.cuda.current_stream(device))  # after what the consumer has queued so far
 
     @contextlib.contextmanager

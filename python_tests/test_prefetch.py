@@ -109,7 +109,7 @@ def test_bad_depth_raises_naming_it(depth, error):
 
 def test_cuda_hand_off_orders_streams_and_keeps_memory_for_the_consumer():
     """The CUDA calls, checked against torch's real signatures (autospec) with no GPU: the producer
-    stream starts after the consumer's queued work, the producer thread works on its device and
+    stream comes from the high-priority pool and starts after the consumer's queued work, the producer thread works on its device and
     stream, records an event after each batch; the consumer's stream waits for that event and marks
     every tensor of the batch as used there."""
     producer, consumer = mock.Mock(name="producer"), mock.Mock(name="consumer")
@@ -131,7 +131,7 @@ def test_cuda_hand_off_orders_streams_and_keeps_memory_for_the_consumer():
             mock.patch.object(torch.Tensor, "record_stream", lambda tensor, stream: recorded.append((tensor, stream))):
         source = Source(3)
         batches = PrefetchedBatches(source.batches, device)
-        new_stream.assert_called_once_with(device)
+        new_stream.assert_called_once_with(device, priority=-1)  # never the pool CudaGraphs captures on
         producer.wait_stream.assert_called_once_with(consumer)
         got = list(batches)
     current.assert_called_with(device)
