@@ -42,7 +42,7 @@ from . import augment, image_decode
 from .crop_boxes import DRAWS, check_scale_and_ratio, counter_uniforms, mix_seed, sample_boxes
 from .data import EpochOrder
 from .ops import lowfreq_crop
-from .prefetch import PrefetchedBatches
+from .prefetch import PrefetchedBatches, indexed_device
 from .resized_crop import pad_images, resized_crop_flip
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -81,7 +81,7 @@ class _DeviceLoader:
         if length < batch_size * world_size:
             raise ValueError(f"batch_size × world_size = {batch_size * world_size} exceeds the {length} images {source}")
         self.scale, self.ratio = check_scale_and_ratio(scale, ratio)
-        self.device = torch.device(device)
+        self.device = indexed_device(device)
         self.length, self.batch_size, self.out_size, self.dtype = length, batch_size, out_size, dtype
         self.flip_prob, self.rand_augment = float(flip_prob), bool(rand_augment)
         self.mean, self.std = tuple(map(float, mean)), tuple(map(float, std))

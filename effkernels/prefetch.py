@@ -94,7 +94,7 @@ class PrefetchedBatches:
             raise TypeError(f"depth must be an int, got {type(depth).__name__}")
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
-        device = torch.device(device)
+        device = indexed_device(device)
         self._hand_off = _CudaHandOff(device) if device.type == "cuda" else _HostHandOff()
         self._queue = queue.Queue(depth)
         self._stop = threading.Event()
@@ -122,6 +122,15 @@ class PrefetchedBatches:
     def close(self) -> None:
         """Stop the producer (waiting for the batch it is making) and close the source."""
         self._closer()
+
+
+def indexed_device(device) -> torch.device:
+    """`device` with its index: a bare "cuda" names the caller's current GPU, and a new thread's
+    current GPU is GPU 0, whatever the thread that made the loader had chosen."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def _produce(source, hand_off, out: queue.Queue, stop: threading.Event) -> None:

@@ -109,12 +109,13 @@ def test_bad_depth_raises_naming_it(depth, error):
 
 def test_cuda_hand_off_orders_streams_and_keeps_memory_for_the_consumer():
     """The CUDA calls, checked against torch's real signatures (autospec) with no GPU: the producer
-    stream comes from the high-priority pool and starts after the consumer's queued work, the producer thread works on its device and
-    stream, records an event after each batch; the consumer's stream waits for that event and marks
-    every tensor of the batch as used there."""
+    stream comes from the high-priority pool and starts after the consumer's queued work; the
+    producer thread works on the consumer's current GPU (a bare "cuda" names it, and a new thread
+    would start on GPU 0) and on its stream, and records an event after each batch; the consumer's
+    stream waits for that event and marks every tensor of the batch as used there."""
     producer, consumer = mock.Mock(name="producer"), mock.Mock(name="consumer")
     events, threads, recorded = [], {}, []
-    device = torch.device("cuda", 1)
+    device = torch.device("cuda", 1)  # the current GPU of the thread that makes the iterator
 
     def new_event(*args, **kwargs):
         events.append(mock.Mock(name=f"event{len(events)}"))
@@ -125,16 +126,18 @@ def test_cuda_hand_off_orders_streams_and_keeps_memory_for_the_consumer():
 
     with mock.patch.object(torch.cuda, "Stream", autospec=True, return_value=producer) as new_stream, \
             mock.patch.object(torch.cuda, "current_stream", autospec=True, return_value=consumer) as current, \
-            mock.patch.object(torch.cuda, "set_device", autospec=True, side_effect=set_device), \
+            mock.patch.object(torch.cuda, "set_device", autospec=True, side_effect=set_device) as set_current, \
+            mock.patch.object(torch.cuda, "current_device", autospec=True, return_value=1), \
             mock.patch.object(torch.cuda, "stream", autospec=True) as make_current, \
             mock.patch.object(torch.cuda, "Event", autospec=True, side_effect=new_event), \
             mock.patch.object(torch.Tensor, "record_stream", lambda tensor, stream: recorded.append((tensor, stream))):
         source = Source(3)
-        batches = PrefetchedBatches(source.batches, device)
+        batches = PrefetchedBatches(source.batches, "cuda")
         new_stream.assert_called_once_with(device, priority=-1)  # never the pool CudaGraphs captures on
         producer.wait_stream.assert_called_once_with(consumer)
         got = list(batches)
     current.assert_called_with(device)
+    set_current.assert_called_once_with(device)
     assert threads["set_device"] is source.thread is not threading.current_thread()
     make_current.assert_called_once_with(producer)
     assert len(events) == 3 and all(event.record.call_args == mock.call(producer) for event in events)
