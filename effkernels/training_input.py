@@ -145,8 +145,9 @@ class DeviceInput(_EvalData):
             source = {"input": "device pipeline (effkernels.pipeline), the embedded images in device memory"}
         else:
             source = {"input": "device pipeline (effkernels.pipeline)", "reader_threads": self.loader.workers}
-        return {**source, "batches_made_ahead": self.loader.ready_ahead, "replay": self.args.replay, "images_decoded": stats["images_decoded"],
-                "images_delivered": stats["images_delivered"], "files_skipped": stats["files_skipped"]}
+        return {**source, "batches_made_ahead": self.loader.ready_ahead, "replay": self.args.replay,
+                "images_decoded": stats["images_decoded"], "images_delivered": stats["images_delivered"],
+                "files_skipped": stats["files_skipped"]}
 
 
 def check_replay_schedule(args, stages) -> str | None:
