@@ -84,7 +84,7 @@ class _HostHandOff:
 
 class PrefetchedBatches:
     """An iterator over `source`'s batches (tuples of tensors on `device`), made up to `depth` batches
-    ahead by a background thread. `source` is consumed on that thread from the first call on (for a
+    ahead by a background thread. That thread starts on `source` at once and alone iterates it (for a
     generator: its cleanup runs there too); its exceptions reach the consumer at the `next` that would
     have returned the failed batch. `close()` (or dropping the iterator) stops the thread and closes the
     source; the batches made ahead are dropped."""
