@@ -285,9 +285,10 @@ def lowfreq_crop(x, size, out_size=None, *, mean=None, std=None, out_dtype=None)
     separable_map plus the rank-one imaginary term when both bands are even.
 
     Host path: an eager call that autograd, torch.compile, dispatch/function modes and functorch
-    transforms do not watch is served from a plan cached per (shape, dtype, device, arguments):
-    the arguments were checked and the operators, normalisation constants and launch metadata
-    built on the plan's first call, so a repeat call only allocates the output and launches the
+    transforms do not watch is served from a plan cached per (shape, dtype, device, arguments, CUDA
+    stream: the operators a plan prepares are written on its stream, and only work queued there
+    after them is sure to see them): the arguments were checked and the operators, normalisation
+    constants and launch metadata built on the plan's first call, so a repeat call only allocates the output and launches the
     kernel (the raw Triton launch on CUDA, the C++ kernel through the dispatcher on CPU). Such calls
     do not show up as effkernels::lowfreq_crop in profiler traces; everything else goes through
     the op.
@@ -331,8 +332,12 @@ def untraced(x) -> bool:
 
 
 def _plan_key(x, *args):
-    """A hashable key of x's description and the arguments; None for argument types not cached."""
+    """A hashable key of x's description, its current CUDA stream where it has one (a plan's
+    operators are written on the stream that prepared it) and the arguments; None for argument
+    types not cached."""
     parts = [x.shape, x.dtype, x.device, os.environ.get("EFFKERNELS_BACKEND")]
+    if x.device.type == "cuda":
+        parts.append(torch.cuda.current_stream(x.device).cuda_stream)
     for value in args:
         kind = type(value)
         if value is None or kind is int or kind is torch.dtype:
@@ -493,7 +498,7 @@ def lowfreq_crop_augmented(x, size, out_size=None, *, boxes=None, flip=None, mea
     functorch) the operators are composed with torch ops, traceably.
     """
     if _untraced_without_grad(x) and x.device.type in _TRITON_OPERATOR_DEVICES:
-        key = _augmented_plan_key(x, size, out_size, mean, std, out_dtype)
+        key = _plan_key(x, size, out_size, mean, std, out_dtype)
         plan = _AUGMENTED_PLANS.get(key) if key is not None else None
         if plan is None:
             plan = _augmented_plan(key, x, size, out_size, mean, std, out_dtype)
@@ -521,14 +526,6 @@ def _untraced_with_grad(x) -> bool:
     """Whether autograd watches x but no tracer, mode or transform does: real tensors, so Triton
     kernels may build the operators that the (differentiable) separable_map op then reads."""
     return x.requires_grad and torch.is_grad_enabled() and _untraced_without_grad(x.detach())
-
-
-def _augmented_plan_key(x, *args):
-    """`_plan_key` plus the current CUDA stream (a plan's operator buffers are stream-ordered)."""
-    key = _plan_key(x, *args)
-    if key is None or x.device.type != "cuda":
-        return key
-    return key + (torch.cuda.current_stream(x.device).cuda_stream,)
 
 
 def _augmented_plan(key, x, size, out_size, mean, std, out_dtype):

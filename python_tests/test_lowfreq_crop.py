@@ -4,7 +4,7 @@ import torch
 
 import effkernels
 from effkernels import reference
-from conftest import TOLERANCE, relative_error
+from conftest import HAS_CUDA, TOLERANCE, relative_error
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -170,6 +170,26 @@ def test_eager_calls_reuse_a_cached_plan():
     assert effkernels.ops._LOWFREQ_PLANS[key] is plan
     assert relative_error(first, reference.lowfreq_crop(x, *args, **kwargs)) < 1e-5
     assert not torch.equal(first, again)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_each_stream_gets_its_own_plan():
+    """A plan's operators are prepared on the stream of its first call (the bf16 rounding of the
+    training path is a kernel there): a call on another stream, say the input pipeline's thread,
+    gets a plan of its own rather than operators that its stream may read before they are written."""
+    x = torch.randint(0, 256, (2, 3, 20, 18), dtype=torch.uint8, device="cuda")
+    args = (8,)
+    kwargs = dict(mean=(0.1, 0.2, 0.3), std=(0.7, 0.8, 0.9), out_dtype=torch.bfloat16)
+    main = effkernels.lowfreq_crop(x, *args, **kwargs)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        key = effkernels.ops._plan_key(x, *args, None, kwargs["mean"], kwargs["std"], kwargs["out_dtype"])
+        assert key not in effkernels.ops._LOWFREQ_PLANS
+        other = effkernels.lowfreq_crop(x, *args, **kwargs)
+        assert key in effkernels.ops._LOWFREQ_PLANS
+    torch.cuda.current_stream().wait_stream(side)
+    torch.testing.assert_close(other, main, rtol=0, atol=0)
 
 
 def test_op_path_and_plan_path_agree():
