@@ -288,10 +288,10 @@ def lowfreq_crop(x, size, out_size=None, *, mean=None, std=None, out_dtype=None)
     transforms do not watch is served from a plan cached per (shape, dtype, device, arguments, CUDA
     stream: the operators a plan prepares are written on its stream, and only work queued there
     after them is sure to see them): the arguments were checked and the operators, normalisation
-    constants and launch metadata built on the plan's first call, so a repeat call only allocates the output and launches the
-    kernel (the raw Triton launch on CUDA, the C++ kernel through the dispatcher on CPU). Such calls
-    do not show up as effkernels::lowfreq_crop in profiler traces; everything else goes through
-    the op.
+    constants and launch metadata built on the plan's first call, so a repeat call only allocates
+    the output and launches the kernel (the raw Triton launch on CUDA, the C++ kernel through the
+    dispatcher on CPU). Such calls do not show up as effkernels::lowfreq_crop in profiler traces;
+    everything else goes through the op.
     """
     if _untraced_without_grad(x):
         key = _plan_key(x, size, out_size, mean, std, out_dtype)
