@@ -28,11 +28,13 @@ at 0 or was resumed at `start_batch=t`, on any number of reader threads, on CPU 
 (bit-identical only on the same device: the kernels differ).
 """
 import collections
+import itertools
 import logging
 import numbers
 import os
 import weakref
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -113,46 +115,74 @@ class _DeviceLoader:
 
     def batches_per_epoch(self) -> int:
         """Batches an epoch yields on this rank at the current replay factor."""
-        return self.length // self.world_size // self.batch_size * self.replay
+        return self.batches_per_epoch_decoded() * self.replay
 
     def epoch(self, epoch: int, start_batch: int = 0) -> "EpochBatches":
         """An iterator over epoch `epoch`'s batches start_batch, start_batch + 1, ... (the batch
         index counts delivered batches, replays included, as a training loop counts steps)."""
+        return self._open_batches(epoch, start_batch, through_epochs=False)
+
+    def epochs(self, first_epoch: int, start_batch: int = 0) -> "EpochBatches":
+        """An iterator that starts as `epoch(first_epoch, start_batch)` does and runs on into the
+        epochs after it, without end (close it): its background thread makes the next epoch's first
+        batches while the training loop still takes the last ones of this one, where a fresh
+        `epoch()` per epoch would leave the device waiting for them. `position` says where it is."""
+        return self._open_batches(first_epoch, start_batch, through_epochs=True)
+
+    def _open_batches(self, epoch, start_batch, through_epochs):
         _check_int("epoch", epoch, 0)
         _check_int("start_batch", start_batch, 0)
         if start_batch > self.batches_per_epoch():
             raise ValueError(f"start_batch must be <= {self.batches_per_epoch()}, the batches per epoch, "
                              f"got {start_batch}")
-        batches = EpochBatches(self, epoch, start_batch)
+        batches = EpochBatches(self, epoch, start_batch, through_epochs)
         self._live_epochs.add(batches)
         return batches
 
-    def _deliver(self, epoch, start_batch, replay):
-        """A generator of epoch `epoch`'s batches from `start_batch` on, at replay factor `replay`:
-        (images, labels, images decoded for this batch: 0 for a replay of a decoding already made)."""
+    def _deliver(self, epoch, start_batch, replay, through_epochs):
+        """A generator of the batches from (epoch, start_batch) on, at replay factor `replay`, to
+        the epoch's end or (through_epochs) on through the next epochs: (images, labels, images
+        decoded for this batch: 0 for a replay of a decoding already made, the position after it)."""
         self.stats["replay"] = replay
-        first_decoded = start_batch // replay
-        items = EpochOrder(self.length, self.batch_size, seed=self.seed, epoch=epoch, rank=self.rank,
-                           world_size=self.world_size, start_batch=first_decoded).items
-        batches = [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
-        decoded_batches = self._decoded_batches(batches)
+        per_epoch = self.batches_per_epoch_decoded() * replay
+        decoded_batches = self._decoded_batches(self._decoding_plan(epoch, start_batch // replay, through_epochs))
         generator = torch.Generator(device=self.device)  # this generator's own: several may run at once
+        first_round = start_batch % replay
         try:
-            for offset, (batch, decoded) in enumerate(zip(batches, decoded_batches)):
+            for planned, decoded in decoded_batches:
+                rounds, first_round = range(first_round, replay), 0
                 if decoded is None:
                     continue
                 padded, sizes, labels, count = decoded
-                seeds = [seed for _, seed in batch]
-                for replay_round in range(start_batch % replay if offset == 0 else 0, replay):
-                    generator.manual_seed(mix_seed(self.seed, epoch, self.rank, first_decoded + offset, replay_round))
-                    yield (*self._augment(padded, sizes, labels, seeds, replay_round, generator), count)
+                seeds = [seed for _, seed in planned.items]
+                for replay_round in rounds:
+                    generator.manual_seed(mix_seed(self.seed, planned.epoch, self.rank, planned.index, replay_round))
+                    after = planned.index * replay + replay_round + 1
+                    position = (planned.epoch, after) if after < per_epoch else (planned.epoch + 1, 0)
+                    yield (*self._augment(padded, sizes, labels, seeds, replay_round, generator), count, position)
                     count = 0  # counted with the first batch made from this decoding
         finally:
             decoded_batches.close()
 
-    def _decoded_batches(self, batches):
-        """A generator of (padded images, sizes, labels, images decoded), or None for a batch to drop,
-        per batch."""
+    def batches_per_epoch_decoded(self) -> int:
+        """Decoded batches per epoch on this rank (batches_per_epoch() without replay)."""
+        return self.length // self.world_size // self.batch_size
+
+    def _decoding_plan(self, epoch, first_decoded, through_epochs):
+        """EpochOrder's batches from decoded batch `first_decoded` of `epoch` on, one _PlannedBatch
+        each, to the epoch's end or on through the next epochs."""
+        while True:
+            items = EpochOrder(self.length, self.batch_size, seed=self.seed, epoch=epoch, rank=self.rank,
+                               world_size=self.world_size, start_batch=first_decoded).items
+            for offset, start in enumerate(range(0, len(items), self.batch_size)):
+                yield _PlannedBatch(epoch, first_decoded + offset, items[start : start + self.batch_size])
+            if not through_epochs:
+                return
+            epoch, first_decoded = epoch + 1, 0
+
+    def _decoded_batches(self, plan):
+        """A generator of (planned batch, its (padded images, sizes, labels, images decoded), or None
+        for a batch to drop), for each _PlannedBatch of the iterator `plan`, taken from it lazily."""
         raise NotImplementedError
 
     def _augment(self, padded, sizes, labels, seeds, replay_round, generator):
@@ -173,21 +203,31 @@ class _DeviceLoader:
         return out, params[:, 5]
 
 
+class _PlannedBatch(NamedTuple):
+    """A batch to decode: its epoch, its index among the epoch's decoded batches on this rank, and
+    its EpochOrder (index, seed) items."""
+    epoch: int
+    index: int
+    items: list
+
+
 class EpochBatches:
     """What `epoch()` returns: an iterator over an epoch's (images, labels) batches from a position
     on, made `loader.ready_ahead` batches ahead on a background thread (0: on the caller's thread, at
-    each `next`). `restart()` drops the batches made ahead and makes them again under the loader's
-    current stage, from the next batch on. Close it (`close()`, or use it in a `with` block) when
-    leaving it before its end."""
+    each `next`). `position`: (epoch, batch) of the next batch, where `epoch()` or `epochs()` would
+    resume. `restart()` drops the batches made ahead and makes them again under the loader's current
+    stage, from the next batch on. Close it (`close()`, or use it in a `with` block) when leaving it
+    before its end."""
 
-    def __init__(self, loader: "_DeviceLoader", epoch: int, start_batch: int):
-        self._loader, self._epoch, self._position, self._replay = loader, epoch, start_batch, loader.replay
+    def __init__(self, loader: "_DeviceLoader", epoch: int, start_batch: int, through_epochs: bool):
+        self._loader, self._replay, self._through_epochs = loader, loader.replay, through_epochs
+        self.position = (epoch, start_batch)
         self._closed = False
         self._open()
 
     def _open(self):
         loader = self._loader
-        batches = loader._deliver(self._epoch, self._position, self._replay)
+        batches = loader._deliver(*self.position, self._replay, self._through_epochs)
         self._batches = PrefetchedBatches(batches, loader.device, loader.ready_ahead) if loader.ready_ahead else batches
 
     def __iter__(self):
@@ -195,11 +235,10 @@ class EpochBatches:
 
     def __next__(self):
         try:
-            images, labels, decoded = next(self._batches)
+            images, labels, decoded, self.position = next(self._batches)
         except StopIteration:
             self._closed = True  # the epoch's end: nothing left to make again
             raise
-        self._position += 1
         self._loader.stats["images_decoded"] += decoded
         self._loader.stats["images_delivered"] += len(labels)
         return images, labels
@@ -273,15 +312,17 @@ class DeviceImageLoader(_DeviceLoader):
         self.workers, self.prefetch, self.max_side, self.max_pixels = workers, prefetch, max_side, max_pixels
         self.skip_log = image_decode.SkipLog()
 
-    def _decoded_batches(self, batches):
+    def _decoded_batches(self, plan):
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="effkernels-reader")
         try:
-            pending = collections.deque(self._submit(pool, batch) for batch in batches[: self.prefetch])
-            for offset, batch in enumerate(batches):
-                files = [future.result() for future in pending.popleft()]
-                if offset + self.prefetch < len(batches):
-                    pending.append(self._submit(pool, batches[offset + self.prefetch]))
-                yield self._decode(batch, files)
+            pending = collections.deque((planned, self._submit(pool, planned.items))
+                                        for planned in itertools.islice(plan, self.prefetch))
+            while pending:
+                planned, futures = pending.popleft()
+                files = [future.result() for future in futures]
+                pending.extend((following, self._submit(pool, following.items))
+                               for following in itertools.islice(plan, 1))
+                yield planned, self._decode(planned.items, files)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -349,14 +390,14 @@ class DeviceTensorLoader(_DeviceLoader):
         self.classes, self.labels = list(classes), labels.tolist()
         self.images = images.to(self.device)
 
-    def _decoded_batches(self, batches):
+    def _decoded_batches(self, plan):
         sizes = [tuple(self.images.shape[2:])] * self.batch_size
-        for batch in batches:
-            indices = torch.tensor([index for index, _ in batch])
+        for planned in plan:
+            indices = torch.tensor([index for index, _ in planned.items])
             if self.device.type == "cuda":
                 indices = indices.pin_memory()
-            yield (self.images.index_select(0, indices.to(self.device, non_blocking=True)), sizes,
-                   [self.labels[index] for index, _ in batch], len(batch))
+            yield planned, (self.images.index_select(0, indices.to(self.device, non_blocking=True)), sizes,
+                            [self.labels[index] for index, _ in planned.items], len(planned.items))
 
 
 def _checked_magnitude(magnitude):

@@ -324,13 +324,9 @@ class Trainer:
                 while self.state["stage_step"] < self.plan[index]:
                     # The wait for the next batch, its device work included: the input pipeline's share.
                     wait_mark = self.clock.mark()
-                    batch = next(batches, None)
-                    if batch is None:  # end of epoch: next epoch's order
-                        self.state.update(epoch=self.state["epoch"] + 1, batch=0)
-                        batches = self.input.batches(self.state["epoch"], 0, stage, index)
-                        continue
-                    self._step(batch, stage, index, wait_mark)
-                    self.state["batch"] += 1
+                    images, labels, (epoch, batch) = next(batches)  # runs on across epoch ends
+                    self._step(images, labels, stage, index, wait_mark)
+                    self.state.update(epoch=epoch, batch=batch)
                     self._record(self.clock.ready(), writer, bar)
                     if self.state["step"] % a.checkpoint_every == 0:
                         self._record(self.clock.drain(), writer, bar)
@@ -353,10 +349,9 @@ class Trainer:
         if self.distributed:
             dist.destroy_process_group()
 
-    def _step(self, batch, stage, index, wait_mark):
+    def _step(self, x, labels, stage, index, wait_mark):
         """Launch one training step; its times and loss reach `_record` once the device has run it.
         A process's first steps at a size are warm-ups (TrainStep.steady), timed apart on the host clock with syncs."""
-        x, labels = batch
         progress = self.state["cost"] / self.total_cost if self.schedule.unit == "compute" else self._epoch_progress()
         lr = self.args.lr * curriculum.warmup_cosine(min(progress, 1.0), self.args.warmup)
         timed = self.train_step.steady(x, labels)

@@ -89,20 +89,25 @@ class LoaderInput(_EvalData):
         return data.batches_per_epoch(len(self.train_set), self.args.batch_size, self.world)
 
     def batches(self, epoch, start_batch, stage, stage_index):
-        """This rank's batches start_batch, ... of `epoch`, shrunk to the stage's size on the device."""
+        """This rank's batches from batch start_batch of `epoch` on, through the epochs after it, shrunk
+        to the stage's size on the device: (images, labels, (epoch, batch) of the next batch)."""
         a = self.args
         self.rand_augment.magnitude = stage.magnitude
-        sampler = data.EpochOrder(len(self.train_set), a.batch_size, seed=a.seed, epoch=epoch, rank=self.rank,
-                                  world_size=self.world, start_batch=start_batch)
-        # Its own generator: making the loader then draws nothing from the global RNG, which a resumed run
-        # restores from the checkpoint.
-        loader = torch.utils.data.DataLoader(data.SeededSamples(self.train_set), a.batch_size, sampler=sampler,
-                                             num_workers=a.workers, drop_last=True,
-                                             pin_memory=self.device.type == "cuda",
-                                             generator=torch.Generator().manual_seed(a.seed))
-        for images, labels in loader:
-            images = images.to(self.device, non_blocking=True)
-            yield self.shrink(images, stage.size), labels.to(self.device, non_blocking=True)
+        per_epoch = self.batches_per_epoch()
+        while True:
+            sampler = data.EpochOrder(len(self.train_set), a.batch_size, seed=a.seed, epoch=epoch, rank=self.rank,
+                                      world_size=self.world, start_batch=start_batch)
+            # Its own generator: making the loader then draws nothing from the global RNG, which a resumed
+            # run restores from the checkpoint.
+            loader = torch.utils.data.DataLoader(data.SeededSamples(self.train_set), a.batch_size, sampler=sampler,
+                                                 num_workers=a.workers, drop_last=True,
+                                                 pin_memory=self.device.type == "cuda",
+                                                 generator=torch.Generator().manual_seed(a.seed))
+            for after, (images, labels) in enumerate(loader, start_batch + 1):
+                images = images.to(self.device, non_blocking=True)
+                position = (epoch, after) if after < per_epoch else (epoch + 1, 0)
+                yield self.shrink(images, stage.size), labels.to(self.device, non_blocking=True), position
+            epoch, start_batch = epoch + 1, 0
 
     def summary(self) -> dict:
         return {"input": "DataLoader (CPU decode and augmentation)", "loader_workers": self.args.workers}
@@ -133,11 +138,14 @@ class DeviceInput(_EvalData):
 
     def batches_per_epoch(self) -> int:
         """Decoded batches per epoch: the epoch's length without replay."""
-        return self.loader.batches_per_epoch() // self.loader.replay
+        return self.loader.batches_per_epoch_decoded()
 
     def batches(self, epoch, start_batch, stage, stage_index):
+        """As LoaderInput.batches; the batches are made ahead across epoch ends too (loader.epochs)."""
         self.loader.set_stage(size=stage.size, magnitude=stage.magnitude, replay=self.replay_for(stage_index))
-        return self.loader.epoch(epoch, start_batch=start_batch)
+        with self.loader.epochs(epoch, start_batch=start_batch) as batches:
+            for images, labels in batches:
+                yield images, labels, batches.position
 
     def summary(self) -> dict:
         stats = self.loader.stats

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import threading
+import time
 import types
 
 import numpy as np
@@ -363,6 +364,58 @@ def test_resume_yields_the_tail_of_a_full_run(textured_root, replay, start_batch
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
 
 
+@pytest.mark.parametrize("replay,start_batch", [(1, 0), (2, 3), (2, 12)])
+def test_epochs_run_on_as_the_epochs_one_after_another(textured_root, replay, start_batch):
+    """epochs(e, b) delivers what epoch(e, b), epoch(e + 1), ... do, and `position` says where a
+    resumed run would start: (e, b) within an epoch, (e + 1, 0) after its last batch."""
+    make = lambda: DeviceImageLoader(textured_root, 4, out_size=24, size=12, replay=replay, seed=8, device="cpu",
+                                     dtype=torch.float32, workers=2)
+    per_epoch = make().batches_per_epoch()
+    expected = _collect(make(), 1, start_batch) + _collect(make(), 2) + _collect(make(), 3)[:2]
+    with make().epochs(1, start_batch) as batches:
+        assert batches.position == (1, start_batch)
+        got, positions = [], []
+        for _ in range(len(expected)):
+            got.append(next(batches))
+            positions.append(batches.position)
+    assert len(got) == 2 * per_epoch - start_batch + 2
+    for (x1, y1), (x2, y2) in zip(expected, got, strict=True):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    after = lambda epoch, batch: (epoch, batch + 1) if batch + 1 < per_epoch else (epoch + 1, 0)
+    delivered = [(1, b) for b in range(start_batch, per_epoch)] + [(2, b) for b in range(per_epoch)] + [(3, 0), (3, 1)]
+    assert positions == [after(*position) for position in delivered]
+
+
+def test_epochs_make_the_next_epoch_ahead_of_its_first_batch(textured_root):
+    """The background thread crosses an epoch's end while the consumer still takes its last batches."""
+    loader = DeviceImageLoader(textured_root, 4, out_size=24, size=12, device="cpu", workers=2, ready_ahead=2)
+    made, augment_batch = [], loader._augment
+    loader._augment = lambda *args: (made.append(None), augment_batch(*args))[1]
+    with loader.epochs(0) as batches:
+        for _ in range(loader.batches_per_epoch()):
+            next(batches)
+        deadline = time.monotonic() + 30
+        while len(made) <= loader.batches_per_epoch() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert batches.position == (1, 0) and len(made) > loader.batches_per_epoch()
+
+
+def test_a_dropped_batch_still_moves_the_position(tmp_path):
+    (tmp_path / "x").mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        (tmp_path / "x" / f"bad{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
+        (tmp_path / "x" / f"good{i}.jpg").write_bytes(_jpeg_bytes(_textured(rng, 20, 30)))
+    paths = sorted(str(p) for p in (tmp_path / "x").iterdir())
+    # A seed whose epoch 0 puts the two bad files in its first batch of 2.
+    seed = next(s for s in range(100) if {paths[i] for i, _ in EpochOrder(4, 2, seed=s, epoch=0).items[:2]}
+                == {p for p in paths if "bad" in p})
+    loader = DeviceImageLoader(str(tmp_path), 2, out_size=8, device="cpu", workers=1, seed=seed)
+    with loader.epochs(0) as batches:
+        next(batches)  # epoch 0's second batch: its first was dropped
+        assert batches.position == (1, 0) and loader.stats["batches_dropped"] == 1
+
+
 def test_ranks_see_disjoint_samples_covering_the_epoch(identity_root):
     per_rank = []
     for rank in range(3):
@@ -482,6 +535,8 @@ def test_bad_arguments_raise_naming_the_argument(textured_root, kwargs, error, n
     (lambda l: l.set_stage(replay=1.5), TypeError, "replay"),
     (lambda l: l.epoch(-1), ValueError, "epoch"),
     (lambda l: l.epoch(0, start_batch=7), ValueError, "start_batch"),
+    (lambda l: l.epochs(-1), ValueError, "epoch"),
+    (lambda l: l.epochs(0, start_batch=1.0), TypeError, "start_batch"),
 ])
 def test_bad_stage_and_epoch_arguments(textured_root, call, error, name):
     loader = DeviceImageLoader(textured_root, 4, out_size=24, device="cpu")
