@@ -39,6 +39,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from .checks import check_int
+
 __all__ = ["OPS", "apply_op", "rand_augment"]
 
 OPS = (
@@ -444,10 +446,7 @@ def rand_augment(images, magnitude, *, num_ops=2, prob=0.5, magnitude_std=0.5, f
     """
     _check_images(images)
     magnitude = _check_magnitude_number(magnitude)
-    if not isinstance(num_ops, numbers.Integral) or isinstance(num_ops, bool):
-        raise TypeError(f"num_ops must be an int, got {type(num_ops).__name__}")
-    if num_ops < 0:
-        raise ValueError(f"num_ops must be >= 0, got {num_ops}")
+    check_int("num_ops", num_ops, 0)
     if not isinstance(prob, numbers.Real) or not 0 <= prob <= 1:
         raise ValueError(f"prob must be a number in [0, 1], got {prob!r}")
     if not isinstance(magnitude_std, numbers.Real) or not magnitude_std >= 0:

@@ -41,6 +41,7 @@ import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from . import augment, image_decode
+from .checks import check_int
 from .crop_boxes import DRAWS, check_scale_and_ratio, counter_uniforms, mix_seed, sample_boxes
 from .data import EpochOrder
 from .ops import lowfreq_crop
@@ -66,8 +67,8 @@ class _DeviceLoader:
                  replay, scale, ratio, flip_prob, dtype, mean, std, seed, rank, world_size, ready_ahead):
         for name, value, low in (("batch_size", batch_size, 1), ("out_size", out_size, 1), ("seed", seed, 0),
                                  ("world_size", world_size, 1), ("ready_ahead", ready_ahead, 0)):
-            _check_int(name, value, low)
-        _check_int("rank", rank, 0)
+            check_int(name, value, low)
+        check_int("rank", rank, 0)
         if rank >= world_size:
             raise ValueError(f"rank must be < world_size={world_size}, got {rank}")
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
@@ -108,7 +109,7 @@ class _DeviceLoader:
                 batches.restart()
 
     def _checked_size(self, size):
-        _check_int("size", size, 1)
+        check_int("size", size, 1)
         if size > self.out_size:
             raise ValueError(f"size must be <= out_size={self.out_size}, got {size}")
         return size
@@ -130,8 +131,8 @@ class _DeviceLoader:
         return self._open_batches(first_epoch, start_batch, through_epochs=True)
 
     def _open_batches(self, epoch, start_batch, through_epochs):
-        _check_int("epoch", epoch, 0)
-        _check_int("start_batch", start_batch, 0)
+        check_int("epoch", epoch, 0)
+        check_int("start_batch", start_batch, 0)
         if start_batch > self.batches_per_epoch():
             raise ValueError(f"start_batch must be <= {self.batches_per_epoch()}, the batches per epoch, "
                              f"got {start_batch}")
@@ -300,9 +301,9 @@ class DeviceImageLoader(_DeviceLoader):
         if not os.path.isdir(root):
             raise ValueError(f"root must be a folder of class sub-folders, got {os.fspath(root)!r}")
         for name, value in (("workers", workers), ("prefetch", prefetch), ("max_pixels", max_pixels)):
-            _check_int(name, value, 1)
+            check_int(name, value, 1)
         if max_side is not None:
-            _check_int("max_side", max_side, 1)
+            check_int("max_side", max_side, 1)
         self.classes, self.class_to_idx = find_classes(root)
         self.samples = make_dataset(root, self.class_to_idx, extensions=IMG_EXTENSIONS)
         super().__init__(len(self.samples), batch_size, f"under {os.fspath(root)!r}", device=device,
@@ -409,12 +410,6 @@ def _checked_magnitude(magnitude):
 
 
 def _checked_replay(replay):
-    _check_int("replay", replay, 1)
+    check_int("replay", replay, 1)
     return replay
 
-
-def _check_int(name: str, value, low: int) -> None:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")

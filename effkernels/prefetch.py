@@ -22,6 +22,8 @@ from typing import Iterator
 
 import torch
 
+from .checks import check_int
+
 _POLL_SECONDS = 0.1  # how soon a producer blocked on a full queue notices close()
 _PRODUCER_PRIORITY = -1  # below 0: a stream from the high-priority pool (see _CudaHandOff)
 
@@ -90,10 +92,7 @@ class PrefetchedBatches:
     source; the batches made ahead are dropped."""
 
     def __init__(self, source: Iterator, device: torch.device, depth: int = 2):
-        if not isinstance(depth, int) or isinstance(depth, bool):
-            raise TypeError(f"depth must be an int, got {type(depth).__name__}")
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
+        check_int("depth", depth, 1)
         device = indexed_device(device)
         self._hand_off = _CudaHandOff(device) if device.type == "cuda" else _HostHandOff()
         self._queue = queue.Queue(depth)

@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import torch
 
+from .checks import check_int
+
 
 class StepRecord(NamedTuple):
     """One finished step: the caller's info, seconds waiting for its batch, seconds of the step
@@ -83,10 +85,7 @@ class StepClock:
     waits for the oldest (by then long finished on any device that keeps up)."""
 
     def __init__(self, device: torch.device, capacity: int = 64):
-        if not isinstance(capacity, int) or isinstance(capacity, bool):
-            raise TypeError(f"capacity must be an int, got {type(capacity).__name__}")
-        if capacity < 1:
-            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        check_int("capacity", capacity, 1)
         self._marks = _CudaMarks(capacity) if device.type == "cuda" else _HostMarks(capacity)
         self._capacity = capacity
         self._pending = collections.deque()  # (info, wait mark, start mark, end mark, loss slot)

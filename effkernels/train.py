@@ -304,7 +304,8 @@ class Trainer:
         a = self.args
         os.makedirs(a.out, exist_ok=True)
         log_path = os.path.join(a.out, "log.csv")
-        fields = ["step", "stage", "size", "magnitude", "lr", "loss", "step_ms", "images_per_s", "cost_fraction"]
+        fields = ["step", "stage", "size", "magnitude", "lr", "loss", "step_ms", "input_wait_ms", "images_per_s",
+                  "cost_fraction"]
         if self.rank == 0:
             _truncate_log(log_path, fields, self.state["step"])
         log_file = open(log_path, "a", newline="") if self.rank == 0 else None
@@ -383,8 +384,10 @@ class Trainer:
                 self.timing["data_seconds"][index] += record.wait_seconds
                 self.timing["images"][index] += images
             if writer:
-                row = dict(info, stage=index, loss=record.loss, step_ms=f"{record.step_seconds * 1e3:.2f}",
-                           images_per_s=images / record.step_seconds if record.step_seconds > 0 else float("inf"))
+                seconds = record.wait_seconds + record.step_seconds  # as the report counts a step's time
+                row = dict(info, stage=index, loss=record.loss, step_ms=f"{seconds * 1e3:.2f}",
+                           input_wait_ms=f"{record.wait_seconds * 1e3:.2f}",
+                           images_per_s=images / seconds if seconds > 0 else float("inf"))
                 writer.writerow(row)
                 bar.set_postfix_str(f"stage {index} {info['size']}px m{info['magnitude']} {row['images_per_s']:.0f} img/s "
                                     f"loss {record.loss:.3f}")
@@ -446,9 +449,13 @@ def report(trainer, accuracy):
     """The per-stage table (theoretical cost fraction vs measured time fraction), saved and returned."""
     stages, plan, timing = trainer.schedule.stages, trainer.plan, trainer.timing
     costs = [n * trainer.flops[s.size] for n, s in zip(plan, stages)]
-    # A stage of warm-up steps only: their time is all there is.
-    step_seconds = [seconds / timed if timed else warmup / max(warmup_steps, 1) for seconds, timed, warmup, warmup_steps
-                    in zip(timing["seconds"], timing["steps"], timing["warmup"], timing["warmup_steps"])]
+    # A timed step's time runs from asking for its batch to the step's end, on the device's timeline: the
+    # wait for an input pipeline that falls behind is time the run spends too. A stage of warm-up steps
+    # only: their time is all there is.
+    step_seconds = [(seconds + waits) / timed if timed else warmup / max(warmup_steps, 1)
+                    for seconds, waits, timed, warmup, warmup_steps in zip(
+                        timing["seconds"], timing["data_seconds"], timing["steps"], timing["warmup"],
+                        timing["warmup_steps"])]
     times = [per_step * steps for per_step, steps in zip(step_seconds, plan)]
     total_cost, total_time = sum(costs), sum(times)
     rows = []
@@ -457,7 +464,7 @@ def report(trainer, accuracy):
         rows.append(dict(stage=i, size=stage.size, magnitude=stage.magnitude, steps=steps,
                          cost_fraction=cost / total_cost, time_fraction=spent / total_time,
                          ratio=(spent / total_time) / (cost / total_cost), ms_per_step=1e3 * step_seconds[i],
-                         images_per_s=timing["images"][i] / timed_seconds if timed_seconds else None,
+                         images_per_s=timing["images"][i] / (timed_seconds + data_seconds) if timed_seconds else None,
                          input_share=data_seconds / (data_seconds + timed_seconds) if timed_seconds else None))
     full = trainer.flops[trainer.args.img_size]
     steps = sum(plan)
@@ -489,8 +496,8 @@ def report(trainer, accuracy):
                "then the capture of the step's CUDA graph")
     for failure in summary["cuda_graph_failures"]:
         lines.append(f"CUDA graph capture failed for inputs {failure}; steps of that shape ran eagerly.")
-    lines.append(f"Times per step leave out {warmups}: {summary['warmup_seconds']:.1f} s in all). Input wait: the time spent waiting for the next batch, "
-                 f"as a share of wait + step; the step's time does not include it.")
+    lines.append(f"Times per step leave out {warmups}: {summary['warmup_seconds']:.1f} s in all). A step's time includes the wait for its batch; "
+                 f"input wait: that wait's share of it.")
     table = "\n".join(lines)
     out = trainer.args.out
     with open(os.path.join(out, "stages.md"), "w") as f:

@@ -22,6 +22,8 @@ from typing import Callable, Optional
 
 import torch
 
+from .checks import check_int
+
 logger = logging.getLogger(__name__)
 
 
@@ -72,10 +74,7 @@ class TrainStep:
 
     def __init__(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable, *, amp: bool,
                  graphs: Optional[CudaGraphs] = None, warmup_steps: int = 3):
-        if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool):
-            raise TypeError(f"warmup_steps must be an int, got {type(warmup_steps).__name__}")
-        if warmup_steps < 1:
-            raise ValueError(f"warmup_steps must be at least 1 (a capture needs a step run before it), got {warmup_steps}")
+        check_int("warmup_steps", warmup_steps, 1, "a capture needs a step run before it")
         self.net, self.optimizer, self.loss_fn, self.amp = net, optimizer, loss_fn, amp
         self.graphs, self.warmup_steps = graphs, warmup_steps
         self._steps = collections.Counter()  # steps run per input shape

@@ -1,0 +1,12 @@
+"""Argument checks shared by the Python entry points: a bad value raises a TypeError or ValueError
+that names the argument, before any work starts."""
+import numbers
+
+
+def check_int(name: str, value, low: int, why: str = "") -> None:
+    """`value` must be an int (not a bool) >= `low`; `why`, if given, says why in the error."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < low:
+        reason = f" ({why})" if why else ""
+        raise ValueError(f"{name} must be >= {low}{reason}, got {value}")
