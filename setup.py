@@ -110,6 +110,8 @@ setup(
     packages=find_packages(include=["effkernels", "effkernels.*"]),
     python_requires=">=3.10",
     install_requires=["torch>=2.6", "torchvision", "timm>=1.0.20", "tqdm", "matplotlib"],
+    # The pipeline's decoder="nvimgcodec": nvImageCodec and the nvJPEG library it loads.
+    extras_require={"nvimgcodec": ["nvidia-nvimgcodec-cu13[nvjpeg]>=0.9"]},
     ext_modules=[extension()],
     entry_points={"console_scripts": ["effkernels-train = effkernels.train:main"]},
     cmdclass={"build_ext": IncrementalBuildExtension.with_options(use_ninja=True)},

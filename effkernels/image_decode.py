@@ -2,8 +2,9 @@
 
 Two routes, chosen from a file's first bytes (`sniff`, no decoding):
 - 8-bit, 3-component baseline or extended-sequential JPEGs (ImageNet's files) are handed back as
-  byte tensors and decoded a batch at a time by `decode_jpeg_batch`, on the device (nvJPEG on a
-  GPU; on a CPU the same call decodes on the CPU, so CI runs this route too);
+  byte tensors and decoded a batch at a time by `decode_jpeg_batch`, on the device, by one of
+  JPEG_DECODERS: torchvision's decode_jpeg (nvJPEG on a GPU) or nvImageCodec (its hardware
+  decoder on a GPU that has one); on a CPU both decode on the CPU, so CI runs this route too;
 - everything else (PNG, grayscale and CMYK JPEGs, progressive JPEGs, BMP/TIFF/WebP, files whose
   header cannot be parsed) is decoded on the CPU in the reader thread by `decode_on_cpu`:
   torchvision's `decode_image(mode=RGB)`, Pillow for the formats torchvision does not read.
@@ -11,6 +12,7 @@ A file that neither route decodes (zero bytes, truncated, not an image, larger t
 is reported once through `SkipLog` (logging.warning, once per path) and left out; the caller
 decides how to fill its place.
 """
+import collections
 import io
 import logging
 import threading
@@ -157,21 +159,118 @@ def _decode_any(data: torch.Tensor) -> torch.Tensor:
     return image if image.dtype == torch.uint8 else TF.to_dtype(image, torch.uint8, scale=True)
 
 
-def decode_jpeg_batch(files: list, device: torch.device, skip_log: SkipLog, max_pixels: int) -> list:
-    """Decode the `jpeg` bytes of `files` in one batched call on `device`: a list of (3, H, W) uint8
-    on device, None where a file was left out. If the batched call raises, the files are decoded one
-    by one to isolate the bad ones; a file the device decoder rejects still gets the CPU decoders."""
+class TorchvisionJpegDecoder:
+    """torchvision.io.decode_jpeg: nvJPEG's CUDA decoder on a GPU (the call returns once its stream
+    is done), libjpeg-turbo on a CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def decode(self, jpegs: list) -> list:
+        """(3, H, W) uint8 RGB images on the device, None where a file cannot be decoded. One bad
+        file fails torchvision's batched call: then the files are decoded one by one."""
+        try:
+            return decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=self.device)
+        except Exception:  # noqa: BLE001  (find the bad ones below)
+            return [self._decode_one(jpeg) for jpeg in jpegs]
+
+    def _decode_one(self, jpeg):
+        try:
+            return decode_jpeg(jpeg, mode=ImageReadMode.RGB, device=self.device)
+        except Exception:  # noqa: BLE001
+            return None
+
+    def done_with(self, images: list) -> None:
+        """Its images live in PyTorch's allocator, which orders their reuse by stream itself."""
+
+
+class NvImageCodecJpegDecoder:
+    """nvImageCodec (package nvidia-nvimgcodec-cu13): on a GPU, the hardware JPEG decoder where the
+    GPU has one (A100, H100: engines beside the SMs, so decoding leaves the training kernels their
+    SMs) with nvJPEG's CUDA and hybrid decoders as fall-backs, asynchronous on the caller's stream;
+    on a CPU, libjpeg-turbo with `cpu_threads` threads (0: one per core)."""
+
+    def __init__(self, device: torch.device, cpu_threads: int = 0):
+        nvimgcodec = import_nvimgcodec()
+        kinds = nvimgcodec.BackendKind
+        if device.type == "cuda":
+            backends = (kinds.HW_GPU_ONLY, kinds.GPU_ONLY, kinds.HYBRID_CPU_GPU, kinds.CPU_ONLY)
+            device_id = device.index if device.index is not None else torch.cuda.current_device()
+        else:
+            backends, device_id = (kinds.CPU_ONLY,), nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY
+        self.device, self._nvimgcodec = device, nvimgcodec
+        self._decoder = nvimgcodec.Decoder(device_id=device_id, max_num_cpu_threads=cpu_threads,
+                                           backends=[nvimgcodec.Backend(kind) for kind in backends])
+        # Planar RGB is (3, H, W): what the pipeline pads. EXIF orientation is left alone, as
+        # torchvision's decode_jpeg leaves it, so both decoders give the same images.
+        self._params = nvimgcodec.DecodeParams(apply_exif_orientation=False, color_spec=nvimgcodec.ColorSpec.SRGB,
+                                               allow_any_depth=False, sample_format=nvimgcodec.SampleFormat.P_RGB)
+        self._lock = threading.Lock()  # one decode at a time per decoder
+        self._held = collections.deque()  # (event, images) whose reads are queued on a stream
+
+    def decode(self, jpegs: list) -> list:
+        """As TorchvisionJpegDecoder.decode; on a GPU the images are ready in the caller's current
+        stream's order, and their memory is nvImageCodec's: pass them to done_with after use."""
+        streams = [self._nvimgcodec.CodeStream(jpeg.numpy()) for jpeg in jpegs]
+        with self._lock:
+            if self.device.type == "cuda":
+                stream = torch.cuda.current_stream(self.device).cuda_stream
+                images = self._decoder.decode(streams, params=self._params, cuda_stream=stream)
+            else:
+                images = self._decoder.decode(streams, params=self._params)
+        return [None if image is None else self._as_tensor(image) for image in images]
+
+    def _as_tensor(self, image) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return torch.from_dlpack(image)  # made ready on the current stream (DLPack's stream argument)
+        return torch.from_numpy(np.asarray(image))  # the array keeps nvImageCodec's host buffer alive
+
+    def done_with(self, images: list) -> None:
+        """The kernels that read `images` are queued on the current stream: keep nvImageCodec's
+        buffers until they have run (PyTorch's record_stream cannot track memory it did not
+        allocate), and let go of those whose readers have finished."""
+        if self.device.type != "cuda":
+            return
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(self.device))
+        self._held.append((event, images))
+        while self._held and self._held[0][0].query():
+            self._held.popleft()
+
+
+JPEG_DECODERS = ("torchvision", "nvimgcodec")
+
+
+def jpeg_decoder(name: str, device: torch.device, cpu_threads: int = 0):
+    """The JPEG decoder called `name` (one of JPEG_DECODERS) for `device`; cpu_threads: the CPU
+    threads nvImageCodec may use (0: one per core)."""
+    if name == "torchvision":
+        return TorchvisionJpegDecoder(device)
+    if name == "nvimgcodec":
+        return NvImageCodecJpegDecoder(device, cpu_threads)
+    raise ValueError(f"decoder must be one of {JPEG_DECODERS}, got {name!r}")
+
+
+def import_nvimgcodec():
+    """nvImageCodec's module, or a ValueError that says how to install it."""
+    try:
+        from nvidia import nvimgcodec
+    except ImportError as error:
+        raise ValueError("decoder='nvimgcodec' needs nvImageCodec: pip install 'nvidia-nvimgcodec-cu13[nvjpeg]' "
+                         f"({error})") from None
+    return nvimgcodec
+
+
+def decode_jpeg_batch(files: list, decoder, skip_log: SkipLog, max_pixels: int) -> list:
+    """Decode the `jpeg` bytes of `files` in one batched call of `decoder` (from jpeg_decoder): a list of (3, H, W) uint8 on its device, None where a file was left out. A file the
+    decoder rejects still gets the CPU decoders."""
     if not files:
         return []
-    try:
-        return decode_jpeg([f.jpeg for f in files], mode=ImageReadMode.RGB, device=device)
-    except Exception:  # noqa: BLE001  (one bad file fails the whole batch; find it below)
-        return [_decode_one(f, device, skip_log, max_pixels) for f in files]
+    images = decoder.decode([f.jpeg for f in files])
+    return [image if image is not None else _decode_on_cpu_instead(f, decoder.device, skip_log, max_pixels)
+            for f, image in zip(files, images)]
 
 
-def _decode_one(file: ReadFile, device: torch.device, skip_log: SkipLog, max_pixels: int) -> Optional[torch.Tensor]:
-    try:
-        return decode_jpeg(file.jpeg, mode=ImageReadMode.RGB, device=device)
-    except Exception:  # noqa: BLE001
-        image = decode_on_cpu(file.path, file.jpeg, skip_log, max_pixels)
-        return None if image is None else image.to(device)
+def _decode_on_cpu_instead(file: ReadFile, device: torch.device, skip_log: SkipLog, max_pixels: int):
+    image = decode_on_cpu(file.path, file.jpeg, skip_log, max_pixels)
+    return None if image is None else image.to(device)

@@ -280,7 +280,11 @@ class DeviceImageLoader(_DeviceLoader):
     longer side images are shrunk to before cropping (None: never), since the largest image of a
     batch sets the padded size, memory and work of the whole batch (512 keeps ImageNet's typical
     500×375 files intact, and a box of scale >= 0.35 of a 512 px image still spans ~300 px, more
-    than the 224 px output); max_pixels, the size above which a file is skipped.
+    than the 224 px output); max_pixels, the size above which a file is skipped; decoder, the JPEG
+    decoder: "torchvision" (torchvision.io.decode_jpeg, nvJPEG's CUDA decoder on a GPU) or
+    "nvimgcodec" (nvImageCodec, which uses the GPU's hardware JPEG decoder where there is one; the
+    package nvidia-nvimgcodec-cu13, `pip install effkernels[nvimgcodec]`). Both give the same
+    images on a CPU (libjpeg-turbo); on a GPU their IDCTs may differ by a level or two.
 
         loader = DeviceImageLoader("imagenet/train", 256, device="cuda", scale=(0.35, 1), seed=0,
                                    rank=rank, world_size=world_size)
@@ -295,7 +299,7 @@ class DeviceImageLoader(_DeviceLoader):
                  rand_augment: bool = True, replay: int = 1, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
                  flip_prob: float = 0.5, dtype=torch.bfloat16, mean=IMAGENET_MEAN, std=IMAGENET_STD, seed: int = 0,
                  rank: int = 0, world_size: int = 1, workers: int = 4, prefetch: int = 2, ready_ahead: int = 2,
-                 max_side=512, max_pixels: int = PIL_MAX_PIXELS):
+                 max_side=512, max_pixels: int = PIL_MAX_PIXELS, decoder: str = "torchvision"):
         if not isinstance(root, (str, os.PathLike)):
             raise TypeError(f"root must be a path, got {type(root).__name__}")
         if not os.path.isdir(root):
@@ -312,6 +316,8 @@ class DeviceImageLoader(_DeviceLoader):
                          rank=rank, world_size=world_size, ready_ahead=ready_ahead)
         self.workers, self.prefetch, self.max_side, self.max_pixels = workers, prefetch, max_side, max_pixels
         self.skip_log = image_decode.SkipLog()
+        self.decoder = decoder
+        self._jpeg_decoder = image_decode.jpeg_decoder(decoder, self.device, cpu_threads=workers)
 
     def _decoded_batches(self, plan):
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="effkernels-reader")
@@ -336,7 +342,7 @@ class DeviceImageLoader(_DeviceLoader):
         """(padded images, sizes, labels, images decoded) of a batch's files; bad files' slots take
         good images of the batch in turn; None for a batch without a single good file."""
         jpegs = [f for f in files if f is not None and f.jpeg is not None]
-        decoded = iter(image_decode.decode_jpeg_batch(jpegs, self.device, self.skip_log, self.max_pixels))
+        decoded = iter(image_decode.decode_jpeg_batch(jpegs, self._jpeg_decoder, self.skip_log, self.max_pixels))
         images = [None if f is None else (next(decoded) if f.jpeg is not None else f.image) for f in files]
         good = [slot for slot, image in enumerate(images) if image is not None]
         self.stats["files_skipped"] = len(self.skip_log)
@@ -346,6 +352,7 @@ class DeviceImageLoader(_DeviceLoader):
             return None
         sources = [slot if images[slot] is not None else good[slot % len(good)] for slot in range(len(files))]
         padded, sizes = pad_images([images[s] for s in sources], self.device, self.max_side)
+        self._jpeg_decoder.done_with(images)
         labels = [self.samples[batch[s][0]][1] for s in sources]
         return padded, sizes, labels, len(good)
 

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from . import curriculum, training_input
+from . import curriculum, image_decode, training_input
 from .flops import flop_counter
 from .step_clock import StepClock
 from .train_step import CudaGraphs, TrainStep
@@ -66,6 +66,10 @@ def parse_args(argv=None):
                    help="batches the device pipeline makes ahead on a background thread, on CUDA on a stream of "
                         "its own, so that decoding and augmentation overlap the steps (0: each batch is made on the "
                         "training thread and stream when the step asks for it)")
+    p.add_argument("--decoder", choices=image_decode.JPEG_DECODERS, default="torchvision",
+                   help="the device pipeline's JPEG decoder (--input device with --data): torchvision's decode_jpeg "
+                        "(nvJPEG's CUDA decoder on a GPU) or nvImageCodec (the GPU's hardware JPEG decoder where "
+                        "it has one; pip install effkernels[nvimgcodec])")
     p.add_argument("--magnitude", type=int, default=9, help="RandAugment magnitude for vit24h/none")
     p.add_argument("--workers", type=int, default=None,
                    help="loader processes (default: on a GPU up to 8; on the CPU none with <= 4 cores, else 2)")
@@ -102,6 +106,14 @@ def parse_args(argv=None):
     args.workers = default_workers(args.device) if args.workers is None else args.workers
     if args.input is None:
         args.input = "device" if args.device == "cuda" else "cpu"
+    if args.decoder == "nvimgcodec":
+        if args.input != "device" or args.data is None:
+            p.error("--decoder nvimgcodec decodes the files of --data in the device pipeline: it needs --data and "
+                    "--input device")
+        try:
+            image_decode.import_nvimgcodec()
+        except ValueError as error:
+            p.error(f"--decoder nvimgcodec: {error}")
     if args.input == "device" and args.resize != "lowfreq":
         p.error("--input device shrinks with lowfreq_crop: it needs --resize lowfreq")
     if args.compile is None:

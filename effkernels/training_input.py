@@ -127,7 +127,8 @@ class DeviceInput(_EvalData):
             self.loader = DeviceTensorLoader(*train, args.batch_size, classes=data.CLASSES, **settings)
             val_set = data.TensorImages(*val, eval_tf)
         else:
-            self.loader = DeviceImageLoader(args.data, args.batch_size, workers=max(1, args.workers), **settings)
+            self.loader = DeviceImageLoader(args.data, args.batch_size, workers=max(1, args.workers),
+                                            decoder=args.decoder, **settings)
             val_set = data.image_folder(args.val_data, eval_tf) if args.val_data else None
         self.num_classes = len(self.loader.classes)
         super().__init__(args, device, val_set)
@@ -152,7 +153,8 @@ class DeviceInput(_EvalData):
         if self.args.data is None:
             source = {"input": "device pipeline (effkernels.pipeline), the embedded images in device memory"}
         else:
-            source = {"input": "device pipeline (effkernels.pipeline)", "reader_threads": self.loader.workers}
+            source = {"input": "device pipeline (effkernels.pipeline)", "reader_threads": self.loader.workers,
+                      "decoder": self.loader.decoder}
         return {**source, "batches_made_ahead": self.loader.ready_ahead, "replay": self.args.replay,
                 "images_decoded": stats["images_decoded"], "images_delivered": stats["images_delivered"],
                 "files_skipped": stats["files_skipped"]}

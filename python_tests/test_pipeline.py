@@ -255,22 +255,24 @@ def odd_files(tmp_path_factory):
 MAX_PIXELS = 100_000
 
 
-def _read_and_decode(files):
+def _read_and_decode(files, decoder):
     skip_log = image_decode.SkipLog()
     read = {name: image_decode.read_image_file(path, skip_log, MAX_PIXELS, False) for name, (path, _) in files.items()}
     jpegs = [name for name, r in read.items() if r is not None and r.jpeg is not None]
-    decoded = dict(zip(jpegs, image_decode.decode_jpeg_batch([read[n] for n in jpegs], torch.device("cpu"), skip_log,
+    jpeg_decoder = image_decode.jpeg_decoder(decoder, torch.device("cpu"))
+    decoded = dict(zip(jpegs, image_decode.decode_jpeg_batch([read[n] for n in jpegs], jpeg_decoder, skip_log,
                                                              MAX_PIXELS)))
     images = {name: decoded[name] if name in decoded else (r.image if r is not None else None)
               for name, r in read.items()}
     return images, read, skip_log
 
 
-def test_odd_files_decode_or_skip_with_one_warning_each(odd_files, caplog):
+@pytest.mark.parametrize("decoder", image_decode.JPEG_DECODERS)
+def test_odd_files_decode_or_skip_with_one_warning_each(odd_files, caplog, decoder):
     _, files, rgb = odd_files
     with caplog.at_level(logging.WARNING, logger="effkernels.image_decode"):
-        images, read, skip_log = _read_and_decode(files)
-        _read_and_decode(files)  # a second pass over the same paths (a new log) warns again, once
+        images, read, skip_log = _read_and_decode(files, decoder)
+        _read_and_decode(files, decoder)  # a second pass over the same paths (a new log) warns again, once
     for name, (path, size) in files.items():
         if size is None:
             assert images[name] is None, name
@@ -289,11 +291,12 @@ def test_odd_files_decode_or_skip_with_one_warning_each(odd_files, caplog):
         assert sum(files[name][0] in m for m in messages) == 2, name
 
 
-def test_loader_survives_a_folder_of_odd_files(odd_files, caplog):
+@pytest.mark.parametrize("decoder", image_decode.JPEG_DECODERS)
+def test_loader_survives_a_folder_of_odd_files(odd_files, caplog, decoder):
     root, files, _ = odd_files
     count, skipped = len(files), sum(size is None for _, size in files.values())
     loader = DeviceImageLoader(root, count, out_size=16, device="cpu", dtype=torch.float32, max_pixels=MAX_PIXELS,
-                               workers=2)
+                               workers=2, decoder=decoder)
     with caplog.at_level(logging.WARNING, logger="effkernels.image_decode"):
         for epoch in range(2):
             (images, labels), = loader.epoch(epoch)  # bad files' slots hold good images of the batch
@@ -332,6 +335,14 @@ def test_batch_equals_the_pipeline_stages_composed(textured_root):
                                        out_dtype=torch.float32)
     assert labels.tolist() == [loader.samples[i][1] for i, _ in batch]
     torch.testing.assert_close(images, expected, rtol=0, atol=0)
+
+
+def test_nvimgcodec_delivers_what_torchvision_does(textured_root):
+    """On a CPU both JPEG decoders are libjpeg-turbo: the same batches, bit for bit."""
+    make = lambda decoder: DeviceImageLoader(textured_root, 4, out_size=24, size=16, seed=2, device="cpu",
+                                             dtype=torch.float32, workers=2, decoder=decoder)
+    for (x1, y1), (x2, y2) in zip(_collect(make("torchvision")), _collect(make("nvimgcodec")), strict=True):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
 
 
 def test_classes_and_labels_follow_image_folder(textured_root):
@@ -497,6 +508,40 @@ def test_batches_made_ahead_equal_batches_made_when_asked(textured_root):
     assert not [t for t in threading.enumerate() if t.name == "effkernels-prefetch"]
 
 
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_jpeg_decoders_agree_on_cuda(textured_root):
+    """nvImageCodec (hardware decoder first) and torchvision (nvJPEG's CUDA decoder) on the GPU: the
+    same images up to IDCT rounding, ready on the caller's stream; nvImageCodec's buffers are held
+    until the kernels that read them have run."""
+    files = [image_decode.read_image_file(path, image_decode.SkipLog(), MAX_PIXELS, True)
+             for path, _ in DeviceImageLoader(textured_root, 4, out_size=8, device="cpu").samples]
+    device = torch.device("cuda", torch.cuda.current_device())
+    stream = torch.cuda.Stream(device)
+    with torch.cuda.stream(stream):
+        nvimgcodec = image_decode.jpeg_decoder("nvimgcodec", device)
+        decoded = image_decode.decode_jpeg_batch(files, nvimgcodec, image_decode.SkipLog(), MAX_PIXELS)
+        sums = torch.stack([image.double().sum() for image in decoded])
+        nvimgcodec.done_with(decoded)
+    expected = image_decode.decode_jpeg_batch(files, image_decode.jpeg_decoder("torchvision", device),
+                                              image_decode.SkipLog(), MAX_PIXELS)
+    stream.synchronize()
+    for image, reference in zip(decoded, expected, strict=True):
+        assert image.device == device and image.dtype == torch.uint8 and image.shape == reference.shape
+        assert (image.float() - reference.float()).abs().mean() < 1.0
+    torch.testing.assert_close(sums, torch.stack([image.double().sum() for image in decoded]))
+    nvimgcodec.done_with([])
+    assert all(images is not decoded for _, images in nvimgcodec._held)  # their reads have run: let go
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_loader_with_nvimgcodec_on_cuda(textured_root):
+    settings = dict(out_size=32, size=16, device="cuda", rand_augment=False)  # RandAugment's thresholds: no rounding
+    loader = DeviceImageLoader(textured_root, 8, decoder="nvimgcodec", **settings)
+    reference = DeviceImageLoader(textured_root, 8, **settings)
+    for (x1, y1), (x2, y2) in zip(loader.epoch(0), reference.epoch(0), strict=True):
+        assert torch.equal(y1, y2) and (x1.float() - x2.float()).abs().mean() < 0.05
+
+
 # ------------------------------------------------------------------------------ bad arguments
 @pytest.mark.parametrize("kwargs,error,name", [
     (dict(batch_size=0), ValueError, "batch_size"),
@@ -522,6 +567,7 @@ def test_batches_made_ahead_equal_batches_made_when_asked(textured_root):
     (dict(max_side=0), ValueError, "max_side"),
     (dict(ready_ahead=-1), ValueError, "ready_ahead"),
     (dict(ready_ahead=1.0), TypeError, "ready_ahead"),
+    (dict(decoder="pil"), ValueError, "decoder"),
 ])
 def test_bad_arguments_raise_naming_the_argument(textured_root, kwargs, error, name):
     arguments = dict(root=textured_root, batch_size=4, out_size=24, device="cpu") | kwargs

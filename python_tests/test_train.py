@@ -217,6 +217,7 @@ def test_graphed_steps_train_report_and_resume_as_eager_steps(tmp_path, straight
         (["--curriculum", "custom"], "needs --stages"),
         (["--workers", "-1"], "--workers must be >= 0"),
         (["--input-ahead", "-1"], "--input-ahead must be >= 0"),
+        (["--decoder", "nvimgcodec"], "--decoder nvimgcodec decodes the files of --data"),
         (["--input", "device", "--resize", "interpolate"], "--input device shrinks with lowfreq_crop"),
         (["--device", "cpu", "--cuda-graph", "step"], "needs --device cuda"),
         (["--device", "cuda", "--compile", "reduce-overhead", "--cuda-graph", "step"], "makes CUDA graphs of its own"),
@@ -284,6 +285,16 @@ def test_batches_made_ahead_train_as_batches_made_on_demand(tmp_path, jpeg_folde
     summaries = [json.loads((tmp_path / ahead / "stages.json").read_text())["summary"] for ahead in ("0", "3")]
     assert [s["batches_made_ahead"] for s in summaries] == [0, 3]
     assert summaries[0]["images_decoded"] == summaries[1]["images_decoded"]
+
+
+def test_nvimgcodec_decoder_trains_as_torchvision(tmp_path, jpeg_folder):
+    """--decoder nvimgcodec: on the CPU both decoders are libjpeg-turbo, so the same run, losses included."""
+    args = [*DEVICE_INPUT, "--data", str(jpeg_folder), "--curriculum", "none", "--budget", "1"]
+    for decoder in ("torchvision", "nvimgcodec"):
+        result = run([*args, "--decoder", decoder, "--out", str(tmp_path / decoder)])
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert json.loads((tmp_path / decoder / "stages.json").read_text())["summary"]["decoder"] == decoder
+    assert trace(tmp_path / "torchvision") == trace(tmp_path / "nvimgcodec")
 
 
 def test_embedded_data_through_the_device_pipeline(tmp_path):
