@@ -5,7 +5,7 @@ PYTHON := $(VENV)/bin/python
 BUILT := $(VENV)/.effkernels-built
 SOURCES := setup.py $(shell find csrc -type f)
 
-.PHONY: train test bench build check-cxx17 clean
+.PHONY: train test bench build check-cxx17 gpu-wheels clean
 
 train: $(BUILT)
 	$(PYTHON) -m effkernels.train --out runs/default
@@ -19,6 +19,11 @@ bench: $(BUILT)
 # Every C++/CUDA source compiled as C++17 against torch 2.13's headers (torch < 2.14 builds as C++17).
 check-cxx17: $(VENV)/.requirements
 	PYTHON=$(PYTHON) .ci/check_cxx17
+
+# The optional wheels the GPU image has no registry to fetch, pinned as in requirements.txt, into
+# wheels/ (git-ignored): carry it to the GPU machine, where perf/gpu_check.sh installs them.
+gpu-wheels:
+	python3 -m pip download -q --no-deps -d wheels $$(grep -E '^nvidia-(nvimgcodec|nvjpeg)' requirements.txt)
 
 build:  # forces a (still incremental) rebuild, e.g. after changing EFFKERNELS_CUDA
 	rm -f $(BUILT)

@@ -262,8 +262,9 @@ def import_nvimgcodec():
 
 
 def decode_jpeg_batch(files: list, decoder, skip_log: SkipLog, max_pixels: int) -> list:
-    """Decode the `jpeg` bytes of `files` in one batched call of `decoder` (from jpeg_decoder): a list of (3, H, W) uint8 on its device, None where a file was left out. A file the
-    decoder rejects still gets the CPU decoders."""
+    """Decode the `jpeg` bytes of `files` in one batched call of `decoder` (from jpeg_decoder): a
+    list of (3, H, W) uint8 on its device, None where a file was left out. A file the decoder
+    rejects still gets the CPU decoders."""
     if not files:
         return []
     images = decoder.decode([f.jpeg for f in files])

@@ -5,14 +5,17 @@ Writes a folder of synthetic ImageNet-like JPEGs (mostly 500×375 and 375×500 a
 a temporary folder, then measures images/s delivered as normalised bf16 batches on the device at
 each --sizes band (RandomResizedCrop to --out-size, flip, RandAugment m9 at --out-size, then the
 low-frequency crop to the band), for:
-- "pipeline": DeviceImageLoader, --threads reader threads, JPEGs decoded on the device;
+- "pipeline": DeviceImageLoader, --threads reader threads, JPEGs decoded on the device, by each of
+  --decoders (torchvision's nvJPEG decode; nvImageCodec, the GPU's hardware JPEG decoder first, when
+  installed), a row per decoder;
 - "pipeline+replay": the same with each decoded batch replayed r times (r: --replay, or by
   default EfficientTrain++'s preset for the stage of that size: 4 at 96, 2 at 160, 1 at 224);
 - "DataLoader": torchvision ImageFolder + PIL decode, RandomResizedCrop, RandomHorizontalFlip, timm
   RandAugment (rand-m9-mstd0.5-inc1, train.py's hparams), PILToTensor, --workers worker processes,
   pinned; then the batch goes to the device and through lowfreq_crop (normalised, bf16).
 Each entry runs --warmup untimed batches (threads, workers, kernels) and then --batches timed ones,
-epoch after epoch; the files just written sit in the page cache, as on a machine with enough RAM.
+epoch after epoch (the pipeline as training takes it, loader.epochs(): its background thread runs
+on across epoch ends); the files just written sit in the page cache, as on a machine with enough RAM.
 For the pipeline it also reports the process's CPU time per batch (all its threads): against the
 batch's wall time on --cores cores, whether the host or the device sets the pace.
 --cores N pins the process (and its workers and threads) to N CPU cores with os.sched_setaffinity,
@@ -38,6 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 import effkernels  # noqa: E402
+from effkernels import image_decode  # noqa: E402
 from effkernels.curriculum import EFFICIENTTRAIN_PP_SIZES  # noqa: E402
 from effkernels.pipeline import EFFICIENTTRAIN_PP_REPLAY, IMAGENET_MEAN, IMAGENET_STD, DeviceImageLoader  # noqa: E402
 
@@ -67,12 +71,10 @@ def stage_replay(size: int) -> int:
     return EFFICIENTTRAIN_PP_REPLAY[stages.index(size)] if size in stages else 1
 
 
-def images_per_second(epoch_batches, device, warmup: int, batches: int) -> tuple:
-    """(Delivered images per second, this process's CPU ms per batch) over `batches` batches, after
-    `warmup` batches (epochs follow one another: the stream is epoch 0, 1, ... of the entry). The
-    CPU time counts every thread of the process (readers, the batch-making thread, this one), not
-    DataLoader worker processes."""
-    stream = (batch for epoch in itertools.count() for batch in epoch_batches(epoch))
+def images_per_second(stream, device, warmup: int, batches: int) -> tuple:
+    """(Delivered images per second, this process's CPU ms per batch) over `batches` batches of the
+    endless iterator `stream`, after `warmup` batches. The CPU time counts every thread of the
+    process (readers, the batch-making thread, this one), not DataLoader worker processes."""
     for _ in itertools.islice(stream, warmup):
         pass
     common.synchronize(device)
@@ -85,10 +87,10 @@ def images_per_second(epoch_batches, device, warmup: int, batches: int) -> tuple
     return count / seconds, cpu_seconds / batches * 1e3
 
 
-def pipeline_batches(root, args, device, size, replay):
+def pipeline_batches(root, args, device, size, replay, decoder):
     loader = DeviceImageLoader(root, args.batch, device=device, out_size=args.out_size, size=size, magnitude=MAGNITUDE,
-                               replay=replay, scale=SCALE, dtype=torch.bfloat16, workers=args.threads)
-    return loader.epoch
+                               replay=replay, scale=SCALE, dtype=torch.bfloat16, workers=args.threads, decoder=decoder)
+    return loader.epochs(0)
 
 
 def dataloader_batches(root, args, device, size):
@@ -104,13 +106,23 @@ def dataloader_batches(root, args, device, size):
         datasets.ImageFolder(root, transform), args.batch, shuffle=True, drop_last=True, num_workers=args.workers,
         pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
 
-    def epoch_batches(epoch):
-        for images, labels in loader:
-            images = effkernels.lowfreq_crop(images.to(device, non_blocking=True), size, mean=IMAGENET_MEAN,
-                                             std=IMAGENET_STD, out_dtype=torch.bfloat16)
-            yield images, labels.to(device, non_blocking=True)
+    def batches():
+        while True:  # epoch after epoch (persistent workers)
+            for images, labels in loader:
+                images = effkernels.lowfreq_crop(images.to(device, non_blocking=True), size, mean=IMAGENET_MEAN,
+                                                 std=IMAGENET_STD, out_dtype=torch.bfloat16)
+                yield images, labels.to(device, non_blocking=True)
 
-    return epoch_batches
+    return batches()
+
+
+def installed_decoders() -> list:
+    """The JPEG decoders this machine has: torchvision always, nvImageCodec where installed."""
+    try:
+        image_decode.import_nvimgcodec()
+    except ValueError:
+        return ["torchvision"]
+    return list(image_decode.JPEG_DECODERS)
 
 
 def limit_cores(cores: int) -> None:
@@ -133,6 +145,8 @@ def main(argv=None):
     parser.add_argument("--cores", type=int, default=None, help="pin the process to this many CPU cores")
     parser.add_argument("--threads", type=int, default=None, help="pipeline reader threads (default: the cores)")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: cores - 1)")
+    parser.add_argument("--decoders", nargs="+", choices=image_decode.JPEG_DECODERS, default=None,
+                        help="the pipeline's JPEG decoders (default: torchvision, and nvimgcodec where installed)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches per entry (default 2)")
     parser.add_argument("--batches", type=int, default=None, help="timed batches per entry (default: files // batch)")
     parser.add_argument("--out", default=None, help="results folder (default perf/results/<device>-<date>)")
@@ -143,6 +157,7 @@ def main(argv=None):
     args.threads = args.threads or cores
     args.workers = max(1, cores - 1) if args.workers is None else args.workers
     args.batches = args.batches or max(1, args.files // args.batch)
+    args.decoders = args.decoders or installed_decoders()
     device = torch.device(args.device)
     root = args.data or tempfile.mkdtemp(prefix="effkernels-bench-pipeline-")
     try:
@@ -154,13 +169,16 @@ def main(argv=None):
         for size in args.sizes:
             replay = args.replay or stage_replay(size)
             timing = (device, args.warmup, args.batches)
-            plain, plain_cpu = images_per_second(pipeline_batches(root, args, device, size, 1), *timing)
-            replayed, replayed_cpu = images_per_second(pipeline_batches(root, args, device, size, replay), *timing)
             baseline, _ = images_per_second(dataloader_batches(root, args, device, size), *timing)
-            rows.append({"size": size, "replay": replay, "pipeline img/s": plain, "pipeline+replay img/s": replayed,
-                         "DataLoader img/s": baseline, "pipeline vs DataLoader": plain / baseline,
-                         "pipeline+replay vs DataLoader": replayed / baseline,
-                         "pipeline CPU ms/batch": plain_cpu, "pipeline+replay CPU ms/batch": replayed_cpu})
+            for decoder in args.decoders:
+                plain, plain_cpu = images_per_second(pipeline_batches(root, args, device, size, 1, decoder), *timing)
+                replayed, replayed_cpu = images_per_second(
+                    pipeline_batches(root, args, device, size, replay, decoder), *timing)
+                rows.append({"size": size, "decoder": decoder, "replay": replay, "pipeline img/s": plain,
+                             "pipeline+replay img/s": replayed, "DataLoader img/s": baseline,
+                             "pipeline vs DataLoader": plain / baseline,
+                             "pipeline+replay vs DataLoader": replayed / baseline,
+                             "pipeline CPU ms/batch": plain_cpu, "pipeline+replay CPU ms/batch": replayed_cpu})
     finally:
         if args.data is None:
             shutil.rmtree(root, ignore_errors=True)
@@ -168,12 +186,13 @@ def main(argv=None):
             "files": args.files if args.data is None else args.data, "batch": args.batch, "out size": args.out_size,
             "scale": SCALE, "magnitude": MAGNITUDE, "warm-up batches": args.warmup,
             "timed batches": args.batches}
-    columns = ["size", "replay", "pipeline img/s", "pipeline+replay img/s", "DataLoader img/s",
+    columns = ["size", "decoder", "replay", "pipeline img/s", "pipeline+replay img/s", "DataLoader img/s",
                "pipeline vs DataLoader", "pipeline+replay vs DataLoader", "pipeline CPU ms/batch",
                "pipeline+replay CPU ms/batch"]
     out_dir = args.out or common.default_out_dir(device)
     print(common.write_results(out_dir, "pipeline", meta, rows, columns,
-                               plot=("size", "pipeline vs DataLoader", "images/s over the CPU DataLoader's")))
+                               plot=(("size", "decoder"), "pipeline vs DataLoader",
+                                     "images/s over the CPU DataLoader's")))
     print(f"{cores} cores, {args.threads} reader threads, {args.workers} DataLoader workers")
 
 

@@ -69,6 +69,14 @@ if wanted build && ! phase build "${BUILD_LIMIT:-120}" "$out/build.log" $python 
   exit 1
 fi
 $python -c "import torch, effkernels; print('CUDA C++ kernels built:', hasattr(torch.ops.effkernels, 'separable_map_cuda'))" | tee -a "$summary"
+# Optional packages the GPU image lacks and cannot download (it has no package registry): wheels
+# fetched here by `make gpu-wheels` into wheels/ and carried along (nvImageCodec for the pipeline's
+# decoder="nvimgcodec").
+if compgen -G "wheels/*.whl" > /dev/null; then
+  $python -m pip install -q --no-deps --no-index wheels/*.whl 2>&1 | tail -3 | tee -a "$summary"
+fi
+$python -c "from effkernels import image_decode; image_decode.import_nvimgcodec(); print('nvImageCodec: installed')" \
+  2>&1 | tail -1 | tee -a "$summary"
 
 # Tests: in parallel processes when pytest-xdist is there (the GPU image has it).
 workers=()

@@ -3,6 +3,7 @@
 Tiny image folders written per module; every test runs the real code path (threaded reads, the
 batched decode_jpeg call, one separable_map for crop + flip + resize, RandAugment, lowfreq_crop).
 """
+import importlib.util
 import io
 import logging
 import math
@@ -28,6 +29,8 @@ from effkernels.pipeline import EFFICIENTTRAIN_PP_REPLAY, DeviceImageLoader, Dev
 from effkernels.resized_crop import pad_images, resized_crop_flip
 
 from conftest import HAS_CUDA
+
+HAS_NVIMGCODEC = importlib.util.find_spec("nvidia.nvimgcodec") is not None  # CI installs it (requirements.txt)
 
 CLASSES = ("ant", "bee", "cat")
 # Identity folder: flat PNGs whose colour encodes the file, so a delivered image names its file.
@@ -509,6 +512,7 @@ def test_batches_made_ahead_equal_batches_made_when_asked(textured_root):
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+@pytest.mark.skipif(not HAS_NVIMGCODEC, reason="nvImageCodec is not installed (the GPU image: make gpu-wheels, carry wheels/)")
 def test_jpeg_decoders_agree_on_cuda(textured_root):
     """nvImageCodec (hardware decoder first) and torchvision (nvJPEG's CUDA decoder) on the GPU: the
     same images up to IDCT rounding, ready on the caller's stream; nvImageCodec's buffers are held
@@ -534,6 +538,7 @@ def test_jpeg_decoders_agree_on_cuda(textured_root):
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+@pytest.mark.skipif(not HAS_NVIMGCODEC, reason="nvImageCodec is not installed (the GPU image: make gpu-wheels, carry wheels/)")
 def test_loader_with_nvimgcodec_on_cuda(textured_root):
     settings = dict(out_size=32, size=16, device="cuda", rand_augment=False)  # RandAugment's thresholds: no rounding
     loader = DeviceImageLoader(textured_root, 8, decoder="nvimgcodec", **settings)
@@ -700,8 +705,9 @@ def test_benchmark_script_runs_and_writes_results(tmp_path):
     bench_pipeline.main(["--device", "cpu", "--files", "20", "--batch", "4", "--sizes", "16", "--out-size", "24",
                          "--replay", "2", "--warmup", "1", "--batches", "2", "--workers", "1", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "pipeline.json").read_text())
-    (row,) = results["rows"]
-    assert row["size"] == 16 and row["replay"] == 2
-    assert all(row[key] > 0 for key in ("pipeline img/s", "pipeline+replay img/s", "DataLoader img/s",
-                                        "pipeline CPU ms/batch", "pipeline+replay CPU ms/batch"))
+    assert [row["decoder"] for row in results["rows"]] == list(image_decode.JPEG_DECODERS)  # both installed here
+    for row in results["rows"]:
+        assert row["size"] == 16 and row["replay"] == 2
+        assert all(row[key] > 0 for key in ("pipeline img/s", "pipeline+replay img/s", "DataLoader img/s",
+                                            "pipeline CPU ms/batch", "pipeline+replay CPU ms/batch"))
     assert results["meta"]["timed batches"] == 2 and (tmp_path / "pipeline.png").stat().st_size > 1000
