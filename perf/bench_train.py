@@ -10,6 +10,8 @@ default deit_small: 96, 96, 160×4, 192×2, 224×2) and a short --budget, in the
 - "gpu path, input on the step's thread": the same as "gpu path" with each batch made on the
   training thread and stream when the step asks for it (--input-ahead 0), not ahead on a
   background thread and stream: what the overlap of input and training is worth;
+- "gpu path, nvimgcodec": the same as "gpu path" with nvImageCodec decoding (--decoder
+  nvimgcodec): the GPU's hardware JPEG engines, which leave the training step its SMs;
 - "gpu path, model graphs": the same as "gpu path" with CUDA graphs of the model's forward and
   backward only (--compile reduce-overhead --cuda-graph none), the loss and optimizer launched from
   the host: the script's default before whole-step graphs;
@@ -39,8 +41,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from bench_pipeline import write_jpegs  # noqa: E402
 
-SETTINGS = ("gpu path", "gpu path, replay", "gpu path, input on the step's thread", "gpu path, model graphs",
-            "cpu path, eager")
+SETTINGS = ("gpu path", "gpu path, replay", "gpu path, input on the step's thread", "gpu path, nvimgcodec",
+            "gpu path, model graphs", "cpu path, eager")
 SAVING_TARGET, RATIO_RANGE = 0.9, (0.8, 1.25)
 
 
@@ -56,7 +58,8 @@ def setting_args(setting: str, device: str) -> list:
         graphs = ["--compile", "default", "--cuda-graph", "step"]
     replay = ["--replay", "efficienttrain_pp"] if setting.endswith("replay") else []
     ahead = ["--input-ahead", "0"] if setting.endswith("step's thread") else []
-    return ["--input", "device", *graphs, *replay, *ahead]
+    decoder = ["--decoder", "nvimgcodec"] if setting.endswith("nvimgcodec") else []
+    return ["--input", "device", *graphs, *replay, *ahead, *decoder]
 
 
 def train_run(data, model, setting, args, out):
