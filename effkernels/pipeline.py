@@ -15,7 +15,9 @@ A background thread makes the batches `ready_ahead` ahead of the training loop, 
 stream of its own (effkernels.prefetch), so that this work overlaps the training steps.
 
 The stage (band size, RandAugment magnitude, replay factor) is set with `set_stage` between
-batches, without rebuilding the loader (batches made ahead under the old stage are made again).
+batches, without rebuilding the loader (batches made ahead under the old stage are made again),
+or a whole curriculum is given at once to `stages()`, whose thread then makes each stage's first
+batches ahead of it too.
 Replay reuses each decoded batch `replay` times with fresh boxes, flips and RandAugment draws
 (EfficientTrain++ replays low-resolution stages, where the step is cheap and decoding would be the
 bottleneck; preset EFFICIENTTRAIN_PP_REPLAY).
@@ -30,6 +32,7 @@ at 0 or was resumed at `start_batch=t`, on any number of reader threads, on CPU 
 import collections
 import itertools
 import logging
+import math
 import numbers
 import os
 import weakref
@@ -97,8 +100,9 @@ class _DeviceLoader:
 
     def set_stage(self, *, size=None, magnitude=None, replay=None) -> None:
         """Set the curriculum stage; None keeps a setting. size: the band (output) size, 1..out_size;
-        magnitude: RandAugment's, in [0, 10]; both apply from the next batch. replay: decoded-batch
-        reuse factor >= 1, applies from the next `epoch()` call (it fixes the epoch's batch count)."""
+        magnitude: RandAugment's, in [0, 10]; both apply from the next batch of the iterators that
+        epoch() and epochs() made. replay: decoded-batch reuse factor >= 1, applies from the next
+        `epoch()` or `epochs()` call (it fixes the epoch's batch count)."""
         size = self.size if size is None else self._checked_size(size)
         magnitude = self.magnitude if magnitude is None else _checked_magnitude(magnitude)
         replay = self.replay if replay is None else _checked_replay(replay)
@@ -106,7 +110,7 @@ class _DeviceLoader:
         self.size, self.magnitude, self.replay = size, magnitude, replay
         if changed:
             for batches in list(self._live_epochs):
-                batches.restart()
+                batches._restart()
 
     def _checked_size(self, size):
         check_int("size", size, 1)
@@ -121,30 +125,67 @@ class _DeviceLoader:
     def epoch(self, epoch: int, start_batch: int = 0) -> "EpochBatches":
         """An iterator over epoch `epoch`'s batches start_batch, start_batch + 1, ... (the batch
         index counts delivered batches, replays included, as a training loop counts steps)."""
-        return self._open_batches(epoch, start_batch, through_epochs=False)
+        return self._following_stage(epoch, start_batch, through_epochs=False)
 
     def epochs(self, first_epoch: int, start_batch: int = 0) -> "EpochBatches":
         """An iterator that starts as `epoch(first_epoch, start_batch)` does and runs on into the
         epochs after it, without end (close it): its background thread makes the next epoch's first
         batches while the training loop still takes the last ones of this one, where a fresh
         `epoch()` per epoch would leave the device waiting for them. `position` says where it is."""
-        return self._open_batches(first_epoch, start_batch, through_epochs=True)
+        return self._following_stage(first_epoch, start_batch, through_epochs=True)
 
-    def _open_batches(self, epoch, start_batch, through_epochs):
-        check_int("epoch", epoch, 0)
-        check_int("start_batch", start_batch, 0)
-        if start_batch > self.batches_per_epoch():
-            raise ValueError(f"start_batch must be <= {self.batches_per_epoch()}, the batches per epoch, "
-                             f"got {start_batch}")
-        batches = EpochBatches(self, epoch, start_batch, through_epochs)
+    def stages(self, epoch: int, start_batch: int, plan) -> "EpochBatches":
+        """An iterator over a curriculum's batches: for each (batches, size, magnitude, replay) of
+        `plan` in turn, that many batches at that stage, from batch start_batch of `epoch` on
+        (counted at the first stage's replay factor), on through the epochs, ending after the last
+        stage. Its background thread makes each stage's first batches while the training loop still
+        takes the last ones of the stage before (a fresh iterator per stage would leave the device
+        waiting for them). A stage whose replay factor differs from the one before starts at the
+        next decoded batch (replayed_position). The loader's own stage (set_stage) is left alone."""
+        stages = [_checked_stage_plan(entry, self) for entry in plan]
+        if not stages:
+            raise ValueError("plan must hold at least one (batches, size, magnitude, replay) stage")
+        self._check_position(epoch, start_batch, stages[0][1].replay)
+        return EpochBatches(self, (epoch, start_batch), lambda position: self._deliver_stages(position, stages))
+
+    def _following_stage(self, epoch, start_batch, through_epochs):
+        """An EpochBatches under the loader's stage, made again from its position when set_stage
+        changes the stage."""
+        self._check_position(epoch, start_batch, self.replay)
+        replay = self.replay
+        batches = EpochBatches(self, (epoch, start_batch), lambda position: self._deliver(
+            position, _Stage(self.size, self.magnitude, replay), through_epochs))
         self._live_epochs.add(batches)
         return batches
 
-    def _deliver(self, epoch, start_batch, replay, through_epochs):
-        """A generator of the batches from (epoch, start_batch) on, at replay factor `replay`, to
-        the epoch's end or (through_epochs) on through the next epochs: (images, labels, images
-        decoded for this batch: 0 for a replay of a decoding already made, the position after it)."""
-        self.stats["replay"] = replay
+    def _check_position(self, epoch, start_batch, replay):
+        check_int("epoch", epoch, 0)
+        check_int("start_batch", start_batch, 0)
+        per_epoch = self.batches_per_epoch_decoded() * replay
+        if start_batch > per_epoch:
+            raise ValueError(f"start_batch must be <= {per_epoch}, the batches per epoch, got {start_batch}")
+
+    def _deliver_stages(self, position, stages):
+        """The batches of `stages` ((batches, _Stage) pairs) in turn from `position` on, as
+        _deliver's; the replay factor's changes carried over by replayed_position."""
+        replay = stages[0][1].replay
+        for count, stage in stages:
+            if stage.replay != replay:
+                epoch, batch = position
+                position, replay = (epoch, replayed_position(batch, replay, stage.replay)), stage.replay
+            batches = self._deliver(position, stage, through_epochs=True)
+            try:
+                for made in itertools.islice(batches, count):
+                    position = made.position
+                    yield made
+            finally:
+                batches.close()
+
+    def _deliver(self, position, stage, through_epochs):
+        """A generator of the batches from `position` (epoch, batch) on under `stage`, to the
+        epoch's end or (through_epochs) on through the next epochs: _Made batches."""
+        epoch, start_batch = position
+        replay = stage.replay
         per_epoch = self.batches_per_epoch_decoded() * replay
         decoded_batches = self._decoded_batches(self._decoding_plan(epoch, start_batch // replay, through_epochs))
         generator = torch.Generator(device=self.device)  # this generator's own: several may run at once
@@ -158,9 +199,10 @@ class _DeviceLoader:
                 seeds = [seed for _, seed in planned.items]
                 for replay_round in rounds:
                     generator.manual_seed(mix_seed(self.seed, planned.epoch, self.rank, planned.index, replay_round))
+                    images, labels_out = self._augment(padded, sizes, labels, seeds, replay_round, stage, generator)
                     after = planned.index * replay + replay_round + 1
                     position = (planned.epoch, after) if after < per_epoch else (planned.epoch + 1, 0)
-                    yield (*self._augment(padded, sizes, labels, seeds, replay_round, generator), count, position)
+                    yield _Made(images, labels_out, count, position, replay)
                     count = 0  # counted with the first batch made from this decoding
         finally:
             decoded_batches.close()
@@ -186,7 +228,7 @@ class _DeviceLoader:
         for a batch to drop), for each _PlannedBatch of the iterator `plan`, taken from it lazily."""
         raise NotImplementedError
 
-    def _augment(self, padded, sizes, labels, seeds, replay_round, generator):
+    def _augment(self, padded, sizes, labels, seeds, replay_round, stage, generator):
         """One delivered batch: boxes and flips drawn on the host, sent with the labels in one
         copy; crop + flip + resize, RandAugment (drawing from `generator`), low-frequency crop +
         normalisation on the device."""
@@ -199,9 +241,25 @@ class _DeviceLoader:
         params = host.to(self.device, non_blocking=True)
         images = resized_crop_flip(padded, params[:, :5], self.out_size)
         if self.rand_augment:
-            images = augment.rand_augment(images, self.magnitude, generator=generator)
-        out = lowfreq_crop(images, self.size, mean=self.mean, std=self.std, out_dtype=self.dtype)
+            images = augment.rand_augment(images, stage.magnitude, generator=generator)
+        out = lowfreq_crop(images, stage.size, mean=self.mean, std=self.std, out_dtype=self.dtype)
         return out, params[:, 5]
+
+
+class _Stage(NamedTuple):
+    size: int
+    magnitude: float
+    replay: int
+
+
+class _Made(NamedTuple):
+    """A batch as the producer hands it over: the images decoded for it (0 for a replay of a
+    decoding already made), the position after it and the replay factor it was made under."""
+    images: torch.Tensor
+    labels: torch.Tensor
+    decoded: int
+    position: tuple
+    replay: int
 
 
 class _PlannedBatch(NamedTuple):
@@ -213,22 +271,20 @@ class _PlannedBatch(NamedTuple):
 
 
 class EpochBatches:
-    """What `epoch()` returns: an iterator over an epoch's (images, labels) batches from a position
-    on, made `loader.ready_ahead` batches ahead on a background thread (0: on the caller's thread, at
-    each `next`). `position`: (epoch, batch) of the next batch, where `epoch()` or `epochs()` would
-    resume. `restart()` drops the batches made ahead and makes them again under the loader's current
-    stage, from the next batch on. Close it (`close()`, or use it in a `with` block) when leaving it
-    before its end."""
+    """What `epoch()`, `epochs()` and `stages()` return: an iterator over (images, labels) batches
+    from a position on, made `loader.ready_ahead` batches ahead on a background thread (0: on the
+    caller's thread, at each `next`). `position`: (epoch, batch) of the next batch, where a resumed
+    run would start. Close it (`close()`, or use it in a `with` block) when leaving it before its end."""
 
-    def __init__(self, loader: "_DeviceLoader", epoch: int, start_batch: int, through_epochs: bool):
-        self._loader, self._replay, self._through_epochs = loader, loader.replay, through_epochs
-        self.position = (epoch, start_batch)
+    def __init__(self, loader: "_DeviceLoader", position: tuple, make_source):
+        self._loader, self._make_source = loader, make_source  # make_source(position): a _Made generator
+        self.position = position
         self._closed = False
         self._open()
 
     def _open(self):
         loader = self._loader
-        batches = loader._deliver(*self.position, self._replay, self._through_epochs)
+        batches = self._make_source(self.position)
         self._batches = PrefetchedBatches(batches, loader.device, loader.ready_ahead) if loader.ready_ahead else batches
 
     def __iter__(self):
@@ -236,15 +292,19 @@ class EpochBatches:
 
     def __next__(self):
         try:
-            images, labels, decoded, self.position = next(self._batches)
+            made = next(self._batches)
         except StopIteration:
-            self._closed = True  # the epoch's end: nothing left to make again
+            self._closed = True  # the end: nothing left to make again
             raise
-        self._loader.stats["images_decoded"] += decoded
-        self._loader.stats["images_delivered"] += len(labels)
-        return images, labels
+        self.position = made.position
+        stats = self._loader.stats
+        stats["images_decoded"] += made.decoded
+        stats["images_delivered"] += len(made.labels)
+        stats["replay"] = made.replay
+        return made.images, made.labels
 
-    def restart(self) -> None:
+    def _restart(self) -> None:
+        """Drop the batches made ahead; make them again from `position` (set_stage's change)."""
         if not self._closed:
             self._batches.close()
             self._open()
@@ -293,6 +353,11 @@ class DeviceImageLoader(_DeviceLoader):
             with loader.epoch(epoch, start_batch=resumed_batch if epoch == first else 0) as batches:
                 for images, labels in batches:
                     loss = criterion(model(images), labels)
+
+        # or a curriculum in one iterator, (steps, size, magnitude, replay) per stage:
+        with loader.stages(0, 0, [(5000, 96, 0, 4), (5000, 96, 1, 4), (1800, 160, 2, 2)]) as batches:
+            for images, labels in batches:
+                ...
     """
 
     def __init__(self, root, batch_size: int, *, device="cuda", out_size: int = 224, size=None, magnitude=9,
@@ -420,3 +485,17 @@ def _checked_replay(replay):
     check_int("replay", replay, 1)
     return replay
 
+
+def _checked_stage_plan(entry, loader):
+    """One (batches, size, magnitude, replay) entry of a stages() plan, checked: (batches, _Stage)."""
+    if not (isinstance(entry, (tuple, list)) and len(entry) == 4):
+        raise TypeError(f"plan entries must be (batches, size, magnitude, replay), got {entry!r}")
+    batches, size, magnitude, replay = entry
+    check_int("batches", batches, 1)
+    return batches, _Stage(loader._checked_size(size), _checked_magnitude(magnitude), _checked_replay(replay))
+
+
+def replayed_position(batch: int, old_replay: int, new_replay: int) -> int:
+    """An epoch position (delivered batches) carried over a change of replay factor: the next
+    decoded batch starts at once, under the new factor."""
+    return math.ceil(batch / old_replay) * new_replay

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from . import curriculum, image_decode, training_input
 from .flops import flop_counter
+from .pipeline import replayed_position
 from .step_clock import StepClock
 from .train_step import CudaGraphs, TrainStep
 
@@ -325,19 +326,16 @@ class Trainer:
         total_steps = sum(self.plan)
         bar = _progress(total_steps, self.state["step"], disable=a.quiet or self.rank != 0)
         self.net.train()
-        while self.state["stage"] < len(self.plan):
-            index = self.state["stage"]
-            stage = self.schedule.stages[index]
-            replay = self.input.replay_for(index)
-            if replay != self.state["replay"]:
-                self.state.update(replay=replay, batch=training_input.replayed_position(
-                    self.state["batch"], self.state["replay"], replay))
-            batches = self.input.batches(self.state["epoch"], self.state["batch"], stage, index)
-            try:
+        batches = self._remaining_batches()
+        try:
+            while self.state["stage"] < len(self.plan):
+                index = self.state["stage"]
+                stage = self.schedule.stages[index]
+                self._enter_replay(self.input.replay_for(index))
                 while self.state["stage_step"] < self.plan[index]:
                     # The wait for the next batch, its device work included: the input pipeline's share.
                     wait_mark = self.clock.mark()
-                    images, labels, (epoch, batch) = next(batches)  # runs on across epoch ends
+                    images, labels, (epoch, batch) = next(batches)  # runs on across epoch ends and stages
                     self._step(images, labels, stage, index, wait_mark)
                     self.state.update(epoch=epoch, batch=batch)
                     self._record(self.clock.ready(), writer, bar)
@@ -345,14 +343,14 @@ class Trainer:
                         self._record(self.clock.drain(), writer, bar)
                         log_file and log_file.flush()
                         self._save()
-            finally:
-                batches.close()  # batches made ahead for this stage are made again at the next one's size
-            self.state.update(stage=index + 1, stage_step=0)
-            self._record(self.clock.drain(), writer, bar)
-            log_file and log_file.flush()
-            self._save()
-            if self.rank == 0 and self.input.val_set is not None:
-                bar.write(f"stage {index} ({stage.size}px) done: top-1 {self.evaluate():.1%} at {a.img_size}px")
+                self.state.update(stage=index + 1, stage_step=0)
+                self._record(self.clock.drain(), writer, bar)
+                log_file and log_file.flush()
+                self._save()
+                if self.rank == 0 and self.input.val_set is not None:
+                    bar.write(f"stage {index} ({stage.size}px) done: top-1 {self.evaluate():.1%} at {a.img_size}px")
+        finally:
+            batches.close()
         bar.close()
         if log_file:
             log_file.close()
@@ -361,6 +359,23 @@ class Trainer:
             print(report(self, accuracy))
         if self.distributed:
             dist.destroy_process_group()
+
+    def _remaining_batches(self):
+        """The input's batches for the rest of the run (from the saved position on, each stage's
+        remaining steps), one iterator: the input pipeline makes the next stage's first batches
+        while this stage's last steps run."""
+        plan = [(steps - (self.state["stage_step"] if index == self.state["stage"] else 0), stage, index)
+                for index, (steps, stage) in enumerate(zip(self.plan, self.schedule.stages))
+                if index >= self.state["stage"]]
+        plan = [entry for entry in plan if entry[0] > 0]
+        if plan:
+            self._enter_replay(self.input.replay_for(plan[0][2]))
+        return self.input.batches(self.state["epoch"], self.state["batch"], plan)
+
+    def _enter_replay(self, replay):
+        """Count the data position at replay factor `replay`, as the input does at a stage change."""
+        if replay != self.state["replay"]:
+            self.state.update(replay=replay, batch=replayed_position(self.state["batch"], self.state["replay"], replay))
 
     def _step(self, x, labels, stage, index, wait_mark):
         """Launch one training step; its times and loss reach `_record` once the device has run it.

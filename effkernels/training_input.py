@@ -11,7 +11,7 @@ care which one runs:
   CPU path fed an H100 2.8k img/s where a DeiT-S step eats 7.9k-31k.
 Both draw every sample's augmentation from its own seed, so a resumed run sees the same data.
 """
-import math
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -88,9 +88,20 @@ class LoaderInput(_EvalData):
     def batches_per_epoch(self) -> int:
         return data.batches_per_epoch(len(self.train_set), self.args.batch_size, self.world)
 
-    def batches(self, epoch, start_batch, stage, stage_index):
-        """This rank's batches from batch start_batch of `epoch` on, through the epochs after it, shrunk
-        to the stage's size on the device: (images, labels, (epoch, batch) of the next batch)."""
+    def batches(self, epoch, start_batch, plan):
+        """This rank's batches from batch start_batch of `epoch` on, through the epochs, for each
+        (batches, stage, stage index) of `plan` in turn that many at the stage's size and magnitude,
+        shrunk on the device: (images, labels, (epoch, batch) of the next batch)."""
+        position = (epoch, start_batch)
+        for count, stage, _ in plan:
+            stage_batches = self._stage_batches(*position, stage)
+            try:
+                for images, labels, position in itertools.islice(stage_batches, count):
+                    yield images, labels, position
+            finally:
+                stage_batches.close()
+
+    def _stage_batches(self, epoch, start_batch, stage):
         a = self.args
         self.rand_augment.magnitude = stage.magnitude
         per_epoch = self.batches_per_epoch()
@@ -141,10 +152,11 @@ class DeviceInput(_EvalData):
         """Decoded batches per epoch: the epoch's length without replay."""
         return self.loader.batches_per_epoch_decoded()
 
-    def batches(self, epoch, start_batch, stage, stage_index):
-        """As LoaderInput.batches; the batches are made ahead across epoch ends too (loader.epochs)."""
-        self.loader.set_stage(size=stage.size, magnitude=stage.magnitude, replay=self.replay_for(stage_index))
-        with self.loader.epochs(epoch, start_batch=start_batch) as batches:
+    def batches(self, epoch, start_batch, plan):
+        """As LoaderInput.batches, start_batch counted at the first stage's replay factor; made ahead
+        across epoch ends and stage changes too (loader.stages)."""
+        stages = [(count, stage.size, stage.magnitude, self.replay_for(index)) for count, stage, index in plan]
+        with self.loader.stages(epoch, start_batch, stages) as batches:
             for images, labels in batches:
                 yield images, labels, batches.position
 
@@ -176,10 +188,6 @@ def make_input(args, device, rank, world):
     return (DeviceInput if args.input == "device" else LoaderInput)(args, device, rank, world)
 
 
-def replayed_position(batch: int, old_replay: int, new_replay: int) -> int:
-    """An epoch position (delivered batches) carried over a change of replay factor: the next
-    decoded batch starts at once, under the new factor."""
-    return math.ceil(batch / old_replay) * new_replay
 
 
 class _RandAugment:

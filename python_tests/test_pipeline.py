@@ -25,7 +25,7 @@ from effkernels import augment, crop_boxes, image_decode
 from effkernels.crop_boxes import DRAWS, counter_uniforms, mix_seed, sample_boxes
 from effkernels.curriculum import EFFICIENTTRAIN_PP_SIZES
 from effkernels.data import EpochOrder
-from effkernels.pipeline import EFFICIENTTRAIN_PP_REPLAY, DeviceImageLoader, DeviceTensorLoader
+from effkernels.pipeline import EFFICIENTTRAIN_PP_REPLAY, DeviceImageLoader, DeviceTensorLoader, replayed_position
 from effkernels.resized_crop import pad_images, resized_crop_flip
 
 from conftest import HAS_CUDA
@@ -414,6 +414,48 @@ def test_epochs_make_the_next_epoch_ahead_of_its_first_batch(textured_root):
         assert batches.position == (1, 0) and len(made) > loader.batches_per_epoch()
 
 
+def test_stages_deliver_what_an_iterator_per_stage_does(textured_root):
+    """stages(e, b, plan) = for each stage, set_stage and epochs() from where the stage before
+    stopped (a replay change carried over by replayed_position), that stage's count of batches;
+    then it ends."""
+    make = lambda: DeviceImageLoader(textured_root, 4, out_size=24, seed=6, device="cpu", dtype=torch.float32,
+                                     workers=2)
+    plan = [(3, 24, 0, 2), (5, 12, 5, 2), (4, 16, 9, 1), (7, 20, 2, 3)]
+    expected, positions, position, replay = [], [], (1, 1), 2
+    per_stage = make()
+    for count, size, magnitude, stage_replay in plan:
+        if stage_replay != replay:
+            position, replay = (position[0], replayed_position(position[1], replay, stage_replay)), stage_replay
+        per_stage.set_stage(size=size, magnitude=magnitude, replay=stage_replay)
+        with per_stage.epochs(*position) as batches:
+            for _ in range(count):
+                expected.append(next(batches))
+                positions.append(batches.position)
+            position = batches.position
+    loader = make()
+    with loader.stages(1, 1, plan) as batches:
+        got = []
+        for images, labels in batches:
+            got.append((images, labels))
+            assert batches.position == positions[len(got) - 1]
+    assert len(got) == sum(count for count, *_ in plan) and loader.stats["replay"] == 3
+    for (x1, y1), (x2, y2) in zip(expected, got, strict=True):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert (loader.size, loader.magnitude, loader.replay) == (24, 9, 1)  # the loader's own stage is left alone
+
+
+def test_stages_make_the_next_stage_ahead_of_its_first_batch(textured_root):
+    loader = DeviceImageLoader(textured_root, 4, out_size=24, device="cpu", workers=2, ready_ahead=2)
+    made, augment_batch = [], loader._augment
+    loader._augment = lambda *args: (made.append(args[-2].size), augment_batch(*args))[1]
+    with loader.stages(0, 0, [(2, 24, 3, 1), (3, 12, 6, 2)]) as batches:
+        next(batches), next(batches)
+        deadline = time.monotonic() + 30
+        while 12 not in made and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert made[:2] == [24, 24] and 12 in made  # the second stage's first batches, before they are asked for
+
+
 def test_a_dropped_batch_still_moves_the_position(tmp_path):
     (tmp_path / "x").mkdir()
     rng = np.random.default_rng(1)
@@ -588,6 +630,13 @@ def test_bad_arguments_raise_naming_the_argument(textured_root, kwargs, error, n
     (lambda l: l.epoch(0, start_batch=7), ValueError, "start_batch"),
     (lambda l: l.epochs(-1), ValueError, "epoch"),
     (lambda l: l.epochs(0, start_batch=1.0), TypeError, "start_batch"),
+    (lambda l: l.stages(0, 0, []), ValueError, "plan"),
+    (lambda l: l.stages(0, 0, [(2, 24, 9)]), TypeError, "plan"),
+    (lambda l: l.stages(0, 0, [(0, 24, 9, 1)]), ValueError, "batches"),
+    (lambda l: l.stages(0, 0, [(2, 48, 9, 1)]), ValueError, "size"),
+    (lambda l: l.stages(0, 0, [(2, 24, 11, 1)]), ValueError, "magnitude"),
+    (lambda l: l.stages(0, 0, [(2, 24, 9, 0)]), ValueError, "replay"),
+    (lambda l: l.stages(0, 13, [(2, 24, 9, 2)]), ValueError, "start_batch"),
 ])
 def test_bad_stage_and_epoch_arguments(textured_root, call, error, name):
     loader = DeviceImageLoader(textured_root, 4, out_size=24, device="cpu")

@@ -355,7 +355,7 @@ def test_epoch_order_shards_resumes_and_seeds_each_sample():
 def test_epoch_position_carries_over_a_change_of_replay():
     """Delivered-batch positions map to decoded batches as DeviceImageLoader.epoch counts them: a
     partly replayed decoded batch is left, and the next one starts under the new factor."""
-    from effkernels.training_input import replayed_position
+    from effkernels.pipeline import replayed_position
 
     assert replayed_position(8, 4, 2) == 4  # decoded batches 0, 1 done -> batch 2 at replay 2
     assert replayed_position(5, 4, 2) == 4  # batch 1 replayed once of 4 -> on to batch 2
