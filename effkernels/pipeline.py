@@ -247,6 +247,7 @@ class _DeviceLoader:
 
 
 class _Stage(NamedTuple):
+    """The settings a batch is made under: band size, RandAugment magnitude, replay factor."""
     size: int
     magnitude: float
     replay: int
