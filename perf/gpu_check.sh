@@ -141,7 +141,7 @@ if wanted train; then
   tail -20 "$out/train_step.log" >> "$summary"
 fi
 # E2E_SETTINGS: bench_train.py's settings, ';'-separated (e.g. "gpu path;gpu path, input on the step's thread").
-IFS=';' read -r -a e2e_settings <<< "${E2E_SETTINGS:-gpu path;gpu path, model graphs;cpu path, eager}"
+IFS=';' read -r -a e2e_settings <<< "${E2E_SETTINGS:-gpu path, replay;gpu path;cpu path, eager}"
 if wanted e2e; then  # whole EfficientTrain++ runs: several compilations per run
   phase "end-to-end training" "${E2E_LIMIT:-550}" "$out/bench_train.log" \
     $python perf/bench_train.py --settings "${e2e_settings[@]}" --out "$out"
