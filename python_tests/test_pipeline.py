@@ -659,6 +659,11 @@ def test_loader_on_cuda(textured_root):
                             rand_augment=False)
     for (x_cpu, y_cpu), (x_gpu, y_gpu) in zip(cpu.epoch(1), gpu.epoch(1)):  # nvJPEG vs libjpeg: a level or two
         assert torch.equal(y_cpu, y_gpu.cpu()) and (x_cpu - x_gpu.cpu()).abs().mean() < 0.05
+    # A curriculum in one iterator, made ahead on the producer's stream across stage and epoch ends.
+    plan = [(4, 16, 0, 2), (9, 24, 0, 1)]
+    with gpu.stages(0, 0, plan) as batches:
+        shapes = [images.shape[-1] for images, _ in batches]
+    assert shapes == [16] * 4 + [24] * 9 and batches.position == (3, 2)  # 3 decoded batches an epoch
 
 
 # ------------------------------------------------------------------ images already in memory
