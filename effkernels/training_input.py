@@ -188,8 +188,6 @@ def make_input(args, device, rank, world):
     return (DeviceInput if args.input == "device" else LoaderInput)(args, device, rank, world)
 
 
-
-
 class _RandAugment:
     """timm's RandAugment (`rand-m{m}-mstd0.5-inc1`) whose magnitude the curriculum sets per stage."""
 
