@@ -99,14 +99,18 @@ def test_budget_too_small_compares_rounded_shares_with_the_schedule(unit):
         assert line is None
 
 
-def test_two_process_ddp_on_gloo(tmp_path):
+@pytest.mark.parametrize("data_input,port", [("cpu", 29517), ("device", 29518)])
+def test_two_process_ddp_on_gloo(tmp_path, data_input, port):
+    """Both input paths under DDP: each rank reads its own shard (the device pipeline's curriculum
+    iterator included)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
-               "-m", "effkernels.train", *SHORT, "--out", str(tmp_path)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+               "-m", "effkernels.train", *SHORT, "--input", data_input, "--out", str(tmp_path)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "stages.json").read_text())["summary"]
     assert summary["processes"] == 2 and summary["steps"] == len(trace(tmp_path))
+    assert summary["input"].startswith("device pipeline" if data_input == "device" else "DataLoader")
 
 
 def kill_and_resume(args, out, straight):
