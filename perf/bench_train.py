@@ -105,6 +105,11 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="results folder (default perf/results/<device>-<date>)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    meta = {**common.run_meta(device), "preset": args.preset, "budget": args.budget, "files": args.files,
+            "batch": args.batch, "img_size": args.img_size, "settings": {k: setting_args(k, args.device) for k in args.settings},
+            "targets": f"measured/theoretical >= {SAVING_TARGET}, every stage ratio in {RATIO_RANGE}"}
+    columns = ["model", "setting", "steps", "theoretical saving", "measured saving", "measured / theoretical",
+               "stage ratio min", "stage ratio max", "most input wait", "warm-up s", "on target"]
     workdir = tempfile.mkdtemp(prefix="effkernels-bench-train-")
     rows = []
     try:
@@ -114,15 +119,13 @@ def main(argv=None):
             for setting in args.settings:
                 out = os.path.join(workdir, f"{model}-{setting.replace(' ', '_').replace(',', '')}")
                 rows.append(row_of(model, setting, *train_run(data, model, setting, args, out)))
+                # Written after every run: a run stopped at the device's time limit keeps the finished rows.
+                table = common.write_results(args.out or common.default_out_dir(device), "train_end_to_end", meta,
+                                             rows, columns)
                 print(rows[-1], flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    meta = {**common.run_meta(device), "preset": args.preset, "budget": args.budget, "files": args.files,
-            "batch": args.batch, "img_size": args.img_size, "settings": {k: setting_args(k, args.device) for k in args.settings},
-            "targets": f"measured/theoretical >= {SAVING_TARGET}, every stage ratio in {RATIO_RANGE}"}
-    columns = ["model", "setting", "steps", "theoretical saving", "measured saving", "measured / theoretical",
-               "stage ratio min", "stage ratio max", "most input wait", "warm-up s", "on target"]
-    print(common.write_results(args.out or common.default_out_dir(device), "train_end_to_end", meta, rows, columns))
+    print(table)
 
 
 if __name__ == "__main__":
