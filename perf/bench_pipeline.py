@@ -159,6 +159,14 @@ def main(argv=None):
     args.batches = args.batches or max(1, args.files // args.batch)
     args.decoders = args.decoders or installed_decoders()
     device = torch.device(args.device)
+    meta = {**common.run_meta(device), "cores": cores, "threads": args.threads, "workers": args.workers,
+            "files": args.files if args.data is None else args.data, "batch": args.batch, "out size": args.out_size,
+            "scale": SCALE, "magnitude": MAGNITUDE, "warm-up batches": args.warmup,
+            "timed batches": args.batches}
+    columns = ["size", "decoder", "replay", "pipeline img/s", "pipeline+replay img/s", "DataLoader img/s",
+               "pipeline vs DataLoader", "pipeline+replay vs DataLoader", "pipeline CPU ms/batch",
+               "pipeline+replay CPU ms/batch"]
+    out_dir = args.out or common.default_out_dir(device)
     root = args.data or tempfile.mkdtemp(prefix="effkernels-bench-pipeline-")
     try:
         if args.data is None:
@@ -179,20 +187,14 @@ def main(argv=None):
                              "pipeline vs DataLoader": plain / baseline,
                              "pipeline+replay vs DataLoader": replayed / baseline,
                              "pipeline CPU ms/batch": plain_cpu, "pipeline+replay CPU ms/batch": replayed_cpu})
+            # Written after every size: a run stopped at the device's time limit keeps the finished rows.
+            table = common.write_results(out_dir, "pipeline", meta, rows, columns,
+                                         plot=(("size", "decoder"), "pipeline vs DataLoader",
+                                               "images/s over the CPU DataLoader's"))
     finally:
         if args.data is None:
             shutil.rmtree(root, ignore_errors=True)
-    meta = {**common.run_meta(device), "cores": cores, "threads": args.threads, "workers": args.workers,
-            "files": args.files if args.data is None else args.data, "batch": args.batch, "out size": args.out_size,
-            "scale": SCALE, "magnitude": MAGNITUDE, "warm-up batches": args.warmup,
-            "timed batches": args.batches}
-    columns = ["size", "decoder", "replay", "pipeline img/s", "pipeline+replay img/s", "DataLoader img/s",
-               "pipeline vs DataLoader", "pipeline+replay vs DataLoader", "pipeline CPU ms/batch",
-               "pipeline+replay CPU ms/batch"]
-    out_dir = args.out or common.default_out_dir(device)
-    print(common.write_results(out_dir, "pipeline", meta, rows, columns,
-                               plot=(("size", "decoder"), "pipeline vs DataLoader",
-                                     "images/s over the CPU DataLoader's")))
+    print(table)
     print(f"{cores} cores, {args.threads} reader threads, {args.workers} DataLoader workers")
 
 
