@@ -32,6 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 
 import numpy as np
 import torch
@@ -165,7 +166,7 @@ def main(argv=None):
             "timed batches": args.batches}
     columns = ["size", "decoder", "replay", "pipeline img/s", "pipeline+replay img/s", "DataLoader img/s",
                "pipeline vs DataLoader", "pipeline+replay vs DataLoader", "pipeline CPU ms/batch",
-               "pipeline+replay CPU ms/batch"]
+               "pipeline+replay CPU ms/batch", "error"]
     out_dir = args.out or common.default_out_dir(device)
     root = args.data or tempfile.mkdtemp(prefix="effkernels-bench-pipeline-")
     try:
@@ -179,9 +180,16 @@ def main(argv=None):
             timing = (device, args.warmup, args.batches)
             baseline, _ = images_per_second(dataloader_batches(root, args, device, size), *timing)
             for decoder in args.decoders:
-                plain, plain_cpu = images_per_second(pipeline_batches(root, args, device, size, 1, decoder), *timing)
-                replayed, replayed_cpu = images_per_second(
-                    pipeline_batches(root, args, device, size, replay, decoder), *timing)
+                try:
+                    plain, plain_cpu = images_per_second(pipeline_batches(root, args, device, size, 1, decoder),
+                                                         *timing)
+                    replayed, replayed_cpu = images_per_second(
+                        pipeline_batches(root, args, device, size, replay, decoder), *timing)
+                except Exception as error:  # noqa: BLE001  (reported in its row; the other decoders still run)
+                    traceback.print_exc()
+                    rows.append({"size": size, "decoder": decoder, "replay": replay, "DataLoader img/s": baseline,
+                                 "error": f"{type(error).__name__}: {error}"})
+                    continue
                 rows.append({"size": size, "decoder": decoder, "replay": replay, "pipeline img/s": plain,
                              "pipeline+replay img/s": replayed, "DataLoader img/s": baseline,
                              "pipeline vs DataLoader": plain / baseline,
@@ -195,6 +203,8 @@ def main(argv=None):
         if args.data is None:
             shutil.rmtree(root, ignore_errors=True)
     print(table)
+    if any("error" in row for row in rows):
+        raise SystemExit("bench_pipeline: some entries failed (their rows say why)")
     print(f"{cores} cores, {args.threads} reader threads, {args.workers} DataLoader workers")
 
 

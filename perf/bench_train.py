@@ -109,7 +109,7 @@ def main(argv=None):
             "batch": args.batch, "img_size": args.img_size, "settings": {k: setting_args(k, args.device) for k in args.settings},
             "targets": f"measured/theoretical >= {SAVING_TARGET}, every stage ratio in {RATIO_RANGE}"}
     columns = ["model", "setting", "steps", "theoretical saving", "measured saving", "measured / theoretical",
-               "stage ratio min", "stage ratio max", "most input wait", "warm-up s", "on target"]
+               "stage ratio min", "stage ratio max", "most input wait", "warm-up s", "on target", "error"]
     workdir = tempfile.mkdtemp(prefix="effkernels-bench-train-")
     rows = []
     try:
@@ -118,7 +118,11 @@ def main(argv=None):
         for model in args.models:
             for setting in args.settings:
                 out = os.path.join(workdir, f"{model}-{setting.replace(' ', '_').replace(',', '')}")
-                rows.append(row_of(model, setting, *train_run(data, model, setting, args, out)))
+                try:
+                    rows.append(row_of(model, setting, *train_run(data, model, setting, args, out)))
+                except RuntimeError as error:  # reported in its row and on stderr; the other settings still run
+                    print(error, file=sys.stderr, flush=True)
+                    rows.append({"model": model, "setting": str(setting), "error": str(error).strip().splitlines()[-1]})
                 # Written after every run: a run stopped at the device's time limit keeps the finished rows.
                 table = common.write_results(args.out or common.default_out_dir(device), "train_end_to_end", meta,
                                              rows, columns)
@@ -126,6 +130,8 @@ def main(argv=None):
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(table)
+    if any("error" in row for row in rows):
+        raise SystemExit("bench_train: some runs failed (their rows say why)")
 
 
 if __name__ == "__main__":

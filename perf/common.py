@@ -1,7 +1,8 @@
 """Timing and reporting shared by the perf/ benchmarks: medians, device names, result files."""
 import datetime
-import json
 import itertools
+import json
+import math
 import os
 import platform
 import statistics
@@ -178,7 +179,7 @@ def _plot(path, title, rows, label_key, value_key, axis_title):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     labels = [" ".join(str(row[k]) for k in ([label_key] if isinstance(label_key, str) else label_key)) for row in rows]
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(rows) + 2), 4))
-    ax.bar(range(len(rows)), [row[value_key] for row in rows])
+    ax.bar(range(len(rows)), [row.get(value_key, math.nan) for row in rows])  # no bar for a failed row
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.set_xticks(range(len(rows)), labels, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel(axis_title)

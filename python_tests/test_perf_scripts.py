@@ -46,6 +46,26 @@ def test_end_to_end_training_benchmark_runs_every_setting(tmp_path):
         assert isinstance(row["on target"], bool)
 
 
+def test_end_to_end_training_benchmark_reports_a_failed_run_and_goes_on(tmp_path, monkeypatch):
+    import bench_train
+
+    def train_run(data, model, setting, args, out):
+        if setting == "gpu path, nvimgcodec":
+            raise RuntimeError(f"{model}, {setting}: the training run failed:\nTraceback ...\nValueError: no decoder")
+        stages = [dict(ratio=1.0, input_share=0.1)]
+        return dict(theoretical_saving=2.0, measured_saving=1.9, steps=5, warmup_seconds=0.5), stages
+
+    monkeypatch.setattr(bench_train, "train_run", train_run)
+    monkeypatch.setattr(bench_train, "write_jpegs", lambda root, count: None)
+    with pytest.raises(SystemExit, match="some runs failed"):
+        bench_train.main(["--device", "cpu", "--models", "m", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "train_end_to_end.json").read_text())["rows"]
+    assert [row["setting"] for row in rows] == list(bench_train.SETTINGS)
+    assert [row.get("error") for row in rows] == [
+        "ValueError: no decoder" if setting == "gpu path, nvimgcodec" else None for setting in bench_train.SETTINGS]
+    assert all(row["on target"] for row in rows if "error" not in row)
+
+
 def test_kernel_profile_lists_each_workloads_heaviest_kernels(tmp_path):
     import profile_kernels
 

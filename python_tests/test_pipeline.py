@@ -765,3 +765,29 @@ def test_benchmark_script_runs_and_writes_results(tmp_path):
         assert all(row[key] > 0 for key in ("pipeline img/s", "pipeline+replay img/s", "DataLoader img/s",
                                             "pipeline CPU ms/batch", "pipeline+replay CPU ms/batch"))
     assert results["meta"]["timed batches"] == 2 and (tmp_path / "pipeline.png").stat().st_size > 1000
+
+
+def test_benchmark_script_reports_a_failing_decoder_and_goes_on(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "perf"))
+    import bench_pipeline
+
+    working = bench_pipeline.pipeline_batches
+
+    def failing_nvimgcodec(root, args, device, size, replay, decoder):
+        if decoder == "nvimgcodec":
+            raise RuntimeError("no hardware decoder here")
+        return working(root, args, device, size, replay, decoder)
+
+    monkeypatch.setattr(bench_pipeline, "pipeline_batches", failing_nvimgcodec)
+    with pytest.raises(SystemExit, match="some entries failed"):
+        bench_pipeline.main(["--device", "cpu", "--files", "20", "--batch", "4", "--sizes", "16", "24",
+                             "--out-size", "24", "--warmup", "1", "--batches", "1", "--workers", "1",
+                             "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "pipeline.json").read_text())["rows"]
+    assert [(row["size"], row["decoder"]) for row in rows] == [(16, "torchvision"), (16, "nvimgcodec"),
+                                                               (24, "torchvision"), (24, "nvimgcodec")]
+    assert [row.get("error") for row in rows] == [None, "RuntimeError: no hardware decoder here"] * 2
+    assert all(row["pipeline img/s"] > 0 for row in rows[::2])
