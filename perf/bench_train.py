@@ -97,7 +97,7 @@ def main(argv=None):
     parser.add_argument("--preset", default="deit_small")
     parser.add_argument("--budget", type=float, default=8.0,
                         help="compute in full-size epochs over --files images (8: every stage of the deit_small "
-                             "preset keeps 9 or more timed steps after its size's warm-ups; 0.5 left some none)")
+                             "preset keeps 9 or more timed steps after its size's warm-ups; 0.5 left most none)")
     parser.add_argument("--files", type=int, default=4096, help="synthetic JPEGs to write")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--img-size", type=int, default=224)
@@ -122,7 +122,7 @@ def main(argv=None):
                     rows.append(row_of(model, setting, *train_run(data, model, setting, args, out)))
                 except RuntimeError as error:  # reported in its row and on stderr; the other settings still run
                     print(error, file=sys.stderr, flush=True)
-                    rows.append({"model": model, "setting": str(setting), "error": str(error).strip().splitlines()[-1]})
+                    rows.append({"model": model, "setting": setting, "error": str(error).strip().splitlines()[-1]})
                 # Written after every run: a run stopped at the device's time limit keeps the finished rows.
                 table = common.write_results(args.out or common.default_out_dir(device), "train_end_to_end", meta,
                                              rows, columns)
