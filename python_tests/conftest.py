@@ -1,11 +1,13 @@
 """Shared fixtures: the backends every op test runs on, and NaN-poisoned fresh memory.
 
 Without a GPU the Triton kernels run on CPU tensors under TRITON_INTERPRET=1, which must be set
-before triton is first imported, hence here at the top. torch.compile gets a fresh cache folder per
+before triton is first imported, hence here at the top; the CUDA C++ kernels that have an emulated
+build (python_tests/cuda_emulation) run on CPU tensors in test modules marked `cuda_emulated`. torch.compile gets a fresh cache folder per
 session: Inductor's graph cache does not key on the effkernels ops' code, so a graph compiled by
 another checkout (or before an op's fake kernel changed) would otherwise be reused.
 """
 import contextlib
+import functools
 import os
 import shutil
 import sys
@@ -81,6 +83,48 @@ def triton_kernel_on_cpu():
         yield
 
 
+CUDA_EMULATION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda_emulation")
+
+
+@functools.cache
+def cuda_emulated_kernels():
+    """The CUDA C++ dwconv_act kernels built for the CPU by the emulator (compiled once, ~30 s; the
+    build is kept in build/cuda-emulation and redone only when a source or header changed)."""
+    from torch.utils import cpp_extension
+
+    build = os.path.join(CUDA_EMULATION, "..", "..", "build", "cuda-emulation")
+    os.makedirs(build, exist_ok=True)
+    return cpp_extension.load(
+        "effkernels_cuda_emulated", [os.path.join(CUDA_EMULATION, "dwconv_act_emulated.cpp")],
+        extra_cflags=["-O1", "-pthread"], extra_ldflags=["-pthread"], build_directory=build,
+    )
+
+
+@contextlib.contextmanager
+def cuda_kernel_on_cpu():
+    """Route CPU calls of dwconv_act and its backward to the CUDA C++ kernels, emulated on the CPU."""
+    kernels = cuda_emulated_kernels()
+
+    def forward(h, grid_size, weight, bias=None, *, num_prefix_tokens=0, prefix="mlp", pre_act=None, act="hardswish"):
+        return kernels.dwconv_act(h, list(grid_size), weight, bias, num_prefix_tokens, prefix, pre_act, act)
+
+    def backward(grad, h, grid_size, weight, bias=None, *, num_prefix_tokens=0, prefix="mlp", pre_act=None,
+                 act="hardswish"):
+        return kernels.dwconv_act_backward(grad, h, list(grid_size), weight, bias, num_prefix_tokens, prefix,
+                                           pre_act, act)
+
+    with torch.library._scoped_library("effkernels", "IMPL") as lib:
+        lib.impl("dwconv_act", forward, "CPU", allow_override=True)
+        lib.impl("dwconv_act_backward", backward, "CPU", allow_override=True)
+        yield
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "cuda_emulated: without a GPU, the backend fixture's 'cuda' runs the emulated CUDA C++ kernels"
+    )
+
+
 @pytest.fixture
 def triton_device(monkeypatch):
     """The device on which the ops run their Triton kernels: the GPU, or the CPU under the interpreter."""
@@ -94,12 +138,17 @@ def triton_device(monkeypatch):
 
 @pytest.fixture(params=["cpu", "triton", "cuda"])
 def backend(request, monkeypatch):
-    """(device, name): the C++ CPU kernel, the Triton kernel, the CUDA C++ kernel."""
+    """The device of the C++ CPU kernel, the Triton kernel, the CUDA C++ kernel. Without a GPU the
+    Triton kernel runs under the interpreter, and the CUDA C++ one emulated where the module is
+    marked cuda_emulated (else the case is skipped)."""
     name = request.param
     if name == "cpu":
         yield "cpu"
     elif name == "triton" and not HAS_CUDA:
         with triton_kernel_on_cpu():
+            yield "cpu"
+    elif name == "cuda" and not HAS_CUDA and request.node.get_closest_marker("cuda_emulated"):
+        with cuda_kernel_on_cpu():
             yield "cpu"
     else:
         if not HAS_CUDA:

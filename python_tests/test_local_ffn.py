@@ -8,6 +8,8 @@ import effkernels
 from effkernels import reference
 from conftest import TOLERANCE, relative_error
 
+pytestmark = pytest.mark.cuda_emulated  # without a GPU, backend "cuda" runs the CUDA C++ kernels emulated
+
 LAYOUTS = [  # (batch, prefix tokens, grid, in features, hidden features)
     (1, 0, (4, 4), 8, 20),
     (2, 1, (7, 5), 6, 36),
@@ -263,6 +265,7 @@ DWCONV_LAYOUTS = [  # (batch, prefix tokens, (H, W), hidden)
     (2, 1, (1, 6), 136),  # one grid row; hidden over one channel block and not a multiple of it
     (2, 3, (6, 1), 17),  # one grid column
     (2, 1, (1, 1), 5),  # a single grid token
+    (2, 1, (3, 35), 12),  # wider than a CUDA C++ CTA's columns: overlapping column tiles
 ]
 
 
@@ -312,6 +315,28 @@ def test_dwconv_act_low_precision_against_float64(backend, dtype):
     assert out.dtype == dtype and relative_error(out, expected) < TOLERANCE[dtype]
     for got, want in zip(grads, expected_grads):
         assert got.dtype == dtype and relative_error(got, want) < TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dwconv_act_on_views_one_element_into_their_storage(backend, dtype):
+    # Contiguous, but no address a multiple of 8 bytes: the vector accesses must not be taken.
+    grid = (4, 5)
+    h, weight, bias, grad = random_dwconv(2, 1, grid, 16, device=backend)
+
+    def shifted(t):
+        storage = torch.empty(t.numel() + 1, dtype=dtype, device=t.device)
+        storage[1:] = t.to(dtype).flatten()
+        return storage[1:].view(t.shape)
+
+    low = [shifted(h), weight.to(dtype), bias.to(dtype)]
+    options = dict(num_prefix_tokens=1, prefix="mlp", pre_act="relu", act="gelu")
+    out, grads = dwconv_fwd_and_grads(effkernels.dwconv_act, *low, grid, shifted(grad), **options)
+    as64 = [t.double() for t in low]
+    expected, expected_grads = dwconv_fwd_and_grads(reference.dwconv_act, *as64, grid, shifted(grad).double(),
+                                                    **options)
+    assert relative_error(out, expected) < TOLERANCE[dtype]
+    for got, want in zip(grads, expected_grads):
+        assert relative_error(got, want) < TOLERANCE[dtype]
 
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # Triton runs under the interpreter on the CPU

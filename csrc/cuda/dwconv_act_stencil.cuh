@@ -1,0 +1,467 @@
+// The CUDA C++ kernels of effkernels::dwconv_act and its backward, with the host code that tiles and
+// launches them through a launcher it is given: csrc/cuda/dwconv_act.cu launches them on a GPU, and
+// python_tests/cuda_emulation runs the same source thread by thread on a CPU, so CI tests them.
+//
+// Design (a memory-bound stencil on the token-major (B, P + H*W, C) buffer; ../shared/DESIGN.md, Op 2):
+// - A CTA is a slab of 32 lanes x V channels by a tile of grid columns (threadIdx.y is the column) and
+//   walks down the grid rows of its samples. A lane owns V consecutive channels, so a warp reads and
+//   writes 32 * V contiguous channels of one token per instruction: coalesced vector accesses.
+// - Every h value is read from memory once: its column's thread applies pre_act and puts it in a shared
+//   row, where the neighbour columns read it. Forward: as input row r enters, it is added into rolling
+//   partial sums of output rows r - 1, r and r + 1; row r - 1 is then complete (one barrier a row, the
+//   shared rows double-buffered).
+// - Backward, one pass over (grad, h): z of row q = r - 1 completes as pre_act row r enters; grad_z =
+//   grad * act'(z) goes to a shared row; the nine tap sums and the bias sum grow in registers across all
+//   rows and samples of the CTA; grad_z row q is scattered through the transposed taps into rolling
+//   grad_pre rows, and row q - 1 is written times pre_act'(h). At the end the CTA adds its columns' sums
+//   in a fixed order into its own row of a partial-sum buffer, which torch sums: deterministic, no
+//   atomics. Each CTA takes several samples, so that the launch fills the GPU about once.
+// - Grids wider than kMaxColumns are cut into column tiles that overlap by a halo: one column forward,
+//   two backward (its owned columns need grad_z one column out, hence z and pre_act two columns out).
+#pragma once
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "../dwconv_act_checks.h"
+
+namespace effkernels::stencil {
+
+constexpr int kLanes = 32;
+constexpr int kMaxColumns = 16;  // grid columns per CTA (threads along y): at most 512 threads
+// Bytes a lane moves per access: the forward keeps 9 * V taps in registers, the backward another
+// 10 * V sums, so wider accesses would cost occupancy (at 512 threads a thread may use 128 registers).
+constexpr int kForwardLaneBytes = 8;
+constexpr int kBackwardLaneBytes = 4;
+// Rows each thread has in flight ahead of its math, across sample boundaries: with a 448-thread CTA
+// per SM (DeiT-S, 14 columns) that keeps ~14 KB of loads in flight per SM, what DRAM latency asks for.
+constexpr int kRowsAhead = 4;
+
+// How a launch is cut: channel slabs (grid.x), column tiles (grid.y), sample groups (grid.z).
+struct Tiling {
+  int vec;                // channels per lane
+  int tile_w;             // grid columns a CTA owns (writes)
+  int halo;               // columns it computes on each side beyond them: 0 where one tile spans the grid
+  int columns;            // threads along y: tile_w + 2 * halo
+  int64_t slabs, tiles, sample_groups;
+};
+
+inline Tiling tiling(const DwconvActShape& s, int vec, int halo_when_cut, int64_t ctas_per_wave) {
+  Tiling t{};
+  t.vec = vec;
+  t.halo = s.width <= kMaxColumns ? 0 : halo_when_cut;
+  t.tile_w = s.width <= kMaxColumns ? static_cast<int>(s.width) : kMaxColumns - 2 * halo_when_cut;
+  t.columns = t.tile_w + 2 * t.halo;
+  t.slabs = (s.channels + kLanes * vec - 1) / (kLanes * vec);
+  t.tiles = (s.width + t.tile_w - 1) / t.tile_w;
+  const int64_t per_wave = std::max<int64_t>(1, ctas_per_wave / (t.slabs * t.tiles));
+  t.sample_groups = std::min<int64_t>({s.batch, per_wave, 65535});
+  return t;
+}
+
+inline dim3 grid_of(const Tiling& t) {
+  return dim3(static_cast<unsigned>(t.slabs), static_cast<unsigned>(t.tiles), static_cast<unsigned>(t.sample_groups));
+}
+
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
+// Where a lane's i-th value sits in a shared row: a lane's 16-byte groups are interleaved across the
+// lanes, so that each vector access of a warp covers one contiguous run (no bank conflicts).
+template <typename acc_t, int V>
+__device__ __forceinline__ int shared_index(int lane, int i) {
+  constexpr int group = static_cast<int>(16 / sizeof(acc_t)) < V ? static_cast<int>(16 / sizeof(acc_t)) : V;
+  return ((i / group) * kLanes + lane) * group + i % group;
+}
+
+// What a thread owns: channels [c0, c0 + V) of column x of its tile, and what it may touch.
+struct Lane {
+  int lane, col;
+  int64_t c0, x;
+  bool channels_in, in_grid, owned;
+};
+
+__device__ __forceinline__ Lane lane_of(const DwconvActShape& s, const Tiling& t) {
+  Lane l;
+  l.lane = threadIdx.x;
+  l.col = threadIdx.y;
+  l.c0 = (static_cast<int64_t>(blockIdx.x) * kLanes + l.lane) * t.vec;
+  l.x = static_cast<int64_t>(blockIdx.y) * t.tile_w - t.halo + l.col;
+  l.channels_in = l.c0 < s.channels;  // t.vec divides the channels
+  l.in_grid = l.channels_in && l.x >= 0 && l.x < s.width;
+  l.owned = l.in_grid && l.col >= t.halo && l.col < t.halo + t.tile_w;
+  return l;
+}
+
+template <typename scalar_t, int V>
+__device__ __forceinline__ Pack<scalar_t, V> load(const scalar_t* p) {
+  return *reinterpret_cast<const Pack<scalar_t, V>*>(p);
+}
+
+template <typename scalar_t, int V, typename acc_t>
+__device__ __forceinline__ void store(scalar_t* p, const acc_t (&values)[V]) {
+  Pack<scalar_t, V> pack;
+#pragma unroll
+  for (int i = 0; i < V; ++i) pack.v[i] = static_cast<scalar_t>(values[i]);
+  *reinterpret_cast<Pack<scalar_t, V>*>(p) = pack;
+}
+
+template <typename scalar_t, int V>
+__device__ __forceinline__ Pack<scalar_t, V> zero_pack() {
+  Pack<scalar_t, V> pack;
+#pragma unroll
+  for (int i = 0; i < V; ++i) pack.v[i] = scalar_t(0);
+  return pack;
+}
+
+// A CTA's rows in the order its math takes them: `steps` per sample (the grid rows, then padding
+// steps), samples strided by the sample groups. The loads run kRowsAhead steps ahead of the math.
+struct Cursor {
+  int64_t n, r;
+  __device__ __forceinline__ void advance(int64_t steps) {
+    if (++r == steps) r = 0, n += gridDim.z;
+  }
+};
+
+// Loaded rows waiting for the math, oldest first.
+template <typename scalar_t, int V>
+struct Ring {
+  Pack<scalar_t, V> rows[kRowsAhead];
+  __device__ __forceinline__ Pack<scalar_t, V> pop_push(const Pack<scalar_t, V>& incoming) {
+    const auto oldest = rows[0];
+#pragma unroll
+    for (int d = 0; d + 1 < kRowsAhead; ++d) rows[d] = rows[d + 1];
+    rows[kRowsAhead - 1] = incoming;
+    return oldest;
+  }
+};
+
+// The lane's taps (tap k = 3 * (dy + 1) + (dx + 1) reads the neighbour (y + dy, x + dx)) and bias.
+template <int V, typename acc_t>
+__device__ __forceinline__ void load_taps(const DwconvActShape& s, const Lane& l, const acc_t* __restrict__ taps,
+                                          const acc_t* __restrict__ bias, acc_t (&w)[9][V], acc_t (&b)[V]) {
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const bool in = l.channels_in;
+#pragma unroll
+    for (int k = 0; k < 9; ++k) w[k][i] = in ? taps[k * s.channels + l.c0 + i] : acc_t(0);
+    b[i] = in && bias != nullptr ? bias[l.c0 + i] : acc_t(0);
+  }
+}
+
+// Zeroes shared column 0 and columns + 1 of `rows` shared rows (the grid's zero padding where one tile
+// spans it; elsewhere halo columns whose results nobody uses).
+template <int V, typename acc_t>
+__device__ __forceinline__ void zero_edges(acc_t (*rows)[kMaxColumns + 2][kLanes * V], int count, const Tiling& t,
+                                           const Lane& l) {
+  if (l.col != 0 && l.col != t.columns - 1) return;
+  for (int r = 0; r < count; ++r) {
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      const int j = shared_index<acc_t, V>(l.lane, i);
+      if (l.col == 0) rows[r][0][j] = acc_t(0);
+      if (l.col == t.columns - 1) rows[r][t.columns + 1][j] = acc_t(0);
+    }
+  }
+}
+
+// Puts pre_act(values) (zeros where !valid) in the thread's column of a shared row.
+template <Activation Pre, typename scalar_t, typename acc_t, int V>
+__device__ __forceinline__ void put_pre_act(acc_t* column, int lane, const Pack<scalar_t, V>& values, bool valid) {
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    column[shared_index<acc_t, V>(lane, i)] = valid ? activate<Pre>(static_cast<acc_t>(values.v[i])) : acc_t(0);
+  }
+}
+
+template <Activation Pre, Activation Act, typename scalar_t, typename acc_t, int V>
+__global__ void __launch_bounds__(kLanes * kMaxColumns) forward_kernel(
+    DwconvActShape s, Tiling t, const scalar_t* __restrict__ h, const acc_t* __restrict__ taps,
+    const acc_t* __restrict__ bias, scalar_t* __restrict__ out) {
+  __shared__ acc_t rows[2][kMaxColumns + 2][kLanes * V];
+  const Lane l = lane_of(s, t);
+  acc_t w[9][V], b[V];
+  load_taps<V>(s, l, taps, bias, w, b);
+  zero_edges<V>(rows, 2, t, l);
+  const int64_t row_stride = s.width * s.channels, steps = s.height + 1;
+  // (row 0, column x) of sample n
+  auto origin = [&](int64_t n) { return (n * s.tokens + s.prefix_tokens + l.x) * s.channels + l.c0; };
+  auto fetch = [&](const Cursor& c) {
+    return l.in_grid && c.n < s.batch && c.r < s.height ? load<scalar_t, V>(h + origin(c.n) + c.r * row_stride)
+                                                        : zero_pack<scalar_t, V>();
+  };
+  Cursor ahead{blockIdx.z, 0};
+  Ring<scalar_t, V> ring;
+#pragma unroll
+  for (int d = 0; d < kRowsAhead; ++d) ring.rows[d] = fetch(ahead), ahead.advance(steps);
+  int64_t step = 0;  // rows entered by this CTA: the double buffer alternates across samples too
+  for (int64_t n = blockIdx.z; n < s.batch; n += gridDim.z) {
+    if (blockIdx.y == 0 && l.channels_in) {
+      for (int64_t p = l.col; p < s.prefix_tokens; p += t.columns) {
+        const int64_t at = (n * s.tokens + p) * s.channels + l.c0;
+        const auto in = load<scalar_t, V>(h + at);
+        acc_t a[V];
+#pragma unroll
+        for (int i = 0; i < V; ++i) {
+          a[i] = s.skip_prefix ? acc_t(0) : activate<Act>(activate<Pre>(static_cast<acc_t>(in.v[i])));
+        }
+        store<scalar_t, V>(out + at, a);
+      }
+    }
+    acc_t upper[V], middle[V];  // partial sums of output rows r - 1 and r
+#pragma unroll
+    for (int i = 0; i < V; ++i) upper[i] = acc_t(0), middle[i] = b[i];
+    for (int64_t r = 0; r < steps; ++r, ++step) {
+      const auto here = ring.pop_push(fetch(ahead));  // row r (zeros past the grid)
+      ahead.advance(steps);
+      auto row = rows[step & 1];
+      put_pre_act<Pre>(row[l.col + 1], l.lane, here, l.in_grid);
+      __syncthreads();
+      acc_t a[V];
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        const int j = shared_index<acc_t, V>(l.lane, i);
+        const acc_t left = row[l.col][j], centre = row[l.col + 1][j], right = row[l.col + 2][j];
+        a[i] = activate<Act>(upper[i] + w[6][i] * left + w[7][i] * centre + w[8][i] * right);
+        upper[i] = middle[i] + w[3][i] * left + w[4][i] * centre + w[5][i] * right;
+        middle[i] = b[i] + w[0][i] * left + w[1][i] * centre + w[2][i] * right;
+      }
+      if (r >= 1 && l.owned) store<scalar_t, V>(out + origin(n) + (r - 1) * row_stride, a);
+    }
+  }
+}
+
+template <Activation Pre, Activation Act, typename scalar_t, typename acc_t, int V>
+__global__ void __launch_bounds__(kLanes * kMaxColumns) backward_kernel(
+    DwconvActShape s, Tiling t, const scalar_t* __restrict__ grad, const scalar_t* __restrict__ h,
+    const acc_t* __restrict__ taps, const acc_t* __restrict__ bias, scalar_t* __restrict__ grad_h,
+    acc_t* __restrict__ partials) {
+  __shared__ acc_t pre_rows[3][kMaxColumns + 2][kLanes * V];  // pre_act(h) rows r - 2, r - 1, r (a ring)
+  __shared__ acc_t grad_z_row[1][kMaxColumns + 2][kLanes * V];
+  const Lane l = lane_of(s, t);
+  acc_t w[9][V], b[V], sums[10][V];  // sums: the nine taps' weight grads, then the bias grad
+  load_taps<V>(s, l, taps, bias, w, b);
+#pragma unroll
+  for (int k = 0; k < 10; ++k) {
+#pragma unroll
+    for (int i = 0; i < V; ++i) sums[k][i] = acc_t(0);
+  }
+  zero_edges<V>(pre_rows, 3, t, l);
+  zero_edges<V>(grad_z_row, 1, t, l);
+  // Step r takes h row r and grad row r - 1; two padding steps finish the last rows.
+  const int64_t row_stride = s.width * s.channels, steps = s.height + 2;
+  auto origin = [&](int64_t n) { return (n * s.tokens + s.prefix_tokens + l.x) * s.channels + l.c0; };
+  auto fetch_h = [&](const Cursor& c) {
+    return l.in_grid && c.n < s.batch && c.r < s.height ? load<scalar_t, V>(h + origin(c.n) + c.r * row_stride)
+                                                        : zero_pack<scalar_t, V>();
+  };
+  auto fetch_grad = [&](const Cursor& c) {
+    return l.in_grid && c.n < s.batch && c.r >= 1 && c.r <= s.height
+               ? load<scalar_t, V>(grad + origin(c.n) + (c.r - 1) * row_stride)
+               : zero_pack<scalar_t, V>();
+  };
+  Cursor ahead{blockIdx.z, 0};
+  Ring<scalar_t, V> h_ring, grad_ring;
+#pragma unroll
+  for (int d = 0; d < kRowsAhead; ++d) {
+    h_ring.rows[d] = fetch_h(ahead), grad_ring.rows[d] = fetch_grad(ahead);
+    ahead.advance(steps);
+  }
+  int64_t step = 0;  // rows entered by this CTA: the ring of shared rows turns across samples too
+  for (int64_t n = blockIdx.z; n < s.batch; n += gridDim.z) {
+    if (blockIdx.y == 0 && l.channels_in) {
+      for (int64_t p = l.col; p < s.prefix_tokens; p += t.columns) {
+        const int64_t at = (n * s.tokens + p) * s.channels + l.c0;
+        const auto g = load<scalar_t, V>(grad + at);
+        const auto hv = load<scalar_t, V>(h + at);
+        acc_t gh[V];
+#pragma unroll
+        for (int i = 0; i < V; ++i) {
+          const acc_t x = static_cast<acc_t>(hv.v[i]);
+          const acc_t gz = s.skip_prefix ? acc_t(0) : static_cast<acc_t>(g.v[i]) * activate_grad<Act>(activate<Pre>(x));
+          gh[i] = gz * activate_grad<Pre>(x);
+        }
+        store<scalar_t, V>(grad_h + at, gh);
+      }
+    }
+    auto h_here = zero_pack<scalar_t, V>(), h_back1 = h_here, h_back2 = h_here;  // h rows r, r - 1, r - 2
+    acc_t z_upper[V], z_middle[V], g_upper[V], g_middle[V];  // z rows q, q + 1; grad_pre rows q - 1, q
+#pragma unroll
+    for (int i = 0; i < V; ++i) z_upper[i] = acc_t(0), z_middle[i] = b[i], g_upper[i] = acc_t(0), g_middle[i] = acc_t(0);
+    for (int64_t r = 0; r < steps; ++r, ++step) {
+      const int64_t q = r - 1;  // the row whose z completes in this step
+      h_back2 = h_back1;
+      h_back1 = h_here;
+      h_here = h_ring.pop_push(fetch_h(ahead));
+      const auto g_here = grad_ring.pop_push(fetch_grad(ahead));  // grad row q
+      ahead.advance(steps);
+      auto newest = pre_rows[step % 3], middle_row = pre_rows[(step + 2) % 3], oldest = pre_rows[(step + 1) % 3];
+      put_pre_act<Pre>(newest[l.col + 1], l.lane, h_here, l.in_grid && r < s.height);
+      __syncthreads();
+      const bool q_in_grid = l.in_grid && q >= 0 && q < s.height;
+      acc_t gz[V];
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        const int j = shared_index<acc_t, V>(l.lane, i);
+        const acc_t left = newest[l.col][j], centre = newest[l.col + 1][j], right = newest[l.col + 2][j];
+        const acc_t z = z_upper[i] + w[6][i] * left + w[7][i] * centre + w[8][i] * right;
+        gz[i] = q_in_grid ? static_cast<acc_t>(g_here.v[i]) * activate_grad<Act>(z) : acc_t(0);
+        z_upper[i] = z_middle[i] + w[3][i] * left + w[4][i] * centre + w[5][i] * right;
+        z_middle[i] = b[i] + w[0][i] * left + w[1][i] * centre + w[2][i] * right;
+        grad_z_row[0][l.col + 1][j] = gz[i];
+      }
+      if (q_in_grid && l.owned) {
+#pragma unroll
+        for (int i = 0; i < V; ++i) {
+          const int j = shared_index<acc_t, V>(l.lane, i);
+#pragma unroll
+          for (int dx = 0; dx < 3; ++dx) {
+            if (q >= 1) sums[dx][i] += gz[i] * oldest[l.col + dx][j];  // row q - 1 (row -1 is padding)
+            sums[3 + dx][i] += gz[i] * middle_row[l.col + dx][j];
+            sums[6 + dx][i] += gz[i] * newest[l.col + dx][j];
+          }
+          sums[9][i] += gz[i];
+        }
+      }
+      __syncthreads();
+      // Row q's grad_z reaches grad_pre row q - dy through tap (dy, dx) from column x - dx.
+      acc_t gh[V];
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        const int j = shared_index<acc_t, V>(l.lane, i);
+        const acc_t left = grad_z_row[0][l.col][j], centre = grad_z_row[0][l.col + 1][j],
+                    right = grad_z_row[0][l.col + 2][j];
+        const acc_t above = g_upper[i] + w[0][i] * right + w[1][i] * centre + w[2][i] * left;  // row q - 1
+        g_upper[i] = g_middle[i] + w[3][i] * right + w[4][i] * centre + w[5][i] * left;
+        g_middle[i] = w[6][i] * right + w[7][i] * centre + w[8][i] * left;
+        gh[i] = above * activate_grad<Pre>(static_cast<acc_t>(h_back2.v[i]));
+      }
+      if (q >= 1 && l.owned) store<scalar_t, V>(grad_h + origin(n) + (q - 1) * row_stride, gh);
+    }
+  }
+  // The CTA's sums over its columns, in column order, into its row of partials (groups, 10, C).
+  acc_t* scratch = &pre_rows[0][0][0];
+  const int64_t group = static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y;
+  for (int k = 0; k < 10; ++k) {
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < V; ++i) scratch[l.col * kLanes * V + shared_index<acc_t, V>(l.lane, i)] = sums[k][i];
+    __syncthreads();
+    if (l.col == 0 && l.channels_in) {
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        acc_t total = acc_t(0);
+        for (int c = 0; c < t.columns; ++c) total += scratch[c * kLanes * V + shared_index<acc_t, V>(l.lane, i)];
+        partials[(group * 10 + k) * s.channels + l.c0 + i] = total;
+      }
+    }
+  }
+}
+
+// V for `lane_bytes` per access, where the channels and every tensor's address allow it; else 1.
+template <typename scalar_t, int lane_bytes>
+constexpr int vector_of() {
+  return lane_bytes / static_cast<int>(sizeof(scalar_t)) > 1 ? lane_bytes / static_cast<int>(sizeof(scalar_t)) : 1;
+}
+
+inline bool packs_fit(int64_t channels, int vec, int64_t item_bytes, std::initializer_list<const at::Tensor*> tensors) {
+  if (channels % vec != 0) return false;
+  for (const auto* tensor : tensors) {
+    if (reinterpret_cast<uintptr_t>(tensor->const_data_ptr()) % (vec * item_bytes) != 0) return false;
+  }
+  return true;
+}
+
+// Calls f(std::integral_constant<int, vec>) with the dtype's vector for lane_bytes where it fits, else 1.
+template <typename scalar_t, int lane_bytes, typename F>
+void with_vector(bool fits, F&& f) {
+  constexpr int vec = vector_of<scalar_t, lane_bytes>();
+  if (vec > 1 && fits) {
+    f(std::integral_constant<int, vec>{});
+  } else {
+    f(std::integral_constant<int, 1>{});
+  }
+}
+
+template <typename Launcher>
+void launch_forward(const DwconvActShape& s, const at::Tensor& h, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+             at::Tensor& out, Launcher&& launch) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "dwconv_act_forward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto taps = taps_by_channel(weight, c10::CppTypeToScalarType<acc_t>::value);
+    const auto bias_acc = bias ? bias->to(taps.scalar_type()).contiguous() : at::Tensor();
+    constexpr int lane_bytes = kForwardLaneBytes;
+    const bool fits = packs_fit(s.channels, vector_of<scalar_t, lane_bytes>(), sizeof(scalar_t), {&h, &out});
+    with_vector<scalar_t, lane_bytes>(fits, [&](auto vec) {
+      dispatch_activations(s.pre_act, s.act, [&](auto pre, auto act) {
+        const auto kernel = &forward_kernel<decltype(pre)::value, decltype(act)::value, scalar_t, acc_t, vec()>;
+        const int columns = static_cast<int>(std::min<int64_t>(s.width, kMaxColumns));
+        const auto t = tiling(s, vec(), 1, launch.ctas_per_wave(kernel, kLanes * columns));
+        launch(kernel, grid_of(t), dim3(kLanes, t.columns), s, t,
+               h.const_data_ptr<scalar_t>(), taps.const_data_ptr<acc_t>(),
+               bias_acc.defined() ? bias_acc.const_data_ptr<acc_t>() : nullptr, out.mutable_data_ptr<scalar_t>());
+      });
+    });
+  });
+}
+
+// Fills grad_h; returns the (10, C) sums (nine taps' weight grads, then the bias grad), accumulation dtype.
+template <typename Launcher>
+at::Tensor launch_backward(const DwconvActShape& s, const at::Tensor& grad, const at::Tensor& h, const at::Tensor& weight,
+                    const std::optional<at::Tensor>& bias, at::Tensor& grad_h, Launcher&& launch) {
+  at::Tensor sums;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "dwconv_act_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto acc_dtype = c10::CppTypeToScalarType<acc_t>::value;
+    const auto taps = taps_by_channel(weight, acc_dtype);
+    const auto bias_acc = bias ? bias->to(acc_dtype).contiguous() : at::Tensor();
+    constexpr int lane_bytes = kBackwardLaneBytes;
+    const bool fits = packs_fit(s.channels, vector_of<scalar_t, lane_bytes>(), sizeof(scalar_t), {&grad, &h, &grad_h});
+    with_vector<scalar_t, lane_bytes>(fits, [&](auto vec) {
+      dispatch_activations(s.pre_act, s.act, [&](auto pre, auto act) {
+        const auto kernel = &backward_kernel<decltype(pre)::value, decltype(act)::value, scalar_t, acc_t, vec()>;
+        const int columns = static_cast<int>(std::min<int64_t>(s.width, kMaxColumns));
+        const auto t = tiling(s, vec(), 2, launch.ctas_per_wave(kernel, kLanes * columns));
+        const int64_t groups = t.sample_groups * t.tiles;  // named first: nvcc 13 misparses the product in braces
+        auto partials = at::empty({groups, 10, s.channels}, h.options().dtype(acc_dtype));
+        launch(kernel, grid_of(t), dim3(kLanes, t.columns), s, t,
+               grad.const_data_ptr<scalar_t>(), h.const_data_ptr<scalar_t>(), taps.const_data_ptr<acc_t>(),
+               bias_acc.defined() ? bias_acc.const_data_ptr<acc_t>() : nullptr, grad_h.mutable_data_ptr<scalar_t>(),
+               partials.mutable_data_ptr<acc_t>());
+        sums = partials.sum(0);  // a fixed-order reduction: deterministic
+      });
+    });
+  });
+  return sums;
+}
+
+// The ops' bodies, on checked arguments. Launcher: `int64_t ctas_per_wave(kernel, threads)` (how many
+// CTAs of `kernel` the device runs at once) and `void operator()(kernel, dim3 grid, dim3 block, args...)`.
+template <typename Launcher>
+at::Tensor dwconv_act(const DwconvActShape& s, const at::Tensor& h_in, const at::Tensor& weight,
+                      const std::optional<at::Tensor>& bias, Launcher&& launch) {
+  const auto h = h_in.contiguous();
+  auto out = at::empty_like(h, at::MemoryFormat::Contiguous);
+  if (out.numel() > 0) launch_forward(s, h, weight, bias, out, launch);
+  return out;
+}
+
+template <typename Launcher>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dwconv_act_backward(
+    const DwconvActShape& s, const at::Tensor& grad_in, const at::Tensor& h_in, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias, Launcher&& launch) {
+  const auto h = h_in.contiguous();
+  const auto grad = grad_in.contiguous();
+  auto grad_h = at::empty_like(h, at::MemoryFormat::Contiguous);
+  const auto sums = h.numel() > 0 ? launch_backward(s, grad, h, weight, bias, grad_h, launch)
+                                  : at::zeros({10, s.channels}, h.options().dtype(at::toOpMathType(h.scalar_type())));
+  const auto [grad_weight, grad_bias] = weight_and_bias_grads(sums, weight);
+  return {grad_h, grad_weight, grad_bias};
+}
+
+}  // namespace effkernels::stencil
