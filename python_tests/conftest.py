@@ -88,22 +88,30 @@ CUDA_EMULATION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda_
 
 @functools.cache
 def cuda_emulated_kernels():
-    """The CUDA C++ dwconv_act kernels built for the CPU by the emulator (compiled once, ~30 s; the
-    build is kept in build/cuda-emulation and redone only when a source or header changed)."""
+    """The CUDA C++ kernels built for the CPU by the emulator (compiled once, ~40 s; the build is
+    kept in build/cuda-emulation and redone only when a source or header changed)."""
     from torch.utils import cpp_extension
 
     build = os.path.join(CUDA_EMULATION, "..", "..", "build", "cuda-emulation")
     os.makedirs(build, exist_ok=True)
     return cpp_extension.load(
-        "effkernels_cuda_emulated", [os.path.join(CUDA_EMULATION, "dwconv_act_emulated.cpp")],
+        "effkernels_cuda_emulated", [os.path.join(CUDA_EMULATION, "emulated_kernels.cpp")],
         extra_cflags=["-O1", "-pthread"], extra_ldflags=["-pthread"], build_directory=build,
     )
 
 
 @contextlib.contextmanager
 def cuda_kernel_on_cpu():
-    """Route CPU calls of dwconv_act and its backward to the CUDA C++ kernels, emulated on the CPU."""
+    """Route CPU calls of dwconv_act, its backward and separable_map to the CUDA C++ kernels, emulated on
+    the CPU, as EFFKERNELS_BACKEND=cuda routes CUDA calls (a rank-one term becomes a dense K-term)."""
     kernels = cuda_emulated_kernels()
+
+    def separable_map(x, rows, cols, scale=None, shift=None, out_dtype=None, row_u=None, row_v=None, col_u=None,
+                      col_v=None):
+        if row_u is not None:
+            rows = effkernels.ops._with_dense_term(rows, row_u, row_v)
+            cols = effkernels.ops._with_dense_term(cols, col_u, col_v)
+        return kernels.separable_map(x, rows, cols, scale, shift, out_dtype)
 
     def forward(h, grid_size, weight, bias=None, *, num_prefix_tokens=0, prefix="mlp", pre_act=None, act="hardswish"):
         return kernels.dwconv_act(h, list(grid_size), weight, bias, num_prefix_tokens, prefix, pre_act, act)
@@ -116,6 +124,7 @@ def cuda_kernel_on_cpu():
     with torch.library._scoped_library("effkernels", "IMPL") as lib:
         lib.impl("dwconv_act", forward, "CPU", allow_override=True)
         lib.impl("dwconv_act_backward", backward, "CPU", allow_override=True)
+        lib.impl("separable_map", separable_map, "CPU", allow_override=True)
         yield
 
 

@@ -6,6 +6,8 @@ import effkernels
 from effkernels import reference
 from conftest import HAS_CUDA, TOLERANCE, relative_error
 
+pytestmark = pytest.mark.cuda_emulated  # without a GPU, backend "cuda" runs the CUDA C++ kernel emulated
+
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 CASES = [  # (N, C, H, W, size, out_size)

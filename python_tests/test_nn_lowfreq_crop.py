@@ -10,6 +10,8 @@ from effkernels.nn import LowFreqCrop
 from torchvision.transforms import RandomResizedCrop
 from conftest import relative_error
 
+pytestmark = pytest.mark.cuda_emulated  # without a GPU, backend "cuda" runs the CUDA C++ kernel emulated
+
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
 

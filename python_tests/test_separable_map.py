@@ -6,6 +6,8 @@ import effkernels
 from effkernels import reference
 from conftest import TOLERANCE, relative_error
 
+pytestmark = pytest.mark.cuda_emulated  # without a GPU, backend "cuda" runs the CUDA C++ kernel emulated
+
 SHAPES = [  # (N, C, H, W, K, OH, OW, per-sample operators)
     (1, 1, 16, 16, 1, 16, 16, False),
     (2, 3, 19, 13, 2, 7, 11, True),

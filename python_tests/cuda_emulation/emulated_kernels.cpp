@@ -1,10 +1,12 @@
-// csrc/cuda/dwconv_act_stencil.cuh's kernels, emulated on the CPU (cuda_emulation.h), with the signatures
-// of the ops dwconv_act and dwconv_act_backward: the tests register them as those ops' CPU kernels.
+// The CUDA C++ kernels of csrc/cuda, emulated on the CPU (cuda_emulation.h), behind the bodies of the
+// ops dwconv_act_cuda, dwconv_act_backward_cuda and separable_map_cuda: the tests register them as
+// CPU kernels of the ops they implement.
 #include "cuda_emulation.h"
 
 #include <torch/extension.h>
 
 #include "../../csrc/cuda/dwconv_act_stencil.cuh"
+#include "../../csrc/cuda/separable_map_kernel.cuh"
 
 namespace {
 
@@ -12,7 +14,7 @@ namespace {
 // shared rows turning across samples and the partial sums over them are exercised).
 constexpr int64_t kCtasPerWave = 3;
 
-struct EmulatedLauncher {
+struct EmulatedLauncher {  // dwconv_act's launcher also answers how many CTAs fit at once
   template <typename Kernel>
   int64_t ctas_per_wave(Kernel, int) const {
     return kCtasPerWave;
@@ -49,9 +51,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
   return effkernels::stencil::dwconv_act_backward(s, grad, h, weight, bias, EmulatedLauncher{});
 }
 
+at::Tensor separable_map(const at::Tensor& x, const at::Tensor& rows, const at::Tensor& cols,
+                         const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& shift,
+                         std::optional<at::ScalarType> out_dtype) {
+  const auto s = effkernels::check_separable_map(x, rows, cols, scale, shift, out_dtype);
+  return effkernels::separable_map_cuda_kernel::run(s, x, rows, cols, scale, shift, out_dtype, EmulatedLauncher{});
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("dwconv_act", &forward);
   m.def("dwconv_act_backward", &backward);
+  m.def("separable_map", &separable_map);
 }
