@@ -171,7 +171,7 @@ def _run_dwconv_act(h, grid_size, weight, bias, options):
     plain_weights = type(weight) is torch.Tensor and (bias is None or type(bias) is torch.Tensor)
     if not (device_type in _EAGER_DEVICE_TYPES and plain_weights and untraced(h)):
         return torch.ops.effkernels.dwconv_act(h, grid_size, weight, bias, **options)
-    forward, backward = _device_kernels(device_type, gpu_backend() if device_type == "cuda" else None)
+    forward, backward = _device_kernels(device_type, gpu_backend("dwconv_act") if device_type == "cuda" else None)
     if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
         return _DwconvAct.apply(h, weight, bias, grid_size, options, forward, backward)
     return forward(h, grid_size, weight, bias, **options)
@@ -257,7 +257,7 @@ torch.library.register_autograd(
 
 def _dwconv_act_gpu(h, grid_size, weight, bias=None, *, num_prefix_tokens=0, prefix="mlp", pre_act=None, act="hardswish"):
     check_dwconv_act(h, grid_size, weight, bias, num_prefix_tokens, prefix, pre_act, act)
-    forward, _ = _device_kernels("cuda", gpu_backend())
+    forward, _ = _device_kernels("cuda", gpu_backend("dwconv_act"))
     return forward(h, grid_size, weight, bias, num_prefix_tokens=num_prefix_tokens, prefix=prefix, pre_act=pre_act,
                    act=act)
 
@@ -266,7 +266,7 @@ def _dwconv_act_backward_gpu(grad, h, grid_size, weight, bias=None, *, num_prefi
                              pre_act=None, act="hardswish"):
     check_dwconv_act(h, grid_size, weight, bias, num_prefix_tokens, prefix, pre_act, act)
     check_dwconv_act_grad(grad, h)
-    _, backward = _device_kernels("cuda", gpu_backend())
+    _, backward = _device_kernels("cuda", gpu_backend("dwconv_act"))
     return backward(grad, h, grid_size, weight, bias, num_prefix_tokens=num_prefix_tokens, prefix=prefix,
                     pre_act=pre_act, act=act)
 

@@ -198,12 +198,23 @@ torch.library.register_autograd(
 )
 
 
-def gpu_backend() -> str:
-    """The GPU kernel family in use: `EFFKERNELS_BACKEND` (triton, the default, or cuda)."""
-    backend = os.environ.get("EFFKERNELS_BACKEND", "triton")
+# The GPU kernel family of each op when EFFKERNELS_BACKEND is unset: the one a GPU benchmark showed
+# fastest (perf/bench_lowfreq_crop.py, perf/bench_local_ffn.py time both in one run). Triton for both
+# since the H100 run of 2026-11-23; the CUDA C++ dwconv_act stencil (2026-12-07) is not measured yet.
+DEFAULT_GPU_BACKENDS = {"separable_map": "triton", "dwconv_act": "triton"}
+
+
+def gpu_backend(op: str) -> str:
+    """The GPU kernel family `op` ("separable_map" or "dwconv_act") runs: `EFFKERNELS_BACKEND`
+    (triton or cuda) for every op where it is set, else the op's measured default (Triton where
+    that default is CUDA C++ and effkernels was built without it)."""
+    built = hasattr(torch.ops.effkernels, "separable_map_cuda")
+    backend = os.environ.get("EFFKERNELS_BACKEND")
+    if backend is None:
+        return DEFAULT_GPU_BACKENDS[op] if built else "triton"
     if backend not in GPU_BACKENDS:
         raise ValueError(f"EFFKERNELS_BACKEND must be one of {GPU_BACKENDS}, got {backend!r}")
-    if backend == "cuda" and not hasattr(torch.ops.effkernels, "separable_map_cuda"):
+    if backend == "cuda" and not built:
         raise RuntimeError("EFFKERNELS_BACKEND=cuda but effkernels was built without its CUDA C++ kernels")
     return backend
 
@@ -258,7 +269,7 @@ def _gpu_separable_map_kernel(x_dtype) -> str:
     """Which kernel `_gpu_separable_map_launch` prepares for x of this dtype: "triton" or "cuda"."""
     if x_dtype == torch.float64 and hasattr(torch.ops.effkernels, "separable_map_cuda"):
         return "cuda"
-    return gpu_backend()
+    return gpu_backend("separable_map")
 
 
 def _with_dense_term(operators_, u, v):

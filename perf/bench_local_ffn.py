@@ -253,7 +253,7 @@ def main(argv=None):
         print(progress_line(row), flush=True)
     host = host_overhead(device, dtype)
     meta = {**common.run_meta(device), "copy GB/s": bandwidth, "sweep": sweep, "repeats": repeats,
-            "dtype": str(dtype), "layout": OPTIONS, "backend": os.environ.get("EFFKERNELS_BACKEND", "triton"),
+            "dtype": str(dtype), "layout": OPTIONS, "backend": effkernels.ops.gpu_backend("dwconv_act") if device.type == "cuda" else "cpu",
             "memory": "tensors saved for backward" if device.type == "cpu" else "peak allocated during fwd+bwd",
             "skipped": skipped, **host}
     block_columns = [f"{name}{how} ms" for how in ("", " graphed") for name in BLOCKS

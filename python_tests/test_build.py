@@ -26,10 +26,21 @@ def test_cuda_kernels_are_compiled_when_a_gpu_or_ci_asks():
     assert torch._C._dispatch_has_kernel_for_dispatch_key("effkernels::separable_map_cuda", "CUDA")
 
 
+def test_each_op_runs_its_measured_default_unless_the_environment_names_one(monkeypatch):
+    built = hasattr(torch.ops.effkernels, "separable_map_cuda")
+    monkeypatch.delenv("EFFKERNELS_BACKEND", raising=False)
+    monkeypatch.setitem(effkernels.ops.DEFAULT_GPU_BACKENDS, "dwconv_act", "cuda")
+    monkeypatch.setitem(effkernels.ops.DEFAULT_GPU_BACKENDS, "separable_map", "triton")
+    assert effkernels.ops.gpu_backend("dwconv_act") == ("cuda" if built else "triton")
+    assert effkernels.ops.gpu_backend("separable_map") == "triton"
+    monkeypatch.setenv("EFFKERNELS_BACKEND", "triton")
+    assert effkernels.ops.gpu_backend("dwconv_act") == "triton"
+
+
 def test_unknown_gpu_backend_is_rejected(monkeypatch):
     monkeypatch.setenv("EFFKERNELS_BACKEND", "opencl")
     with pytest.raises(ValueError, match="EFFKERNELS_BACKEND must be one of"):
-        effkernels.ops.gpu_backend()
+        effkernels.ops.gpu_backend("dwconv_act")
 
 
 # Outputs of the CPU kernels whose passes are compiled per instruction set, on fixed inputs: the
