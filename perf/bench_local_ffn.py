@@ -156,6 +156,8 @@ def bench_case(model, batch, side, device, dtype, repeats, compile_variants):
         blocks.update({"fused compiled": torch.compile(fused, dynamic=False),
                        "reference compiled": torch.compile(eager, dynamic=False)})
     steps = {name: fwd_bwd(fn, x, params) for name, fn in blocks.items()}
+    if common.has_cuda_cpp(device):  # the other GPU backend: the default is the one measured fastest
+        steps["fused CUDA C++"] = common.with_backend("cuda", fwd_bwd(fused, x, params))
     steps["mlp"] = fwd_bwd(mlp, x, (x, *mlp.parameters()))
     if compile_variants:
         steps["mlp compiled"] = fwd_bwd(torch.compile(mlp, dynamic=False), x, (x, *mlp.parameters()))
@@ -171,7 +173,7 @@ def bench_case(model, batch, side, device, dtype, repeats, compile_variants):
     for name, ms in times.items():
         row[f"{name} ms"] = ms
         row[f"{name} TFLOP/s"] = model_flops / ms / 1e9
-    for name in ("fused", "reference", "view conv", "fused compiled", "reference compiled"):
+    for name in ("fused", "fused CUDA C++", "reference", "view conv", "fused compiled", "reference compiled"):
         if name in times:
             row[f"{name} / mlp"] = times[name] / times["mlp"]
         if f"{name} graphed" in times:
@@ -187,7 +189,7 @@ def bench_case(model, batch, side, device, dtype, repeats, compile_variants):
         "dwconv_act bwd": (lambda: torch.ops.effkernels.dwconv_act_backward(grad, h, grid, dw_weight, dw_bias,
                                                                             **OPTIONS), 3 * nbytes),
     }
-    if device.type == "cuda" and hasattr(torch.ops.effkernels, "dwconv_act_cuda"):
+    if common.has_cuda_cpp(device):
         # The other GPU backend on the same inputs: the default is the one measured fastest.
         kernels["dwconv_act CUDA C++ fwd"] = (
             lambda: torch.ops.effkernels.dwconv_act_cuda(h, grid, dw_weight, dw_bias, **OPTIONS), 2 * nbytes)

@@ -105,21 +105,6 @@ def backward_only(op, x):
     return lambda: torch.autograd.grad(out, leaf, grad_out, retain_graph=True)[0]
 
 
-def with_backend(name, fn):
-    """fn run with EFFKERNELS_BACKEND=name (lowfreq_crop keys its cached plans on it)."""
-    def call():
-        previous = os.environ.get("EFFKERNELS_BACKEND")
-        os.environ["EFFKERNELS_BACKEND"] = name
-        try:
-            return fn()
-        finally:
-            if previous is None:
-                del os.environ["EFFKERNELS_BACKEND"]
-            else:
-                os.environ["EFFKERNELS_BACKEND"] = previous
-    return call
-
-
 def bench_case(batch, size, band, out_size, device, repeats, compile_peers):
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
     floats = images.float() / 255
@@ -148,10 +133,10 @@ def bench_case(batch, size, band, out_size, device, repeats, compile_peers):
         "interpolate": lambda: F.interpolate(next_floats(), size=out, mode="bilinear", antialias=True),
         "torchvision resize": lambda: torchvision_functional.resize(next_floats(), list(out), antialias=True),
     }
-    if device.type == "cuda" and hasattr(torch.ops.effkernels, "separable_map_cuda"):
+    if common.has_cuda_cpp(device):
         # The other GPU backend on the same batches: the default is the one measured fastest.
-        timed["CUDA C++ bf16"] = with_backend("cuda", ours(torch.bfloat16))
-        timed["CUDA C++ f32"] = with_backend("cuda", ours(torch.float32))
+        timed["CUDA C++ bf16"] = common.with_backend("cuda", ours(torch.bfloat16))
+        timed["CUDA C++ f32"] = common.with_backend("cuda", ours(torch.float32))
     if device.type == "cuda" and size == 224 and out_size is None:
         fitted, _ = tune_separable_map.launcher(band, batch, torch.bfloat16, tune_separable_map.fitted_tiles(band))
         timed["bf16 fitted"] = lambda: fitted(next_images())

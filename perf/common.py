@@ -93,6 +93,27 @@ def wall_us_per_call(fn, device: torch.device, calls: int, warmup: int = 10) -> 
     return (time.perf_counter() - begin) / calls * 1e6
 
 
+def with_backend(name, fn):
+    """fn run with EFFKERNELS_BACKEND=name: the GPU kernel family of every effkernels op in the call
+    (cached plans key on it), the environment restored after."""
+    def call():
+        previous = os.environ.get("EFFKERNELS_BACKEND")
+        os.environ["EFFKERNELS_BACKEND"] = name
+        try:
+            return fn()
+        finally:
+            if previous is None:
+                del os.environ["EFFKERNELS_BACKEND"]
+            else:
+                os.environ["EFFKERNELS_BACKEND"] = previous
+    return call
+
+
+def has_cuda_cpp(device: torch.device) -> bool:
+    """Whether the CUDA C++ kernels can run here: a GPU, and effkernels built with them."""
+    return device.type == "cuda" and hasattr(torch.ops.effkernels, "separable_map_cuda")
+
+
 def graphed(fn, device: torch.device, warmup: int = 3):
     """A function replaying fn() from a CUDA graph captured once, or None off CUDA (or where fn cannot
     be captured: a warning says why). Timed, it gives the device's time for fn's work with no host

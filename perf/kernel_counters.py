@@ -43,10 +43,11 @@ def _lowfreq(band, out_dtype, augmented=False):
     return make
 
 
-def _local_ffn(name):
+def _local_ffn(name, backend=None):
     def make(shape, device):
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        return profile_kernels.local_ffn_workloads(shape, device, dtype)[name]
+        step = profile_kernels.local_ffn_workloads(shape, device, dtype)[name]
+        return common.with_backend(backend, step) if backend else step
     return make
 
 
@@ -59,6 +60,7 @@ WORKLOADS = {
     "lowfreq-f32-160": _lowfreq(160, torch.float32),
     "lowfreq-augmented-bf16-160": _lowfreq(160, torch.bfloat16, augmented=True),
     "local-ffn-block": _local_ffn("local_ffn fused block"),
+    "local-ffn-block-cuda-cpp": _local_ffn("local_ffn fused block", backend="cuda"),  # the other dwconv_act
     "mlp-block": _local_ffn("local_ffn plain Mlp"),
 }
 
