@@ -14,8 +14,9 @@
 //   grad * act'(z) goes to a shared row; the nine tap sums and the bias sum grow in registers across all
 //   rows and samples of the CTA; grad_z row q is scattered through the transposed taps into rolling
 //   grad_pre rows, and row q - 1 is written times pre_act'(h). At the end the CTA adds its columns' sums
-//   in a fixed order into its own row of a partial-sum buffer, which torch sums: deterministic, no
-//   atomics. Each CTA takes several samples, so that the launch fills the GPU about once.
+//   in a fixed order into its own row of a partial-sum buffer, which a second kernel adds up in group
+//   order into the weight and bias grads: deterministic, no atomics. Each CTA takes several samples,
+//   so that the launch fills the GPU about once.
 // - Grids wider than kMaxColumns are cut into column tiles that overlap by a halo: one column forward,
 //   two backward (its owned columns need grad_z one column out, hence z and pre_act two columns out).
 #pragma once
@@ -142,16 +143,17 @@ struct Ring {
   }
 };
 
-// The lane's taps (tap k = 3 * (dy + 1) + (dx + 1) reads the neighbour (y + dy, x + dx)) and bias.
-template <int V, typename acc_t>
-__device__ __forceinline__ void load_taps(const DwconvActShape& s, const Lane& l, const acc_t* __restrict__ taps,
-                                          const acc_t* __restrict__ bias, acc_t (&w)[9][V], acc_t (&b)[V]) {
+// The lane's taps (tap k = 3 * (dy + 1) + (dx + 1) reads the neighbour (y + dy, x + dx)) and bias, from
+// the (C, 1, 3, 3) weight and (C,) bias as they are (once per CTA: no per-call conversion on the host).
+template <int V, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void load_taps(const DwconvActShape& s, const Lane& l, const scalar_t* __restrict__ weight,
+                                          const scalar_t* __restrict__ bias, acc_t (&w)[9][V], acc_t (&b)[V]) {
 #pragma unroll
   for (int i = 0; i < V; ++i) {
     const bool in = l.channels_in;
 #pragma unroll
-    for (int k = 0; k < 9; ++k) w[k][i] = in ? taps[k * s.channels + l.c0 + i] : acc_t(0);
-    b[i] = in && bias != nullptr ? bias[l.c0 + i] : acc_t(0);
+    for (int k = 0; k < 9; ++k) w[k][i] = in ? static_cast<acc_t>(weight[(l.c0 + i) * 9 + k]) : acc_t(0);
+    b[i] = in && bias != nullptr ? static_cast<acc_t>(bias[l.c0 + i]) : acc_t(0);
   }
 }
 
@@ -182,12 +184,12 @@ __device__ __forceinline__ void put_pre_act(acc_t* column, int lane, const Pack<
 
 template <Activation Pre, Activation Act, typename scalar_t, typename acc_t, int V>
 __global__ void __launch_bounds__(kLanes * kMaxColumns) forward_kernel(
-    DwconvActShape s, Tiling t, const scalar_t* __restrict__ h, const acc_t* __restrict__ taps,
-    const acc_t* __restrict__ bias, scalar_t* __restrict__ out) {
+    DwconvActShape s, Tiling t, const scalar_t* __restrict__ h, const scalar_t* __restrict__ weight,
+    const scalar_t* __restrict__ bias, scalar_t* __restrict__ out) {
   __shared__ acc_t rows[2][kMaxColumns + 2][kLanes * V];
   const Lane l = lane_of(s, t);
   acc_t w[9][V], b[V];
-  load_taps<V>(s, l, taps, bias, w, b);
+  load_taps<V>(s, l, weight, bias, w, b);
   zero_edges<V>(rows, 2, t, l);
   const int64_t row_stride = s.width * s.channels, steps = s.height + 1;
   // (row 0, column x) of sample n
@@ -240,13 +242,13 @@ __global__ void __launch_bounds__(kLanes * kMaxColumns) forward_kernel(
 template <Activation Pre, Activation Act, typename scalar_t, typename acc_t, int V>
 __global__ void __launch_bounds__(kLanes * kMaxColumns) backward_kernel(
     DwconvActShape s, Tiling t, const scalar_t* __restrict__ grad, const scalar_t* __restrict__ h,
-    const acc_t* __restrict__ taps, const acc_t* __restrict__ bias, scalar_t* __restrict__ grad_h,
+    const scalar_t* __restrict__ weight, const scalar_t* __restrict__ bias, scalar_t* __restrict__ grad_h,
     acc_t* __restrict__ partials) {
   __shared__ acc_t pre_rows[3][kMaxColumns + 2][kLanes * V];  // pre_act(h) rows r - 2, r - 1, r (a ring)
   __shared__ acc_t grad_z_row[1][kMaxColumns + 2][kLanes * V];
   const Lane l = lane_of(s, t);
   acc_t w[9][V], b[V], sums[10][V];  // sums: the nine taps' weight grads, then the bias grad
-  load_taps<V>(s, l, taps, bias, w, b);
+  load_taps<V>(s, l, weight, bias, w, b);
 #pragma unroll
   for (int k = 0; k < 10; ++k) {
 #pragma unroll
@@ -364,6 +366,24 @@ __global__ void __launch_bounds__(kLanes * kMaxColumns) backward_kernel(
   }
 }
 
+// grad_weight (C, 1, 3, 3) and grad_bias (C,) in the weights' dtype: the backward CTAs' partial sums
+// (groups, 10, C) added over the groups in their order, one thread per output (deterministic).
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(256) sum_partials_kernel(const acc_t* __restrict__ partials, int64_t groups,
+                                                            int64_t channels, scalar_t* __restrict__ grad_weight,
+                                                            scalar_t* __restrict__ grad_bias) {
+  const int64_t o = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;  // k * C + c
+  if (o >= 10 * channels) return;
+  const int64_t k = o / channels, c = o % channels;
+  acc_t total = acc_t(0);
+  for (int64_t g = 0; g < groups; ++g) total += partials[g * 10 * channels + o];
+  if (k < 9) {
+    grad_weight[c * 9 + k] = static_cast<scalar_t>(total);
+  } else {
+    grad_bias[c] = static_cast<scalar_t>(total);
+  }
+}
+
 // V for `lane_bytes` per access, where the channels and every tensor's address allow it; else 1.
 template <typename scalar_t, int lane_bytes>
 constexpr int vector_of() {
@@ -390,12 +410,10 @@ void with_vector(bool fits, F&& f) {
 }
 
 template <typename Launcher>
-void launch_forward(const DwconvActShape& s, const at::Tensor& h, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-             at::Tensor& out, Launcher&& launch) {
+void launch_forward(const DwconvActShape& s, const at::Tensor& h, const at::Tensor& weight, const at::Tensor& bias,
+                    at::Tensor& out, Launcher&& launch) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "dwconv_act_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const auto taps = taps_by_channel(weight, c10::CppTypeToScalarType<acc_t>::value);
-    const auto bias_acc = bias ? bias->to(taps.scalar_type()).contiguous() : at::Tensor();
     constexpr int lane_bytes = kForwardLaneBytes;
     const bool fits = packs_fit(s.channels, vector_of<scalar_t, lane_bytes>(), sizeof(scalar_t), {&h, &out});
     with_vector<scalar_t, lane_bytes>(fits, [&](auto vec) {
@@ -403,24 +421,20 @@ void launch_forward(const DwconvActShape& s, const at::Tensor& h, const at::Tens
         const auto kernel = &forward_kernel<decltype(pre)::value, decltype(act)::value, scalar_t, acc_t, vec()>;
         const int columns = static_cast<int>(std::min<int64_t>(s.width, kMaxColumns));
         const auto t = tiling(s, vec(), 1, launch.ctas_per_wave(kernel, kLanes * columns));
-        launch(kernel, grid_of(t), dim3(kLanes, t.columns), s, t,
-               h.const_data_ptr<scalar_t>(), taps.const_data_ptr<acc_t>(),
-               bias_acc.defined() ? bias_acc.const_data_ptr<acc_t>() : nullptr, out.mutable_data_ptr<scalar_t>());
+        launch(kernel, grid_of(t), dim3(kLanes, t.columns), s, t, h.const_data_ptr<scalar_t>(),
+               weight.const_data_ptr<scalar_t>(), bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
+               out.mutable_data_ptr<scalar_t>());
       });
     });
   });
 }
 
-// Fills grad_h; returns the (10, C) sums (nine taps' weight grads, then the bias grad), accumulation dtype.
 template <typename Launcher>
-at::Tensor launch_backward(const DwconvActShape& s, const at::Tensor& grad, const at::Tensor& h, const at::Tensor& weight,
-                    const std::optional<at::Tensor>& bias, at::Tensor& grad_h, Launcher&& launch) {
-  at::Tensor sums;
+void launch_backward(const DwconvActShape& s, const at::Tensor& grad, const at::Tensor& h, const at::Tensor& weight,
+                     const at::Tensor& bias, at::Tensor& grad_h, at::Tensor& grad_weight, at::Tensor& grad_bias,
+                     Launcher&& launch) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "dwconv_act_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const auto acc_dtype = c10::CppTypeToScalarType<acc_t>::value;
-    const auto taps = taps_by_channel(weight, acc_dtype);
-    const auto bias_acc = bias ? bias->to(acc_dtype).contiguous() : at::Tensor();
     constexpr int lane_bytes = kBackwardLaneBytes;
     const bool fits = packs_fit(s.channels, vector_of<scalar_t, lane_bytes>(), sizeof(scalar_t), {&grad, &h, &grad_h});
     with_vector<scalar_t, lane_bytes>(fits, [&](auto vec) {
@@ -429,26 +443,31 @@ at::Tensor launch_backward(const DwconvActShape& s, const at::Tensor& grad, cons
         const int columns = static_cast<int>(std::min<int64_t>(s.width, kMaxColumns));
         const auto t = tiling(s, vec(), 2, launch.ctas_per_wave(kernel, kLanes * columns));
         const int64_t groups = t.sample_groups * t.tiles;  // named first: nvcc 13 misparses the product in braces
-        auto partials = at::empty({groups, 10, s.channels}, h.options().dtype(acc_dtype));
-        launch(kernel, grid_of(t), dim3(kLanes, t.columns), s, t,
-               grad.const_data_ptr<scalar_t>(), h.const_data_ptr<scalar_t>(), taps.const_data_ptr<acc_t>(),
-               bias_acc.defined() ? bias_acc.const_data_ptr<acc_t>() : nullptr, grad_h.mutable_data_ptr<scalar_t>(),
+        auto partials = at::empty({groups, 10, s.channels}, h.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+        launch(kernel, grid_of(t), dim3(kLanes, t.columns), s, t, grad.const_data_ptr<scalar_t>(),
+               h.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+               bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr, grad_h.mutable_data_ptr<scalar_t>(),
                partials.mutable_data_ptr<acc_t>());
-        sums = partials.sum(0);  // a fixed-order reduction: deterministic
+        const int64_t blocks = (10 * s.channels + 255) / 256;
+        launch(&sum_partials_kernel<scalar_t, acc_t>, dim3(static_cast<unsigned>(blocks)), dim3(256),
+               partials.const_data_ptr<acc_t>(), groups, s.channels, grad_weight.mutable_data_ptr<scalar_t>(),
+               grad_bias.mutable_data_ptr<scalar_t>());
       });
     });
   });
-  return sums;
 }
 
 // The ops' bodies, on checked arguments. Launcher: `int64_t ctas_per_wave(kernel, threads)` (how many
 // CTAs of `kernel` the device runs at once) and `void operator()(kernel, dim3 grid, dim3 block, args...)`.
+// On the host: the outputs' allocation and two launches (three backward), no conversion of the weights.
 template <typename Launcher>
 at::Tensor dwconv_act(const DwconvActShape& s, const at::Tensor& h_in, const at::Tensor& weight,
                       const std::optional<at::Tensor>& bias, Launcher&& launch) {
   const auto h = h_in.contiguous();
   auto out = at::empty_like(h, at::MemoryFormat::Contiguous);
-  if (out.numel() > 0) launch_forward(s, h, weight, bias, out, launch);
+  if (out.numel() > 0) {
+    launch_forward(s, h, weight.contiguous(), bias ? bias->contiguous() : at::Tensor(), out, launch);
+  }
   return out;
 }
 
@@ -457,11 +476,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dwconv_act_backward(
     const DwconvActShape& s, const at::Tensor& grad_in, const at::Tensor& h_in, const at::Tensor& weight,
     const std::optional<at::Tensor>& bias, Launcher&& launch) {
   const auto h = h_in.contiguous();
-  const auto grad = grad_in.contiguous();
   auto grad_h = at::empty_like(h, at::MemoryFormat::Contiguous);
-  const auto sums = h.numel() > 0 ? launch_backward(s, grad, h, weight, bias, grad_h, launch)
-                                  : at::zeros({10, s.channels}, h.options().dtype(at::toOpMathType(h.scalar_type())));
-  const auto [grad_weight, grad_bias] = weight_and_bias_grads(sums, weight);
+  auto grad_weight = at::empty_like(weight, at::MemoryFormat::Contiguous);
+  auto grad_bias = at::empty({s.channels}, weight.options());
+  if (h.numel() == 0) {
+    grad_weight.zero_();
+    grad_bias.zero_();
+  } else {
+    launch_backward(s, grad_in.contiguous(), h, weight.contiguous(), bias ? bias->contiguous() : at::Tensor(), grad_h,
+                    grad_weight, grad_bias, launch);
+  }
   return {grad_h, grad_weight, grad_bias};
 }
 
