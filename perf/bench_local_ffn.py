@@ -7,7 +7,9 @@ Block variants (timed round-robin, so that a noisy neighbour hits every peer ali
   grouped conv2d, Im2Seq, Linear), eager and compiled by Inductor (which sends the conv to cuDNN);
 - view conv: the reference with the conv run by cuDNN on a channels-last view of the grid tokens (no
   transpose copy; ../shared/gpu-probes/peers.py measured it), eager;
-- mlp: timm's Mlp (fc1 → GELU → fc2) of the same widths, eager and compiled: what locality costs.
+- mlp: timm's Mlp (fc1 → GELU → fc2) of the same widths, eager and compiled: what locality costs;
+- fused CUDA C++ (on a GPU with the CUDA C++ kernels built): the fused block with dwconv_act's other GPU
+  backend, eager, so the default can be the faster one.
 On a GPU each of these is also timed "graphed": its forward + backward captured once in a CUDA graph
 and replayed. An eager step can time the host's launches rather than the kernels (on the H100 of
 2026-11-23 an eager Mlp step took 1.3-1.5 ms at every grid from 6×6 to 14×14, though its work grows
@@ -54,7 +56,8 @@ SWEEPS = {  # (model, batch, grid side)
     "full": [(model, 256, side) for model in WIDTHS for side in (6, 8, 10, 12, 14)],  # 96 ... 224 px
 }
 OPTIONS = dict(num_prefix_tokens=1, prefix="skip", pre_act="hardswish", act="hardswish")
-BLOCKS = ("fused", "fused compiled", "reference", "reference compiled", "view conv", "mlp", "mlp compiled")
+BLOCKS = ("fused", "fused CUDA C++", "fused compiled", "reference", "reference compiled", "view conv", "mlp",
+          "mlp compiled")
 
 
 def view_conv_local_ffn(x, grid_size, fc1_weight, fc1_bias, dw_weight, dw_bias, fc2_weight, fc2_bias, *,
@@ -220,11 +223,27 @@ def kernel_names(row) -> list[str]:
 
 def progress_line(row) -> str:
     """One case's headline figures, printed as soon as it is measured."""
-    ratios = ", ".join(f"{name} {row[name]:.2f}" for name in ("fused / mlp", "fused compiled / mlp",
-                                                             "fused graphed / mlp graphed") if name in row)
+    names = ("fused / mlp", "fused CUDA C++ / mlp", "fused compiled / mlp", "fused graphed / mlp graphed",
+             "fused CUDA C++ graphed / mlp graphed")
+    ratios = ", ".join(f"{name} {row[name]:.2f}" for name in names if name in row)
     kernels = ", ".join(f"{name} {row[f'{name} ms']:.3f} ms ({row[f'{name} % roofline']:.0f} %)"
                         for name in kernel_names(row))
     return f"{row['model']} b{row['batch']} {row['grid']}: {ratios}; {kernels}"
+
+
+def write(out_dir, meta, rows):
+    """local_ffn.{md,json,png} of the rows so far; the markdown table."""
+    block_columns = [f"{name}{how} ms" for how in ("", " graphed") for name in BLOCKS
+                     if f"{name}{how} ms" in rows[0]]
+    ratio_columns = [f"{name}{how} / mlp{how}" for how in ("", " graphed")
+                     for name in ("fused", "fused CUDA C++", "fused compiled", "reference", "reference compiled",
+                                  "view conv")]
+    columns = (["model", "batch", "grid", "model GFLOP", "torch-counted GFLOP"] + block_columns
+               + [c for c in (*ratio_columns, "fused TFLOP/s", "fused graphed TFLOP/s") if c in rows[0]]
+               + [f"{k} {unit}" for k in kernel_names(rows[0]) for unit in ("ms", "% roofline")]
+               + ["fused memory MB", "reference memory MB"])
+    return common.write_results(out_dir, "local_ffn", meta, rows, columns,
+                                plot=(("model", "grid"), "fused / mlp", "LocalFFN time / plain Mlp time"))
 
 
 def main(argv=None):
@@ -246,6 +265,12 @@ def main(argv=None):
     if device.type != "cuda":
         skipped.append("the GPU kernels: on a CPU dwconv_act runs its C++ kernel and the view conv oneDNN's")
     bandwidth = common.copy_bandwidth_gbs(device)
+    meta = {**common.run_meta(device), "copy GB/s": bandwidth, "sweep": sweep, "repeats": repeats,
+            "dtype": str(dtype), "layout": OPTIONS,
+            "backend": effkernels.ops.gpu_backend("dwconv_act") if device.type == "cuda" else "cpu",
+            "memory": "tensors saved for backward" if device.type == "cpu" else "peak allocated during fwd+bwd",
+            "skipped": skipped}
+    out_dir = args.out or common.default_out_dir(device)
     rows = []
     for case in SWEEPS[sweep]:
         row = bench_case(*case, device, dtype, repeats, compile_variants)
@@ -253,24 +278,12 @@ def main(argv=None):
             row[f"{name} % roofline"] = 100 * row[f"{name} GB/s"] / bandwidth
         rows.append(row)
         print(progress_line(row), flush=True)
-    host = host_overhead(device, dtype)
-    meta = {**common.run_meta(device), "copy GB/s": bandwidth, "sweep": sweep, "repeats": repeats,
-            "dtype": str(dtype), "layout": OPTIONS, "backend": effkernels.ops.gpu_backend("dwconv_act") if device.type == "cuda" else "cpu",
-            "memory": "tensors saved for backward" if device.type == "cpu" else "peak allocated during fwd+bwd",
-            "skipped": skipped, **host}
-    block_columns = [f"{name}{how} ms" for how in ("", " graphed") for name in BLOCKS
-                     if f"{name}{how} ms" in rows[0]]
-    ratio_columns = [f"{name}{how} / mlp{how}" for how in ("", " graphed")
-                     for name in ("fused", "fused compiled", "reference", "reference compiled", "view conv")]
-    columns = (["model", "batch", "grid", "model GFLOP", "torch-counted GFLOP"] + block_columns
-               + [c for c in (*ratio_columns, "fused TFLOP/s", "fused graphed TFLOP/s") if c in rows[0]]
-               + [f"{k} {unit}" for k in kernel_names(rows[0]) for unit in ("ms", "% roofline")]
-               + ["fused memory MB", "reference memory MB"])
-    table = common.write_results(args.out or common.default_out_dir(device), "local_ffn", meta, rows, columns,
-                                 plot=(("model", "grid"), "fused / mlp", "LocalFFN time / plain Mlp time"))
+        write(out_dir, meta, rows)  # after every case: a run stopped at its time limit keeps the finished ones
+    meta.update(host_overhead(device, dtype))
+    table = write(out_dir, meta, rows)
     print(table)
-    print(f"host µs per eager call: dwconv_act {host['host us dwconv_act fwd']:.1f}, "
-          f"dwconv_act_backward {host['host us dwconv_act bwd']:.1f} ({meta['device']})")
+    print(f"host µs per eager call: dwconv_act {meta['host us dwconv_act fwd']:.1f}, "
+          f"dwconv_act_backward {meta['host us dwconv_act bwd']:.1f} ({meta['device']})")
     print("skipped: " + ("; ".join(skipped) if skipped else "nothing"))
 
 
