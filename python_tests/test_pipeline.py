@@ -152,6 +152,7 @@ def test_counter_uniforms_depend_on_seed_and_stream_only():
 
 
 # -------------------------------------------------------------------- crop + flip + resize map
+@pytest.mark.cuda_emulated  # without a GPU, backend "cuda" runs the CUDA C++ kernel emulated
 @pytest.mark.parametrize("out_size", [16, 40])
 def test_resized_crop_flip_matches_torchvision(out_size, backend):
     """One separable_map over the padded batch = torchvision's resized_crop(antialias) + hflip on
