@@ -26,6 +26,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include "../dwconv_act_checks.h"
 
@@ -38,9 +40,11 @@ constexpr int kMaxColumns = 16;  // grid columns per CTA (threads along y): at m
 constexpr int kForwardLaneBytes = 8;
 constexpr int kBackwardLaneBytes = 4;
 // Rows each thread has loading ahead of its math, across sample boundaries. One 448-thread CTA fits
-// an SM at these register counts (DeiT-S, 14 columns), so the loads in flight per SM are 448 x 8 bytes
-// x 6 rows = 21 KB, what DRAM latency asks for at full bandwidth (~25 GB/s per SM x ~0.7 us on an H100).
-constexpr int kRowsAhead = 6;
+// an SM at these register counts (DeiT-S, 14 columns): 448 x 8 bytes x 4 rows = 14 KB in flight per SM
+// in the forward, about what DRAM latency asks for at full bandwidth (~25 GB/s per SM x ~0.6 us on an
+// H100). Six rows would cover more latency, but with the row loops unrolled by the ring's length (what
+// makes its rotation free of register moves) they spilled; four do not (sm_90 ptxas, bf16, 2026-12-07).
+constexpr int kRowsAhead = 4;
 
 // How a launch is cut: channel slabs (grid.x), column tiles (grid.y), sample groups (grid.z).
 struct Tiling {
@@ -121,24 +125,54 @@ __device__ __forceinline__ Pack<scalar_t, V> zero_pack() {
   return pack;
 }
 
-// A CTA's rows in the order its math takes them: `steps` per sample (the grid rows, then padding
-// steps), samples strided by the sample groups. The loads run kRowsAhead steps ahead of the math.
+// Where a thread's grid rows are: element offset of (row r, its column) in sample n = n * sample_stride
+// + first + r * row_stride.
+struct Rows {
+  int64_t sample_stride, row_stride, first;
+  int height, steps;  // grid rows; steps per sample (the rows, then padding steps)
+  __device__ __forceinline__ int64_t origin(int64_t n) const { return n * sample_stride + first; }
+};
+
+__device__ __forceinline__ Rows rows_of(const DwconvActShape& s, const Lane& l, int padding_steps) {
+  const int height = static_cast<int>(s.height);
+  return {s.tokens * s.channels, s.width * s.channels, (s.prefix_tokens + l.x) * s.channels + l.c0, height,
+          height + padding_steps};
+}
+
+// The loads' position in a CTA's rows, taken in the order its math takes them: `steps` per sample,
+// samples strided by the sample groups. It runs kRowsAhead steps ahead of the math; the offset moves
+// by one add a step (32-bit counters, no division).
 struct Cursor {
-  int64_t n, r;
-  __device__ __forceinline__ void advance(int64_t steps) {
-    if (++r == steps) r = 0, n += gridDim.z;
+  int r;
+  int64_t n, at;  // sample; element offset of (row r, column)
+  __device__ __forceinline__ Cursor(const Rows& g) : r(0), n(blockIdx.z), at(g.origin(blockIdx.z)) {}
+  __device__ __forceinline__ void advance(const Rows& g) {
+    if (++r == g.steps) {
+      r = 0;
+      n += gridDim.z;
+      at = g.origin(n);
+    } else {
+      at += g.row_stride;
+    }
   }
 };
 
-// Loaded rows waiting for the math, oldest first.
+// Loaded rows waiting for the math, oldest first. Held as whole words (a pack of 16-bit values as
+// bf16 structs was shifted 16 bits at a time: 20 PRMT a step in the bf16 forward).
 template <typename scalar_t, int V>
 struct Ring {
-  Pack<scalar_t, V> rows[kRowsAhead];
+  static constexpr int kBytes = static_cast<int>(sizeof(Pack<scalar_t, V>));
+  static_assert(kBytes == 2 || kBytes == 4 || kBytes == 8, "a pack is one 16-, 32- or 64-bit word");
+  using Word = std::conditional_t<kBytes == 2, uint16_t, std::conditional_t<kBytes == 4, uint32_t, uint64_t>>;
+  Word rows[kRowsAhead];
+
+  __device__ __forceinline__ void set(int d, const Pack<scalar_t, V>& pack) { memcpy(&rows[d], &pack, kBytes); }
   __device__ __forceinline__ Pack<scalar_t, V> pop_push(const Pack<scalar_t, V>& incoming) {
-    const auto oldest = rows[0];
+    Pack<scalar_t, V> oldest;
+    memcpy(&oldest, &rows[0], kBytes);
 #pragma unroll
     for (int d = 0; d + 1 < kRowsAhead; ++d) rows[d] = rows[d + 1];
-    rows[kRowsAhead - 1] = incoming;
+    set(kRowsAhead - 1, incoming);
     return oldest;
   }
 };
@@ -173,12 +207,31 @@ __device__ __forceinline__ void zero_edges(acc_t (*rows)[kMaxColumns + 2][kLanes
   }
 }
 
+template <typename T>
+__device__ __forceinline__ T saturate(T v) {
+#ifdef __CUDA_ARCH__
+  if constexpr (std::is_same_v<T, float>) return __saturatef(v);
+#endif
+  return v < T(0) ? T(0) : (v > T(1) ? T(1) : v);
+}
+
+// An activation as these kernels evaluate it: h-swish as z * sat(z / 6 + 1 / 2), one FFMA.SAT and one
+// FMUL in float (relu6(z + 3) / 6 as activations.h spells it takes five); the others as activations.h.
+template <Activation A, typename T>
+__device__ __forceinline__ T act(T z) {
+  if constexpr (A == Activation::kHardswish) {
+    return z * saturate(z * T(1.0 / 6.0) + T(0.5));
+  } else {
+    return activate<A>(z);
+  }
+}
+
 // Puts pre_act(values) (zeros where !valid) in the thread's column of a shared row.
 template <Activation Pre, typename scalar_t, typename acc_t, int V>
 __device__ __forceinline__ void put_pre_act(acc_t* column, int lane, const Pack<scalar_t, V>& values, bool valid) {
 #pragma unroll
   for (int i = 0; i < V; ++i) {
-    column[shared_index<acc_t, V>(lane, i)] = valid ? activate<Pre>(static_cast<acc_t>(values.v[i])) : acc_t(0);
+    column[shared_index<acc_t, V>(lane, i)] = valid ? act<Pre>(static_cast<acc_t>(values.v[i])) : acc_t(0);
   }
 }
 
@@ -191,18 +244,15 @@ __global__ void __launch_bounds__(kLanes * kMaxColumns) forward_kernel(
   acc_t w[9][V], b[V];
   load_taps<V>(s, l, weight, bias, w, b);
   zero_edges<V>(rows, 2, t, l);
-  const int64_t row_stride = s.width * s.channels, steps = s.height + 1;
-  // (row 0, column x) of sample n
-  auto origin = [&](int64_t n) { return (n * s.tokens + s.prefix_tokens + l.x) * s.channels + l.c0; };
+  const Rows g = rows_of(s, l, 1);  // one padding step finishes the last row
   auto fetch = [&](const Cursor& c) {
-    return l.in_grid && c.n < s.batch && c.r < s.height ? load<scalar_t, V>(h + origin(c.n) + c.r * row_stride)
-                                                        : zero_pack<scalar_t, V>();
+    return l.in_grid && c.n < s.batch && c.r < g.height ? load<scalar_t, V>(h + c.at) : zero_pack<scalar_t, V>();
   };
-  Cursor ahead{blockIdx.z, 0};
+  Cursor ahead(g);
   Ring<scalar_t, V> ring;
 #pragma unroll
-  for (int d = 0; d < kRowsAhead; ++d) ring.rows[d] = fetch(ahead), ahead.advance(steps);
-  int64_t step = 0;  // rows entered by this CTA: the double buffer alternates across samples too
+  for (int d = 0; d < kRowsAhead; ++d) ring.set(d, fetch(ahead)), ahead.advance(g);
+  int parity = 0;  // the shared row buffer in use: it alternates across samples too
   for (int64_t n = blockIdx.z; n < s.batch; n += gridDim.z) {
     if (blockIdx.y == 0 && l.channels_in) {
       for (int64_t p = l.col; p < s.prefix_tokens; p += t.columns) {
@@ -211,7 +261,7 @@ __global__ void __launch_bounds__(kLanes * kMaxColumns) forward_kernel(
         acc_t a[V];
 #pragma unroll
         for (int i = 0; i < V; ++i) {
-          a[i] = s.skip_prefix ? acc_t(0) : activate<Act>(activate<Pre>(static_cast<acc_t>(in.v[i])));
+          a[i] = s.skip_prefix ? acc_t(0) : act<Act>(act<Pre>(static_cast<acc_t>(in.v[i])));
         }
         store<scalar_t, V>(out + at, a);
       }
@@ -219,10 +269,13 @@ __global__ void __launch_bounds__(kLanes * kMaxColumns) forward_kernel(
     acc_t upper[V], middle[V];  // partial sums of output rows r - 1 and r
 #pragma unroll
     for (int i = 0; i < V; ++i) upper[i] = acc_t(0), middle[i] = b[i];
-    for (int64_t r = 0; r < steps; ++r, ++step) {
+    int64_t written = g.origin(n) - g.row_stride;  // (row r - 1, column)
+    // Unrolled by the ring's length, the period of its rotation, the ring shifts cost no register moves.
+#pragma unroll kRowsAhead
+    for (int r = 0; r < g.steps; ++r, parity ^= 1, written += g.row_stride) {
       const auto here = ring.pop_push(fetch(ahead));  // row r (zeros past the grid)
-      ahead.advance(steps);
-      auto row = rows[step & 1];
+      ahead.advance(g);
+      auto row = rows[parity];
       put_pre_act<Pre>(row[l.col + 1], l.lane, here, l.in_grid);
       __syncthreads();
       acc_t a[V];
@@ -230,11 +283,11 @@ __global__ void __launch_bounds__(kLanes * kMaxColumns) forward_kernel(
       for (int i = 0; i < V; ++i) {
         const int j = shared_index<acc_t, V>(l.lane, i);
         const acc_t left = row[l.col][j], centre = row[l.col + 1][j], right = row[l.col + 2][j];
-        a[i] = activate<Act>(upper[i] + w[6][i] * left + w[7][i] * centre + w[8][i] * right);
+        a[i] = act<Act>(upper[i] + w[6][i] * left + w[7][i] * centre + w[8][i] * right);
         upper[i] = middle[i] + w[3][i] * left + w[4][i] * centre + w[5][i] * right;
         middle[i] = b[i] + w[0][i] * left + w[1][i] * centre + w[2][i] * right;
       }
-      if (r >= 1 && l.owned) store<scalar_t, V>(out + origin(n) + (r - 1) * row_stride, a);
+      if (r >= 1 && l.owned) store<scalar_t, V>(out + written, a);
     }
   }
 }
@@ -257,36 +310,33 @@ __global__ void __launch_bounds__(kLanes * kMaxColumns) backward_kernel(
   zero_edges<V>(pre_rows, 3, t, l);
   zero_edges<V>(grad_z_row, 1, t, l);
   // Step r takes h row r and grad row r - 1; two padding steps finish the last rows.
-  const int64_t row_stride = s.width * s.channels, steps = s.height + 2;
-  auto origin = [&](int64_t n) { return (n * s.tokens + s.prefix_tokens + l.x) * s.channels + l.c0; };
+  const Rows g = rows_of(s, l, 2);
   auto fetch_h = [&](const Cursor& c) {
-    return l.in_grid && c.n < s.batch && c.r < s.height ? load<scalar_t, V>(h + origin(c.n) + c.r * row_stride)
-                                                        : zero_pack<scalar_t, V>();
+    return l.in_grid && c.n < s.batch && c.r < g.height ? load<scalar_t, V>(h + c.at) : zero_pack<scalar_t, V>();
   };
   auto fetch_grad = [&](const Cursor& c) {
-    return l.in_grid && c.n < s.batch && c.r >= 1 && c.r <= s.height
-               ? load<scalar_t, V>(grad + origin(c.n) + (c.r - 1) * row_stride)
-               : zero_pack<scalar_t, V>();
+    return l.in_grid && c.n < s.batch && c.r >= 1 && c.r <= g.height ? load<scalar_t, V>(grad + c.at - g.row_stride)
+                                                                      : zero_pack<scalar_t, V>();
   };
-  Cursor ahead{blockIdx.z, 0};
+  Cursor ahead(g);
   Ring<scalar_t, V> h_ring, grad_ring;
 #pragma unroll
   for (int d = 0; d < kRowsAhead; ++d) {
-    h_ring.rows[d] = fetch_h(ahead), grad_ring.rows[d] = fetch_grad(ahead);
-    ahead.advance(steps);
+    h_ring.set(d, fetch_h(ahead)), grad_ring.set(d, fetch_grad(ahead));
+    ahead.advance(g);
   }
-  int64_t step = 0;  // rows entered by this CTA: the ring of shared rows turns across samples too
+  int newest_slot = 0;  // the ring of shared rows turns across samples too
   for (int64_t n = blockIdx.z; n < s.batch; n += gridDim.z) {
     if (blockIdx.y == 0 && l.channels_in) {
       for (int64_t p = l.col; p < s.prefix_tokens; p += t.columns) {
         const int64_t at = (n * s.tokens + p) * s.channels + l.c0;
-        const auto g = load<scalar_t, V>(grad + at);
+        const auto gv = load<scalar_t, V>(grad + at);
         const auto hv = load<scalar_t, V>(h + at);
         acc_t gh[V];
 #pragma unroll
         for (int i = 0; i < V; ++i) {
           const acc_t x = static_cast<acc_t>(hv.v[i]);
-          const acc_t gz = s.skip_prefix ? acc_t(0) : static_cast<acc_t>(g.v[i]) * activate_grad<Act>(activate<Pre>(x));
+          const acc_t gz = s.skip_prefix ? acc_t(0) : static_cast<acc_t>(gv.v[i]) * activate_grad<Act>(act<Pre>(x));
           gh[i] = gz * activate_grad<Pre>(x);
         }
         store<scalar_t, V>(grad_h + at, gh);
@@ -296,17 +346,20 @@ __global__ void __launch_bounds__(kLanes * kMaxColumns) backward_kernel(
     acc_t z_upper[V], z_middle[V], g_upper[V], g_middle[V];  // z rows q, q + 1; grad_pre rows q - 1, q
 #pragma unroll
     for (int i = 0; i < V; ++i) z_upper[i] = acc_t(0), z_middle[i] = b[i], g_upper[i] = acc_t(0), g_middle[i] = acc_t(0);
-    for (int64_t r = 0; r < steps; ++r, ++step) {
-      const int64_t q = r - 1;  // the row whose z completes in this step
+    int64_t written = g.origin(n) - 2 * g.row_stride;  // (row q - 1, column)
+#pragma unroll kRowsAhead
+    for (int r = 0; r < g.steps; ++r, newest_slot = newest_slot == 2 ? 0 : newest_slot + 1, written += g.row_stride) {
+      const int q = r - 1;  // the row whose z completes in this step
       h_back2 = h_back1;
       h_back1 = h_here;
       h_here = h_ring.pop_push(fetch_h(ahead));
       const auto g_here = grad_ring.pop_push(fetch_grad(ahead));  // grad row q
-      ahead.advance(steps);
-      auto newest = pre_rows[step % 3], middle_row = pre_rows[(step + 2) % 3], oldest = pre_rows[(step + 1) % 3];
-      put_pre_act<Pre>(newest[l.col + 1], l.lane, h_here, l.in_grid && r < s.height);
+      ahead.advance(g);
+      const int middle_slot = newest_slot == 0 ? 2 : newest_slot - 1, oldest_slot = middle_slot == 0 ? 2 : middle_slot - 1;
+      auto newest = pre_rows[newest_slot], middle_row = pre_rows[middle_slot], oldest = pre_rows[oldest_slot];
+      put_pre_act<Pre>(newest[l.col + 1], l.lane, h_here, l.in_grid && r < g.height);
       __syncthreads();
-      const bool q_in_grid = l.in_grid && q >= 0 && q < s.height;
+      const bool q_in_grid = l.in_grid && q >= 0 && q < g.height;
       acc_t gz[V];
 #pragma unroll
       for (int i = 0; i < V; ++i) {
@@ -344,7 +397,7 @@ __global__ void __launch_bounds__(kLanes * kMaxColumns) backward_kernel(
         g_middle[i] = w[6][i] * right + w[7][i] * centre + w[8][i] * left;
         gh[i] = above * activate_grad<Pre>(static_cast<acc_t>(h_back2.v[i]));
       }
-      if (q >= 1 && l.owned) store<scalar_t, V>(grad_h + origin(n) + (q - 1) * row_stride, gh);
+      if (q >= 1 && l.owned) store<scalar_t, V>(grad_h + written, gh);
     }
   }
   // The CTA's sums over its columns, in column order, into its row of partials (groups, 10, C).
