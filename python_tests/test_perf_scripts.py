@@ -119,6 +119,22 @@ def test_dwconv_act_tuner_times_the_default_and_candidates(tmp_path):
     assert len(results["rows"]) == len(rows)
 
 
+def test_cuda_sm90_report_counts_every_stencil_kernel(tmp_path, sm90):
+    """perf/cuda_sm90_report.py compiles the CUDA C++ dwconv_act for sm_90 (nvcc, no GPU needed) and
+    reports each forward and backward kernel of the dtype: registers within the 128 a 512-thread CTA
+    allows, and SASS instructions per value of its row loop."""
+    import shutil
+
+    if shutil.which("nvcc") is None:
+        pytest.skip("needs nvcc")
+    import cuda_sm90_report
+
+    rows = cuda_sm90_report.main(["--dtype", "bfloat16", "--out", str(tmp_path)])
+    assert len(rows) == 2 * 2 * 3 * 4  # (forward, backward) x (vector, V = 1) x pre_act x act
+    assert all(0 < row["registers"] <= 128 and row["SASS per value"] > 0 for row in rows)
+    assert (tmp_path / "cuda_sm90_bfloat16.md").read_text().count("\n| forward") == 24
+
+
 def test_kernel_counter_workloads_run(monkeypatch):
     """Each workload that perf/kernel_counters.py hands to ncu runs (tiny shapes, CPU: no profiler marks)."""
     import kernel_counters
