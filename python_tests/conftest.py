@@ -1,10 +1,11 @@
 """Shared fixtures: the backends every op test runs on, and NaN-poisoned fresh memory.
 
 Without a GPU the Triton kernels run on CPU tensors under TRITON_INTERPRET=1, which must be set
-before triton is first imported, hence here at the top; the CUDA C++ kernels that have an emulated
-build (python_tests/cuda_emulation) run on CPU tensors in test modules marked `cuda_emulated`. torch.compile gets a fresh cache folder per
-session: Inductor's graph cache does not key on the effkernels ops' code, so a graph compiled by
-another checkout (or before an op's fake kernel changed) would otherwise be reused.
+before triton is first imported, hence here at the top; the CUDA C++ kernels run on CPU tensors
+through their emulated build (python_tests/cuda_emulation) in the tests marked `cuda_emulated`.
+torch.compile gets a fresh cache folder per session: Inductor's graph cache does not key on the
+effkernels ops' code, so a graph compiled by another checkout (or before an op's fake kernel
+changed) would otherwise be reused.
 """
 import contextlib
 import functools
