@@ -149,8 +149,8 @@ def triton_device(monkeypatch):
 @pytest.fixture(params=["cpu", "triton", "cuda"])
 def backend(request, monkeypatch):
     """The device of the C++ CPU kernel, the Triton kernel, the CUDA C++ kernel. Without a GPU the
-    Triton kernel runs under the interpreter, and the CUDA C++ one emulated where the module is
-    marked cuda_emulated (else the case is skipped)."""
+    Triton kernel runs under the interpreter, and the CUDA C++ one emulated where the test or its
+    module is marked cuda_emulated (else the case is skipped)."""
     name = request.param
     if name == "cpu":
         yield "cpu"
