@@ -5,7 +5,7 @@ PYTHON := $(VENV)/bin/python
 BUILT := $(VENV)/.effkernels-built
 SOURCES := setup.py $(shell find csrc -type f)
 
-.PHONY: train test bench build check-cxx17 gpu-wheels clean
+.PHONY: train test bench build check-gpu-image gpu-wheels clean
 
 train: $(BUILT)
 	$(PYTHON) -m effkernels.train --out runs/default
@@ -16,9 +16,10 @@ test: $(BUILT)
 bench: $(BUILT)
 	$(PYTHON) perf/run_all.py --out perf/results/local-$$(date +%Y-%m-%d)
 
-# Every C++/CUDA source compiled as C++17 against torch 2.13's headers (torch < 2.14 builds as C++17).
-check-cxx17: $(VENV)/.requirements
-	PYTHON=$(PYTHON) .ci/check_cxx17
+# The GPU machine's torch 2.11 (C++17) and Triton 3.6 in .venv-gpu-image: build everything, CUDA C++
+# included, and compile the Triton kernels for sm_90 with that Triton (.ci/check_gpu_image).
+check-gpu-image:
+	.ci/check_gpu_image
 
 # The optional wheels the GPU image has no registry to fetch, pinned as in requirements.txt, into
 # wheels/ (git-ignored): carry it to the GPU machine, where perf/gpu_check.sh installs them.
@@ -39,4 +40,4 @@ $(VENV)/.requirements: requirements.txt
 	touch $@
 
 clean:
-	rm -rf $(VENV) build *.egg-info effkernels/_C*.so
+	rm -rf $(VENV) .venv-gpu-image build *.egg-info effkernels/_C*.so

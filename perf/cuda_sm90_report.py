@@ -42,7 +42,8 @@ def rows_ahead() -> int:
 def compile_cubin(cubin: str) -> str:
     """Compiles dwconv_act.cu for sm_90 into `cubin`; returns ptxas's -v report."""
     includes = [*cpp_extension.include_paths(), sysconfig.get_paths()["include"], *setup_cuda_includes()]
-    # torch 2.14's headers need C++20; older ones build extensions as C++17 (see .ci/check_cxx17).
+    # torch 2.14's headers need C++20; older ones build extensions as C++17 (CI also builds against torch
+    # 2.11: .ci/check_gpu_image).
     standard = "c++20" if tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 14) else "c++17"
     command = ["nvcc", f"-std={standard}", "-O3", "--use_fast_math", "-arch=sm_90", "-cubin", "-Xptxas=-v",
                "--expt-relaxed-constexpr", "-DTORCH_API_INCLUDE_EXTENSION_H", "-DTORCH_EXTENSION_NAME=_C",

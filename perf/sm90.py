@@ -96,16 +96,30 @@ def programs_fit(registers, num_warps):
     return REGISTERS_PER_SM // ((registers + 7) // 8 * 8 * 32 * num_warps)
 
 
-def hot_loop_instructions(sass):
-    """Instructions in the largest innermost loop of nvdisasm output (a loop: a label and a later
-    branch back to it; innermost: no other loop inside)."""
+def _loops(sass):
+    """(the SASS instruction and label lines of nvdisasm output, the (first, last) line indices of its
+    loops): a loop is a label and a later branch back to it."""
     label, address = r"\.L_x_(\d+):", r"/\*[0-9a-f]{4,}\*/"
     lines = [line for line in sass.splitlines() if re.match(label, line) or re.search(address, line)]
     labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(label, line))}
-    loops = [(labels[m.group(1)], i) for i, line in enumerate(lines)
-             if (m := re.search(r"BRA[^`]*`\(\.L_x_(\d+)\)", line)) and labels.get(m.group(1), i) < i]
+    return lines, [(labels[m.group(1)], i) for i, line in enumerate(lines)
+                   if (m := re.search(r"BRA[^`]*`\(\.L_x_(\d+)\)", line)) and labels.get(m.group(1), i) < i]
+
+
+def hot_loop_instructions(sass):
+    """Instructions in the largest innermost loop (no other loop inside) of nvdisasm output."""
+    lines, loops = _loops(sass)
     innermost = [(a, b) for a, b in loops if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in loops)]
     return max((sum(not lines[k].startswith(".L_x_") for k in range(a, b + 1)) for a, b in innermost), default=0)
+
+
+def loop_spill_instructions(sass):
+    """Local-memory loads and stores (LDL, STL: register spills) inside any loop of nvdisasm output.
+    A few registers spilled around the loops cost nothing measurable; a spill in a loop is paid every
+    iteration, so the register-budget guards count these rather than ptxas's spill bytes."""
+    lines, loops = _loops(sass)
+    in_loops = {k for a, b in loops for k in range(a, b + 1)}
+    return sum(bool(re.search(r"\b(LDL|STL)\b", lines[k])) for k in in_loops)
 
 
 def memory_widths(ptx, op):

@@ -133,6 +133,17 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "cuda_emulated: without a GPU, the backend fixture's 'cuda' runs the emulated CUDA C++ kernels"
     )
+    config.addinivalue_line(
+        "markers", "sm90: compiles kernels for Hopper without a GPU (the sm90 fixture); `-m sm90` selects them"
+    )
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the tests that use the sm90 fixture, so that .ci/check_gpu_image can run just those under the
+    GPU image's Triton."""
+    for item in items:
+        if "sm90" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.sm90)
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ operator builder, Triton separable_map). The torch-ops composition is the refere
 effkernels.reference.lowfreq_crop_augmented (per-sample F.interpolate + torch.fft) that of the op.
 """
 
+import re
+
 import pytest
 import torch
 
@@ -202,4 +204,7 @@ def test_builder_compiles_for_hopper_with_ieee_float64_weights(sm90):
         jobs.append(("effkernels.triton.augmented_operators", "_augmented_operators_kernel", types, constexprs, (),
                      augmented_operators.LAUNCH_OPTIONS))
     for ptx in sm90.in_workers(sm90.compile_named, jobs, 2):
-        assert (ptx.count("div.rn.f64"), ptx.count("fma.rn.f64")) == (4, 0)
+        # At least one division per axis for the scale and one for the normalisation (Triton 3.6
+        # duplicates the code around the loop: more of them there), every one IEEE, no FMA.
+        divisions = re.findall(r"\b(?:div|rcp)\.[\w.]*f64\b", ptx)
+        assert len(divisions) >= 4 and set(divisions) == {"div.rn.f64"} and "fma.rn.f64" not in ptx, divisions
