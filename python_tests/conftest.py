@@ -44,6 +44,11 @@ CPU_ONLY_PARAMETERS = {"backend": "cpu", "pixel_kernels": "torch"}
 
 
 def pytest_collection_modifyitems(config, items):
+    """Mark the tests that use the sm90 fixture (.ci/check_gpu_image runs just those, `-m sm90`, under
+    the GPU image's Triton); with --device-only, leave out the CPU-only cases."""
+    for item in items:
+        if "sm90" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.sm90)
     if not config.getoption("--device-only"):
         return
     kept, left_out = [], []
@@ -136,14 +141,6 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "sm90: compiles kernels for Hopper without a GPU (the sm90 fixture); `-m sm90` selects them"
     )
-
-
-def pytest_collection_modifyitems(items):
-    """Mark the tests that use the sm90 fixture, so that .ci/check_gpu_image can run just those under the
-    GPU image's Triton."""
-    for item in items:
-        if "sm90" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.sm90)
 
 
 @pytest.fixture
