@@ -42,14 +42,16 @@ def _turns(products: torch.Tensor, period: int) -> torch.Tensor:
 
 
 def resize_operator(
-    in_size, out_size: int, total_in: int, offset=0, *, device=None
+    in_size, out_size: int, total_in: int, offset=0, *, flip=None, dtype=torch.float64, device=None
 ) -> torch.Tensor:
-    """The (…, out_size, total_in) float64 matrix of antialiased bilinear resizing of a segment.
+    """The (…, out_size, total_in) matrix of antialiased bilinear resizing of a segment.
 
     Resizes the segment [offset, offset + in_size) of an axis of length total_in to out_size
     samples, as `F.interpolate(mode="bilinear", antialias=True, align_corners=False)` does: a
     triangle filter stretched by the downscale factor, clipped to the segment and renormalised.
-    `in_size` and `offset` may be tensors of shape (N,) for per-sample crop boxes.
+    `in_size` and `offset` may be tensors of shape (N,) for per-sample crop boxes, and `flip` an (N,)
+    bool tensor: the samples whose output is mirrored (a horizontal flip after the resize). The
+    weights are computed in float64 and rounded once to `dtype`.
 
     Only the taps a row can reach are computed (a few, against total_in), then placed into the
     dense matrix: per-sample operators for a batch of crop boxes cost O(out_size) each, not
@@ -71,8 +73,12 @@ def resize_operator(
     # A row's taps are distinct columns: a plain scatter (deterministic on every device) into a matrix
     # padded so that taps past either end land outside the returned columns.
     columns = (source + offset[..., None, None]).long() + taps
-    dense = weights.new_zeros((*weights.shape[:-1], total_in + 2 * taps)).scatter_(-1, columns, weights)
-    return dense[..., taps: taps + total_in]
+    if flip is not None:
+        mirrored = flip.to(device)[:, None, None]
+        weights = torch.where(mirrored, weights.flip(-2), weights)
+        columns = torch.where(mirrored, columns.flip(-2), columns)
+    dense = weights.new_zeros((*weights.shape[:-1], total_in + 2 * taps), dtype=dtype)
+    return dense.scatter_(-1, columns, weights.to(dtype))[..., taps: taps + total_in]
 
 
 def lowfreq_imag_factors(in_size: int, band: int) -> tuple[torch.Tensor, torch.Tensor]:

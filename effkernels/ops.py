@@ -635,9 +635,9 @@ def augmented_operators_torch(x, size, out_size, boxes, flip, acc):
     """(rows, cols, rank-one factors) of lowfreq_crop_augmented composed with torch ops.
 
     The traceable path (CPU, torch.compile, modes) and the reference of the Triton kernel: per
-    axis the crop-resize matrices of the boxes (`operators.resize_operator`, float64), mirrored
-    where flip is set for the columns, multiplied into the lowfreq operators, whose rank-one
-    factor v rides along as one more row. boxes and flip: checked CPU tensors.
+    axis the crop-resize matrices of the boxes (`operators.resize_operator`, in the accumulation
+    dtype), mirrored where flip is set for the columns, multiplied into the lowfreq operators, whose
+    rank-one factor v rides along as one more row. boxes and flip: checked CPU tensors.
     """
     height, width = x.shape[-2:]
     if _untraced_without_grad(x):  # cached operators, no op call and no clones (see lowfreq_crop)
@@ -646,9 +646,8 @@ def augmented_operators_torch(x, size, out_size, boxes, flip, acc):
         operator_set = torch.ops.effkernels.lowfreq_crop_operators([height, width], size, out_size, dtype=acc, device=x.device)
     rows, cols, row_u, row_v, col_u, col_v = operator_set
     boxes = boxes.to(x.device)
-    crop_rows = operators.resize_operator(boxes[:, 2], height, height, boxes[:, 0], device=x.device).to(acc)
-    crop_cols = operators.resize_operator(boxes[:, 3], width, width, boxes[:, 1], device=x.device).to(acc)
-    crop_cols = torch.where(flip.to(x.device)[:, None, None], crop_cols.flip(-2), crop_cols)
+    crop_rows = operators.resize_operator(boxes[:, 2], height, height, boxes[:, 0], dtype=acc, device=x.device)
+    crop_cols = operators.resize_operator(boxes[:, 3], width, width, boxes[:, 1], flip=flip, dtype=acc, device=x.device)
     if not operators.has_rank_one_term(size):
         return rows @ crop_rows[:, None], cols @ crop_cols[:, None], (None,) * 4
     rows_and_v = torch.cat([rows[0, 0], row_v], 0) @ crop_rows

@@ -64,8 +64,7 @@ def crop_flip_operators(boxes: torch.Tensor, out_size: int, height: int, width: 
     float32 on the boxes' device, and their support (N, 4) int32: each sample's operators are zero
     outside its box, so the GPU kernel skips the rest of the plane."""
     top, left, box_h, box_w, flip = boxes.unbind(1)
-    rows = resize_operator(box_h, out_size, height, top, device=boxes.device).to(torch.float32)
-    cols = resize_operator(box_w, out_size, width, left, device=boxes.device).to(torch.float32)
-    cols = torch.where(flip.bool()[:, None, None], cols.flip(-2), cols)
+    rows = resize_operator(box_h, out_size, height, top, dtype=torch.float32, device=boxes.device)
+    cols = resize_operator(box_w, out_size, width, left, flip=flip.bool(), dtype=torch.float32, device=boxes.device)
     support = torch.stack([top, top + box_h, left, left + box_w], 1).to(torch.int32)
     return rows[:, None], cols[:, None], support

@@ -49,3 +49,13 @@ def test_resize_operator_matches_interpolate_antialias(size, out_size):
     crop = image[:, :, top: top + size[0], left: left + size[1]]
     expected = F.interpolate(crop, size=out_size, mode="bilinear", antialias=True, align_corners=False)
     torch.testing.assert_close(rows @ image @ cols.T, expected, rtol=0, atol=1e-13)
+
+
+def test_resize_operator_flips_and_rounds_per_sample():
+    """flip mirrors the output rows of the samples it selects; dtype rounds the float64 weights once."""
+    sizes, offsets = torch.tensor([5, 9, 9, 1]), torch.tensor([4, 0, 2, 10])
+    flip = torch.tensor([True, False, True, True])
+    plain = operators.resize_operator(sizes, 7, 11, offsets)
+    flipped = operators.resize_operator(sizes, 7, 11, offsets, flip=flip, dtype=torch.float32)
+    expected = torch.where(flip[:, None, None], plain.flip(-2), plain).to(torch.float32)
+    assert flipped.dtype == torch.float32 and torch.equal(flipped, expected)
