@@ -45,7 +45,9 @@ Design (a memory-bound stencil; see ../shared/DESIGN.md, Op 2):
   shifts), 167-168 registers (sm_90 SASS, Triton 3.6 and 3.8, 2026-11-23; GPU time not yet
   measured): the roll, and h of the row it writes kept from the rows it holds instead of re-read for
   pre_act'(h). At full issue rate that is ~0.19 ms at DeiT-S 14×14, batch 256, against the 0.35 ms
-  target.
+  target. The GPU image's Triton 3.6 (its own ptxas; CI compiles with it) gives the forward 115
+  registers (4 programs per SM still fit) and spills a few registers of the 6×6 backward around its
+  loops, none inside them (2026-12-07).
 - Host path: launch metadata (block sizes, grid, sample groups) cached per shape; the raw kernel is
   launched in eager mode, through torch.library.wrap_triton only while torch.compile traces.
 """
