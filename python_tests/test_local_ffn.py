@@ -460,8 +460,8 @@ def test_triton_kernels_compile_for_sm90_within_their_register_budget(dtype, act
     """Without a GPU the interpreter never compiles the kernels: compile the default launch shapes for
     sm_90 (perf/tune_dwconv_act.py --sm90, in processes without TRITON_INTERPRET), with the costliest
     activations (gelu_tanh unrolled, erf-gelu not) and a bias, and check that no register spills inside
-    their loops (the GPU image's Triton 3.6 spills a few registers around them: harmless) and that
-    PROGRAMS_PER_SM of them fit in an SM's 65,536 registers."""
+    their loops and at most 32 bytes around them (the GPU image's Triton 3.6 spills up to 16 there,
+    Triton 3.8 none) and that PROGRAMS_PER_SM of them fit in an SM's 65,536 registers."""
     import tune_dwconv_act
 
     from effkernels.triton import dwconv_act as kernels
@@ -470,5 +470,5 @@ def test_triton_kernels_compile_for_sm90_within_their_register_budget(dtype, act
                                     "--grids", "6", "14", "--jobs", "2"])
     assert sorted(r["kind"] for r in reports) == ["backward"] * 2 + ["forward"] * 2, reports
     for report in reports:
-        assert not tune_dwconv_act.spills_in_loops(report), report
+        assert not tune_dwconv_act.spills_in_loops(report) and report["spill_bytes"] <= 32, report
         assert report["programs_fit"] >= kernels.PROGRAMS_PER_SM[getattr(torch, dtype)][report["kind"] == "backward"]
