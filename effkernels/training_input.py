@@ -11,7 +11,6 @@ care which one runs:
   CPU path fed an H100 2.8k img/s where a DeiT-S step eats 7.9k-31k.
 Both draw every sample's augmentation from its own seed, so a resumed run sees the same data.
 """
-import itertools
 
 import torch
 import torch.nn.functional as F
@@ -91,34 +90,39 @@ class LoaderInput(_EvalData):
     def batches(self, epoch, start_batch, plan):
         """This rank's batches from batch start_batch of `epoch` on, through the epochs, for each
         (batches, stage, stage index) of `plan` in turn that many at the stage's size and magnitude,
-        shrunk on the device: (images, labels, (epoch, batch) of the next batch)."""
-        position = (epoch, start_batch)
-        for count, stage, _ in plan:
-            stage_batches = self._stage_batches(*position, stage)
-            try:
-                for images, labels, position in itertools.islice(stage_batches, count):
-                    yield images, labels, position
-            finally:
-                stage_batches.close()
+        shrunk on the device: (images, labels, (epoch, batch) of the next batch).
 
-    def _stage_batches(self, epoch, start_batch, stage):
+        One DataLoader serves the whole plan: its workers start once and keep making batches ahead
+        across epoch ends and stage changes (each sample carries its stage's magnitude)."""
         a = self.args
-        self.rand_augment.magnitude = stage.magnitude
+        schedule = self._batch_schedule(epoch, start_batch, plan)
         per_epoch = self.batches_per_epoch()
-        while True:
-            sampler = data.EpochOrder(len(self.train_set), a.batch_size, seed=a.seed, epoch=epoch, rank=self.rank,
-                                      world_size=self.world, start_batch=start_batch)
-            # Its own generator: making the loader then draws nothing from the global RNG, which a resumed
-            # run restores from the checkpoint.
-            loader = torch.utils.data.DataLoader(data.SeededSamples(self.train_set), a.batch_size, sampler=sampler,
-                                                 num_workers=a.workers, drop_last=True,
-                                                 pin_memory=self.device.type == "cuda",
-                                                 generator=torch.Generator().manual_seed(a.seed))
-            for after, (images, labels) in enumerate(loader, start_batch + 1):
+        sampler = _ScheduledSamples(schedule, len(self.train_set), a.batch_size, seed=a.seed, rank=self.rank,
+                                    world_size=self.world)
+        # Its own generator: making the loader then draws nothing from the global RNG, which a resumed
+        # run restores from the checkpoint.
+        loader = torch.utils.data.DataLoader(_StagedSamples(self.train_set, self.rand_augment), a.batch_size,
+                                             sampler=sampler, num_workers=a.workers, drop_last=True,
+                                             pin_memory=self.device.type == "cuda",
+                                             generator=torch.Generator().manual_seed(a.seed))
+        made = iter(loader)
+        try:
+            for (stage, epoch, batch), (images, labels) in zip(schedule, made):
+                position = (epoch, batch + 1) if batch + 1 < per_epoch else (epoch + 1, 0)
                 images = images.to(self.device, non_blocking=True)
-                position = (epoch, after) if after < per_epoch else (epoch + 1, 0)
                 yield self.shrink(images, stage.size), labels.to(self.device, non_blocking=True), position
-            epoch, start_batch = epoch + 1, 0
+        finally:
+            del made  # stops the workers now, not when the garbage collector gets to it
+
+    def _batch_schedule(self, epoch, start_batch, plan):
+        """[(stage, epoch, batch in that epoch)] of every batch the plan trains on, in order."""
+        per_epoch = self.batches_per_epoch()
+        schedule = []
+        for count, stage, _ in plan:
+            for _ in range(count):
+                schedule.append((stage, epoch, start_batch))
+                epoch, start_batch = (epoch, start_batch + 1) if start_batch + 1 < per_epoch else (epoch + 1, 0)
+        return schedule
 
     def summary(self) -> dict:
         return {"input": "DataLoader (CPU decode and augmentation)", "loader_workers": self.args.workers}
@@ -186,6 +190,41 @@ def check_replay_schedule(args, stages) -> str | None:
 
 def make_input(args, device, rank, world):
     return (DeviceInput if args.input == "device" else LoaderInput)(args, device, rank, world)
+
+
+class _ScheduledSamples(torch.utils.data.Sampler):
+    """The (index, augmentation seed, magnitude) of every sample of a batch schedule
+    (LoaderInput._batch_schedule): each batch as data.EpochOrder orders its epoch, with its stage's
+    RandAugment magnitude."""
+
+    def __init__(self, schedule, length, batch_size, *, seed, rank, world_size):
+        self.schedule, self.length, self.batch_size = schedule, length, batch_size
+        self.order = dict(seed=seed, rank=rank, world_size=world_size)
+
+    def __iter__(self):
+        ordered_epoch, items = None, []
+        for stage, epoch, batch in self.schedule:
+            if epoch != ordered_epoch:
+                ordered_epoch, items = epoch, data.EpochOrder(self.length, self.batch_size, epoch=epoch, **self.order).items
+            for index, seed in items[batch * self.batch_size:(batch + 1) * self.batch_size]:
+                yield index, seed, stage.magnitude
+
+    def __len__(self):
+        return len(self.schedule) * self.batch_size
+
+
+class _StagedSamples(data.SeededSamples):
+    """SeededSamples whose items also carry the RandAugment magnitude to apply (in the worker that
+    makes the sample, whose copy of the transform this sets)."""
+
+    def __init__(self, dataset, rand_augment):
+        super().__init__(dataset)
+        self.rand_augment = rand_augment
+
+    def __getitem__(self, item):
+        index, seed, magnitude = item
+        self.rand_augment.magnitude = magnitude
+        return super().__getitem__((index, seed))
 
 
 class _RandAugment:

@@ -28,6 +28,18 @@ struct CentringArgs {
   int64_t ones_sn;        // 0 when every sample shares it
 };
 
+// acc[r] += (a @ b)[ty + r * kThreadRows][tx] for the thread's rows r: one shared-memory tile product
+// of a GEMM stage (x block times column operators, then row operators times the band).
+template <typename acc_t>
+__device__ __forceinline__ void accumulate_tile_product(acc_t (&acc)[kRowsPerThread], const acc_t (&a)[kTile][kTile + 1],
+                                                        const acc_t (&b)[kTile][kTile + 1], int tx, int ty) {
+#pragma unroll 8
+  for (int j = 0; j < kTile; ++j) {
+    const acc_t b_value = b[j][tx];
+    for (int r = 0; r < kRowsPerThread; ++r) acc[r] += a[ty + r * kThreadRows][j] * b_value;
+  }
+}
+
 template <typename in_t, typename acc_t, typename out_t>
 __global__ void __launch_bounds__(kTile * kThreadRows) separable_map_kernel(
     const in_t* __restrict__ x, const acc_t* __restrict__ rows, const acc_t* __restrict__ cols,
@@ -64,11 +76,7 @@ __global__ void __launch_bounds__(kTile * kThreadRows) separable_map_kernel(
           col_block[tx][i] = (o < out_w && w < width) ? col_ops[o * cs.h + w * cs.w] : acc_t(0);
         }
         __syncthreads();
-#pragma unroll 8
-        for (int j = 0; j < kTile; ++j) {
-          const acc_t col = col_block[j][tx];
-          for (int r = 0; r < kRowsPerThread; ++r) partial[r] += x_block[ty + r * kThreadRows][j] * col;
-        }
+        accumulate_tile_product(partial, x_block, col_block, tx, ty);
         __syncthreads();
       }
       for (int r = 0; r < kRowsPerThread; ++r) {
@@ -78,11 +86,7 @@ __global__ void __launch_bounds__(kTile * kThreadRows) separable_map_kernel(
         row_block[i][tx] = (m < out_h && h < height) ? row_ops[m * rs.h + h * rs.w] : acc_t(0);
       }
       __syncthreads();
-#pragma unroll 8
-      for (int j = 0; j < kTile; ++j) {
-        const acc_t value = band[j][tx];
-        for (int r = 0; r < kRowsPerThread; ++r) acc[r] += row_block[ty + r * kThreadRows][j] * value;
-      }
+      accumulate_tile_product(acc, row_block, band, tx, ty);
       __syncthreads();
     }
   }
