@@ -17,7 +17,8 @@ bench: $(BUILT)
 	$(PYTHON) perf/run_all.py --out perf/results/local-$$(date +%Y-%m-%d)
 
 # The GPU machine's torch 2.11 (C++17) and Triton 3.6 in .venv-gpu-image: build everything, CUDA C++
-# included, and compile the Triton kernels for sm_90 with that Triton (.ci/check_gpu_image).
+# included, and run the test suite with them (.ci/check_gpu_image): Triton 3.6 interprets the kernels
+# and compiles them for sm_90.
 check-gpu-image:
 	.ci/check_gpu_image
 

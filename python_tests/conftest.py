@@ -44,8 +44,8 @@ CPU_ONLY_PARAMETERS = {"backend": "cpu", "pixel_kernels": "torch"}
 
 
 def pytest_collection_modifyitems(config, items):
-    """Mark the tests that use the sm90 fixture (.ci/check_gpu_image runs just those, `-m sm90`, under
-    the GPU image's Triton); with --device-only, leave out the CPU-only cases."""
+    """Mark the tests that use the sm90 fixture (`.ci/check_gpu_image -m sm90 python_tests` runs just
+    those under the GPU image's Triton); with --device-only, leave out the CPU-only cases."""
     for item in items:
         if "sm90" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.sm90)
