@@ -108,7 +108,7 @@ class LoaderInput(_EvalData):
         made = iter(loader)
         try:
             for (stage, epoch, batch), (images, labels) in zip(schedule, made):
-                position = (epoch, batch + 1) if batch + 1 < per_epoch else (epoch + 1, 0)
+                position = _next_batch(epoch, batch, per_epoch)
                 images = images.to(self.device, non_blocking=True)
                 yield self.shrink(images, stage.size), labels.to(self.device, non_blocking=True), position
         finally:
@@ -121,7 +121,7 @@ class LoaderInput(_EvalData):
         for count, stage, _ in plan:
             for _ in range(count):
                 schedule.append((stage, epoch, start_batch))
-                epoch, start_batch = (epoch, start_batch + 1) if start_batch + 1 < per_epoch else (epoch + 1, 0)
+                epoch, start_batch = _next_batch(epoch, start_batch, per_epoch)
         return schedule
 
     def summary(self) -> dict:
@@ -190,6 +190,11 @@ def check_replay_schedule(args, stages) -> str | None:
 
 def make_input(args, device, rank, world):
     return (DeviceInput if args.input == "device" else LoaderInput)(args, device, rank, world)
+
+
+def _next_batch(epoch, batch, per_epoch):
+    """The (epoch, batch) position that follows batch `batch` of `epoch`."""
+    return (epoch, batch + 1) if batch + 1 < per_epoch else (epoch + 1, 0)
 
 
 class _ScheduledSamples(torch.utils.data.Sampler):
