@@ -1,6 +1,9 @@
 """The extension was built with every kernel this machine can compile."""
 import os
 import shutil
+import subprocess
+import sys
+import tarfile
 
 import pytest
 import torch
@@ -80,3 +83,21 @@ def test_baseline_cpu_kernels_match_the_default_ones(tmp_path):
         results[isa] = torch.load(tmp_path / isa)
     for default, baseline in zip(results["default"], results["baseline"]):
         torch.testing.assert_close(baseline, default, rtol=1e-5, atol=1e-5)
+
+
+def test_sdist_holds_everything_a_build_from_it_compiles(tmp_path):
+    # setuptools puts only the sources setup.py names into an sdist: without MANIFEST.in the headers
+    # and the CUDA C++ sources were missing, and `pip install effkernels-*.tar.gz` failed to compile.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    build = "from setuptools import build_meta; import sys; print(build_meta.build_sdist(sys.argv[1]))"
+    made = subprocess.run([sys.executable, "-c", build, str(tmp_path)], cwd=root, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr[-3000:]
+    sdist = tmp_path / made.stdout.split()[-1]
+    with tarfile.open(sdist) as archive:
+        packed = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    needed = {"setup.py", "pyproject.toml", "README.md"}
+    for folder in ("csrc", "effkernels"):
+        for directory, _, files in os.walk(os.path.join(root, folder)):
+            needed |= {os.path.relpath(os.path.join(directory, f), root) for f in files
+                       if not f.endswith((".pyc", ".so")) and "__pycache__" not in directory}
+    assert not needed - packed, f"missing from the sdist: {sorted(needed - packed)}"
