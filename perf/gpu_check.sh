@@ -14,7 +14,7 @@
 # what the finished phases wrote.
 #
 # Every phase runs under its own time limit (seconds, overridable as BUILD_LIMIT, TEST_LIMIT,
-# LOWFREQ_LIMIT, LOCAL_FFN_LIMIT, PROFILE_LIMIT, BREAKDOWN_LIMIT, COUNTERS_LIMIT, TIMM_LIMIT, AUGMENT_LIMIT, PIPELINE_LIMIT,
+# LOWFREQ_LIMIT, LOCAL_FFN_LIMIT, PROFILE_LIMIT, BREAKDOWN_LIMIT, ATTENTION_LIMIT, COUNTERS_LIMIT, TIMM_LIMIT, AUGMENT_LIMIT, PIPELINE_LIMIT,
 # TRAIN_LIMIT, E2E_LIMIT, TUNE_LIMIT) and appends its outcome to summary.txt the moment it ends (ok,
 # failed, or over its limit), so a slow phase never costs the results of the others. The summary
 # carries pytest's failure lines and its slowest tests. TEST_SCOPE=device (the default) runs
@@ -108,9 +108,11 @@ if wanted profile; then  # the heaviest kernels of the LocalFFN block and lowfre
   phase "kernel profile" "${PROFILE_LIMIT:-90}" "$out/profile_kernels.log" $python perf/profile_kernels.py --out "$out"
   grep -E "^[a-z_]+ .*: .* ms" "$out/profile_kernels.log" >> "$summary"
 fi
-if wanted breakdown; then  # a training step's device time by kernel kind across sizes (issue 15)
+if wanted breakdown; then  # a training step's device time by kernel kind across sizes, then SDPA's backends (issue 15)
   phase "step breakdown" "${BREAKDOWN_LIMIT:-300}" "$out/step_breakdown.log" $python perf/step_breakdown.py --out "$out"
   grep -E "all kernels|whole-step graph|graph - kernels" "$out/step_breakdown.log" >> "$summary"
+  phase "benchmark attention" "${ATTENTION_LIMIT:-120}" "$out/bench_attention.log" $python perf/bench_attention.py --sweep deit_small --out "$out"
+  grep -E "^\| deit" "$out/bench_attention.log" >> "$summary"
 fi
 if wanted counters; then  # Nsight Compute's counters of the same kernels: why each takes its time
   phase "kernel counters" "${COUNTERS_LIMIT:-240}" "$out/kernel_counters.log" $python perf/kernel_counters.py ncu --out "$out"

@@ -1,4 +1,4 @@
-"""Run every benchmark into one results folder: lowfreq_crop, LocalFFN, timm fuse, train step, RandAugment,
+"""Run every benchmark into one results folder: lowfreq_crop, LocalFFN, timm fuse, train step, attention, RandAugment,
 the input pipeline and whole EfficientTrain++ runs.
 
     python perf/run_all.py [--sweep tiny|small|full] [--train-sweep ...] [--compile] [--device cuda] [--out DIR]
@@ -14,6 +14,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_attention  # noqa: E402
 import bench_augment  # noqa: E402
 import bench_local_ffn  # noqa: E402
 import bench_lowfreq_crop  # noqa: E402
@@ -45,6 +46,7 @@ def main(argv=None):
     bench_local_ffn.main(["--sweep", args.sweep, *common_args])
     bench_timm_fuse.main(["--sweep", args.sweep, *common_args])
     train_step.main(["--sweep", args.train_sweep or args.sweep, *common_args, *(["--compile"] if args.compile else [])])
+    bench_attention.main(["--sweep", args.sweep, *common_args])
     bench_augment.main(["--sweep", args.sweep, *common_args])
     bench_pipeline.main([*(TINY_PIPELINE if tiny else []), *common_args])
     bench_train.main([*(TINY_TRAIN if tiny else []), *common_args])

@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "perf"))
         ("bench_timm_fuse", "timm_fuse_pvt_v2_b0", []),
         ("train_step", "train_step", ["--compile"]),
         ("bench_augment", "augment", []),
+        ("bench_attention", "attention", []),
     ],
 )
 def test_benchmark_writes_results(tmp_path, script, name, extra):
