@@ -249,8 +249,11 @@ def _gray_mean(stats):
 def _smooth(pixels):
     """ImageFilter.SMOOTH (3x3 kernel 1 1 1 / 1 5 1 / 1 1 1, scale 13) of float32 pixels. Pillow's
     Filter.c adds 0.5 and truncates: floor((S + 6.5) / 13) of the integer sum S, which lies at least
-    1/26 from an integer, so float32 gets it exactly; the border pixels stay unchanged."""
-    c = pixels.shape[1]
+    1/26 from an integer, so float32 gets it exactly; the border pixels stay unchanged (all of them
+    in an image less than 3 pixels high or wide, which Pillow returns as it is)."""
+    _, c, h, w = pixels.shape
+    if h < 3 or w < 3:
+        return pixels.clone()
     kernel = torch.where(torch.arange(9, device=pixels.device).view(3, 3) == 4, 5.0, 1.0)
     bias = torch.full((c,), 6.5, device=pixels.device)
     sums = F.conv2d(pixels, kernel.expand(c, 1, 3, 3), bias, groups=c)  # exact: integers < 2**24

@@ -132,6 +132,19 @@ def test_histogram_ops_on_few_levels(name, monkeypatch, pixel_kernels):
     assert compare(images, name, 5.0, False, True, monkeypatch, pixel_kernels).max() == 0
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 1, 1), (2, 3, 2, 2), (2, 3, 1, 5), (2, 1, 5, 2), (2, 3, 3, 4)],
+                         ids=["1x1", "2x2", "1x5", "gray5x2", "3x4"])
+def test_every_op_on_images_smaller_than_the_smoothing_kernel(shape, monkeypatch, pixel_kernels):
+    # Pillow returns an image less than 3 pixels high or wide unfiltered (every pixel is border);
+    # the sharpness stage's 3x3 smoothing once failed there for every op of the batch.
+    images = make_images(*shape, seed=sum(shape))
+    magnitude = torch.tensor([3.3, 7.7], dtype=torch.float64)
+    negate, bicubic = torch.tensor([False, True]), torch.tensor([True, False])
+    for name in augment.OPS:
+        diff = compare(images, name, magnitude, negate, bicubic, monkeypatch, pixel_kernels)
+        assert diff.max() <= (0 if name in EXACT else 1), name
+
+
 @pytest.mark.parametrize("name", augment.OPS)
 def test_per_sample_parameters(name, monkeypatch, pixel_kernels):
     images = make_images(6, 3, 33, 27, seed=7)
