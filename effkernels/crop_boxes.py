@@ -34,10 +34,11 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 
 
 def mix_seed(*values: int) -> int:
-    """A non-negative 63-bit seed that depends on every integer of `values` and their order."""
+    """A non-negative 63-bit seed that depends on every integer of `values` (Python or NumPy) and
+    their order."""
     state = np.zeros((), dtype=np.uint64)
     for value in values:
-        state = _splitmix64(state ^ np.uint64(value % 2**64))
+        state = _splitmix64(state ^ np.uint64(int(value) % 2**64))
     return int(state >> np.uint64(1))
 
 

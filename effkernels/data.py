@@ -107,7 +107,7 @@ class EpochOrder(torch.utils.data.Sampler):
     same data order and, through SeededSamples, the same augmentation."""
 
     def __init__(self, length, batch_size, *, seed, epoch, rank=0, world_size=1, start_batch=0):
-        generator = torch.Generator().manual_seed(seed * 100003 + epoch)
+        generator = torch.Generator().manual_seed(int(seed) * 100003 + int(epoch))
         order = torch.randperm(length, generator=generator)
         sample_seeds = torch.randint(2**62, (length,), generator=generator)
         per_rank = length // world_size // batch_size * batch_size  # every rank gets whole, equal batches

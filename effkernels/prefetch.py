@@ -126,7 +126,10 @@ class PrefetchedBatches:
 def indexed_device(device) -> torch.device:
     """`device` with its index: a bare "cuda" names the caller's current GPU, and a new thread's
     current GPU is GPU 0, whatever the thread that made the loader had chosen."""
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must name a torch device (e.g. 'cuda', 'cuda:1', 'cpu'), got {device!r}") from error
     if device.type == "cuda" and device.index is None:
         return torch.device("cuda", torch.cuda.current_device())
     return device

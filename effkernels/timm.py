@@ -39,6 +39,8 @@ def fuse(model: nn.Module, *, strict: bool = True) -> nn.Module:
     the original to rounding. Logs how many modules were swapped; with `strict` (the default) a
     model with nothing to swap is an error, so a silent no-op cannot pass for a speed-up.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     swapped = _replace_modules(model, MlpWithDepthwiseConv, _local_ffn_from_pvt_mlp)
     if strict and swapped == 0:
         raise ValueError(

@@ -74,6 +74,24 @@ def test_unsupported_activation_is_rejected():
         LocalFFN(4, prefix="drop")
 
 
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(in_features=-1), ValueError, "in_features must be >= 1"),
+        (dict(in_features=4.0), TypeError, "in_features must be an int"),
+        (dict(in_features=4, hidden_features=-3), ValueError, "hidden_features must be >= 1"),
+        (dict(in_features=4, out_features="8"), TypeError, "out_features must be an int"),
+        (dict(in_features=4, num_prefix_tokens=-1), ValueError, "num_prefix_tokens must be >= 0"),
+        (dict(in_features=4, num_prefix_tokens=True), TypeError, "num_prefix_tokens must be an int"),
+        (dict(in_features=4, grid_size=(0, 3)), ValueError, "grid_size must be positive"),
+        (dict(in_features=4, grid_size=(2, 3, 4)), TypeError, "grid_size must be an int or a pair"),
+    ],
+)
+def test_bad_constructor_arguments_name_the_argument(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        LocalFFN(**kwargs)
+
+
 def test_norm_and_dropout_between_act_and_fc2():
     torch.manual_seed(0)
     module = LocalFFN(8, 16, norm_layer=torch.nn.LayerNorm, drop=(0.5, 0.0), prefix="skip", num_prefix_tokens=1)

@@ -110,9 +110,18 @@ def test_augmented_bad_arguments(kwargs, error, match):
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
-    [(dict(scale=(0.5, 0.2)), "scale must satisfy"), (dict(ratio=(0, 1)), "ratio must satisfy"), (dict(hflip_prob=1.5), "hflip_prob")],
+    "kwargs, error, match",
+    [
+        (dict(scale=(0.5, 0.2)), ValueError, "scale must satisfy"),
+        (dict(scale=(0.5, 1.5)), ValueError, "scale must not exceed 1"),
+        (dict(scale=(0.5,)), TypeError, "scale must be a pair"),
+        (dict(scale=None), TypeError, "scale must be a pair"),
+        (dict(ratio=(0, 1)), ValueError, "ratio must satisfy"),
+        (dict(ratio="wide"), TypeError, "ratio must be a pair"),
+        (dict(hflip_prob=1.5), ValueError, "hflip_prob"),
+        (dict(hflip_prob="half"), TypeError, "hflip_prob must be a number"),
+    ],
 )
-def test_module_bad_arguments(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_module_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
         LowFreqCrop(8, **kwargs)

@@ -713,6 +713,17 @@ def test_tensor_loader_default_classes_and_image_device(tensor_and_folder):
     assert x.shape == (4, 3, 8, 8) and x.dtype == torch.bfloat16 and y.dtype == torch.int64
 
 
+def test_tensor_loader_takes_numpy_integers_as_python_ones(tensor_and_folder):
+    # A NumPy replay factor or seed once overflowed the seed hash in the producer thread.
+    images, labels, _ = tensor_and_folder
+    settings = dict(out_size=8, size=6, device="cpu", ready_ahead=0)
+    python = DeviceTensorLoader(images, labels, 4, seed=7, replay=2, **settings)
+    numpy = DeviceTensorLoader(images, labels, np.int64(4), seed=np.int64(7), replay=np.int64(2), **settings)
+    for (x1, y1), (x2, y2) in zip(python.epoch(1), numpy.epoch(np.int64(1))):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert mix_seed(np.int64(-3), np.uint64(2**63 + 5)) == mix_seed(-3, 2**63 + 5)
+
+
 @pytest.mark.parametrize("kwargs,error,name", [
     (dict(images=np.zeros((4, 3, 8, 8), np.uint8)), TypeError, "images"),
     (dict(images=torch.zeros(24, 3, 8, 8)), TypeError, "images"),
@@ -729,6 +740,8 @@ def test_tensor_loader_default_classes_and_image_device(tensor_and_folder):
     (dict(size=20), ValueError, "size"),
     (dict(magnitude=-0.5), ValueError, "magnitude"),
     (dict(std=(1, 1, 0)), ValueError, "std"),
+    (dict(device="gpu0"), ValueError, "device"),
+    (dict(device=1.5), ValueError, "device"),
 ])
 def test_tensor_loader_bad_arguments_raise_naming_the_argument(tensor_and_folder, kwargs, error, name):
     images, labels, _ = tensor_and_folder

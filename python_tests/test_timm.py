@@ -46,6 +46,8 @@ def test_fuse_with_nothing_to_fuse_is_an_error():
     with pytest.raises(ValueError, match="found nothing to fuse"):
         effkernels.timm.fuse(timm.create_model("resnet10t"))
     effkernels.timm.fuse(torch.nn.Linear(2, 2), strict=False)
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        effkernels.timm.fuse("pvt_v2_b0")
 
 
 @pytest.mark.parametrize("layout", ["published", "short"])

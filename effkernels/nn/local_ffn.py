@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .. import local_ffn_ops as ops
+from ..checks import check_int
 from ..ops import pair
 
 
@@ -46,6 +47,13 @@ class LocalFFN(nn.Module):
         super().__init__()
         hidden_features = hidden_features or in_features
         out_features = out_features or in_features
+        for name, value in (("in_features", in_features), ("hidden_features", hidden_features),
+                            ("out_features", out_features)):
+            check_int(name, value, 1)
+        if num_prefix_tokens is not None:
+            check_int("num_prefix_tokens", num_prefix_tokens, 0)
+        if grid_size is not None and min(pair(grid_size, "grid_size")) < 1:
+            raise ValueError(f"grid_size must be positive, got {grid_size!r}")
         bias1, bias2 = bias if isinstance(bias, tuple) else (bias, bias)
         drop1, drop2 = drop if isinstance(drop, tuple) else (drop, drop)
         factory = dict(device=device, dtype=dtype)

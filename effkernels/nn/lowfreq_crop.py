@@ -1,9 +1,11 @@
 """nn.LowFreqCrop: the low-frequency crop as a batch transform module."""
 import math
+import numbers
 
 import torch
 
 from .. import ops
+from ..crop_boxes import check_scale_and_ratio
 
 
 class LowFreqCrop(torch.nn.Module):
@@ -31,10 +33,9 @@ class LowFreqCrop(torch.nn.Module):
         out_dtype: torch.dtype | None = None,
     ):
         super().__init__()
-        if not (0 < scale[0] <= scale[1] <= 1):
-            raise ValueError(f"scale must satisfy 0 < scale[0] <= scale[1] <= 1, got {scale}")
-        if not (0 < ratio[0] <= ratio[1]):
-            raise ValueError(f"ratio must satisfy 0 < ratio[0] <= ratio[1], got {ratio}")
+        scale, ratio = check_scale_and_ratio(scale, ratio)
+        if not isinstance(hflip_prob, numbers.Real) or isinstance(hflip_prob, bool):
+            raise TypeError(f"hflip_prob must be a number, got {hflip_prob!r}")
         if not (0.0 <= hflip_prob <= 1.0):
             raise ValueError(f"hflip_prob must lie in [0, 1], got {hflip_prob}")
         self.size = size
