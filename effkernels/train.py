@@ -49,7 +49,8 @@ def parse_args(argv=None):
                    "embedded data, deit_small_localffn_patch16_224 otherwise)")
     p.add_argument("--img-size", type=int, default=None, help="final input size (default 64 embedded, 224 otherwise)")
     p.add_argument("--curriculum", default="efficienttrain_pp", choices=["efficienttrain_pp", "vit24h", "none", "custom"])
-    p.add_argument("--preset", default="deit_small", help="EfficientTrain++ size preset: " + ", ".join(curriculum.EFFICIENTTRAIN_PP_SIZES))
+    p.add_argument("--preset", default="deit_small", choices=sorted(curriculum.EFFICIENTTRAIN_PP_SIZES),
+                   help="EfficientTrain++ size preset")
     p.add_argument("--stages", help='custom schedule as JSON [[start_fraction, size, magnitude], ...]')
     p.add_argument("--budget", type=float, default=None, help="total compute in full-size epochs (default 6 embedded, 300)")
     p.add_argument("--batch-size", type=int, default=64, help="per process")
@@ -90,6 +91,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
+    if args.img_size is not None and args.img_size < 1:
+        p.error(f"--img-size must be >= 1, got {args.img_size}")
     embedded = args.data is None
     args.model = args.model or ("deit_tiny_localffn_patch16_224" if embedded else "deit_small_localffn_patch16_224")
     args.img_size = args.img_size or (64 if embedded else 224)
@@ -98,6 +101,20 @@ def parse_args(argv=None):
         p.error(f"unknown timm model {args.model!r}")
     if args.budget <= 0:
         p.error(f"--budget must be > 0, got {args.budget}")
+    if not args.lr > 0:
+        p.error(f"--lr must be > 0, got {args.lr}")
+    if not args.weight_decay >= 0:
+        p.error(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    if not 0 <= args.warmup < 1:
+        p.error(f"--warmup is a fraction of progress: it must lie in [0, 1), got {args.warmup}")
+    if not 0 <= args.magnitude <= 10:
+        p.error(f"--magnitude must lie in [0, 10] (RandAugment's levels), got {args.magnitude}")
+    if args.checkpoint_every < 1:
+        p.error(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
+    try:
+        torch.device(args.device)
+    except RuntimeError:
+        p.error(f"--device must name a torch device (cuda, cpu, ...), got {args.device!r}")
     if args.batch_size < 1:
         p.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.input_ahead < 0:
@@ -130,6 +147,13 @@ def parse_args(argv=None):
         p.error(f"--data {args.data} holds no class folders with images")
     if args.curriculum == "custom" and not args.stages:
         p.error("--curriculum custom needs --stages")
+    if args.stages and args.curriculum != "custom":
+        p.error(f"--stages sets a custom curriculum: it needs --curriculum custom, got --curriculum {args.curriculum}")
+    if args.stages:
+        try:
+            curriculum.custom(json.loads(args.stages))
+        except (ValueError, TypeError) as error:  # json.JSONDecodeError is a ValueError
+            p.error(f"--stages must be JSON [[start_fraction, size, magnitude], ...] forming a schedule: {error}")
     return args, p
 
 
@@ -240,10 +264,10 @@ class Trainer:
         self.model = create_model(args, num_classes).to(self.device)
         patch = patch_size(self.model)
         self.schedule = build_schedule(args, patch)
-        for stage in self.schedule.stages:
-            if stage.size % patch:
-                raise SystemExit(f"effkernels-train: error: size {stage.size} is not a multiple of the patch size {patch}")
         sizes = sorted({s.size for s in self.schedule.stages} | {args.img_size})
+        for size in sizes:
+            if size % patch:
+                raise SystemExit(f"effkernels-train: error: size {size} is not a multiple of the patch size {patch}")
         self.flops = {size: step_flops(self.model, size, num_classes, self.device) for size in sizes}
         replay_problem = training_input.check_replay_schedule(args, self.schedule.stages)
         if replay_problem:

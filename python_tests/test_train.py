@@ -225,6 +225,17 @@ def test_graphed_steps_train_report_and_resume_as_eager_steps(tmp_path, straight
         (["--input", "device", "--resize", "interpolate"], "--input device shrinks with lowfreq_crop"),
         (["--device", "cpu", "--cuda-graph", "step"], "needs --device cuda"),
         (["--device", "cuda", "--compile", "reduce-overhead", "--cuda-graph", "step"], "makes CUDA graphs of its own"),
+        (["--device", "gpu0"], "--device must name a torch device"),
+        (["--img-size", "0"], "--img-size must be >= 1"),
+        (["--lr", "-1"], "--lr must be > 0"),
+        (["--weight-decay", "-0.1"], "--weight-decay must be >= 0"),
+        (["--warmup", "1.5"], "--warmup is a fraction of progress"),
+        (["--magnitude", "11"], "--magnitude must lie in [0, 10]"),
+        (["--checkpoint-every", "0"], "--checkpoint-every must be >= 1"),
+        (["--preset", "vit"], "invalid choice: 'vit'"),
+        (["--stages", "[[0, 32, 1]]"], "it needs --curriculum custom"),
+        (["--curriculum", "custom", "--stages", "[[0, 32"], "--stages must be JSON"),
+        (["--curriculum", "custom", "--stages", "[[0.5, 32, 1]]"], "the stages must cover progress from 0 to 1"),
     ],
 )
 def test_bad_arguments_stop_before_work(args, message, capsys):
@@ -321,9 +332,12 @@ def test_device_input_refuses_replay_it_cannot_follow(tmp_path, jpeg_folder):
     assert result.returncode != 0 and "needs a schedule of 10 stages, got 1" in result.stderr
 
 
-def test_size_not_a_multiple_of_the_patch_is_refused(tmp_path):
-    result = run([*SHORT, "--curriculum", "custom", "--stages", "[[0, 30, 1]]", "--out", str(tmp_path)])
+@pytest.mark.parametrize("args", [["--curriculum", "custom", "--stages", "[[0, 30, 1]]"], ["--img-size", "60"]],
+                         ids=["stage", "final size"])
+def test_size_not_a_multiple_of_the_patch_is_refused(tmp_path, args):
+    result = run([*SHORT, *args, "--out", str(tmp_path)])
     assert result.returncode != 0 and "not a multiple of the patch size 8" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_epoch_order_shards_resumes_and_seeds_each_sample():
