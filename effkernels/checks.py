@@ -2,6 +2,8 @@
 that names the argument, before any work starts."""
 import numbers
 
+import torch
+
 
 def check_int(name: str, value, low: int, why: str = "") -> None:
     """`value` must be an int (not a bool) >= `low`; `why`, if given, says why in the error."""
@@ -10,3 +12,9 @@ def check_int(name: str, value, low: int, why: str = "") -> None:
     if value < low:
         reason = f" ({why})" if why else ""
         raise ValueError(f"{name} must be >= {low}{reason}, got {value}")
+
+
+def check_tensor(name: str, value) -> None:
+    """`value` must be a torch.Tensor (checked first where the rest of the checks run in the op)."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a Tensor, got {type(value).__name__}")

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 from torch.utils.flop_counter import register_flop_formula
 
+from .checks import check_tensor
 from .ops import FLOAT_DTYPES, gpu_backend, pair, untraced
 
 ACTIVATIONS = ("hardswish", "gelu", "gelu_tanh", "relu")
@@ -34,6 +35,7 @@ def local_ffn(
     Differentiable in every tensor; under autocast the GEMMs run in the autocast dtype.
     An eager call on a plain tensor runs the op's body without the dispatcher (see `_run_dwconv_act`).
     """
+    check_tensor("x", x)
     grid_size = pair(grid_size, "grid_size")
     local_ffn_body = _local_ffn_composite if untraced(x) else torch.ops.effkernels.local_ffn
     return local_ffn_body(

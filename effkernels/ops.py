@@ -13,6 +13,7 @@ from torch._subclasses.fake_tensor import is_fake
 
 from . import _C  # noqa: F401  (loads the schemas and the C++ kernels)
 from . import operators
+from .checks import check_tensor
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 INPUT_DTYPES = (torch.uint8,) + FLOAT_DTYPES
@@ -304,6 +305,7 @@ def lowfreq_crop(x, size, out_size=None, *, mean=None, std=None, out_dtype=None)
     dispatcher on CPU). Such calls do not show up as effkernels::lowfreq_crop in profiler traces;
     everything else goes through the op.
     """
+    check_tensor("x", x)
     if _untraced_without_grad(x):
         key = _plan_key(x, size, out_size, mean, std, out_dtype)
         plan = _LOWFREQ_PLANS.get(key) if key is not None else None
@@ -508,6 +510,7 @@ def lowfreq_crop_augmented(x, size, out_size=None, *, boxes=None, flip=None, mea
     separable_map op (its backward saves them). Elsewhere (CPU, torch.compile, dispatch modes,
     functorch) the operators are composed with torch ops, traceably.
     """
+    check_tensor("x", x)
     if _untraced_without_grad(x) and x.device.type in _TRITON_OPERATOR_DEVICES:
         key = _plan_key(x, size, out_size, mean, std, out_dtype)
         plan = _AUGMENTED_PLANS.get(key) if key is not None else None

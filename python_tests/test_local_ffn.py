@@ -211,6 +211,7 @@ def bad_call(**changes):
         (dict(fc1_bias=torch.randn(10, device="meta")), ValueError, "fc1_bias must be on cpu"),
         (dict(x=torch.randn(2, 13, 5).long()), TypeError, "x must be float16"),
         (dict(x=torch.randn(26, 5)), ValueError, "x must have shape"),
+        (dict(x=[[0.5] * 5] * 13), TypeError, "x must be a Tensor, got list"),
         (dict(grid_size=(0, 4)), ValueError, "grid_size must be positive"),
         (dict(grid_size=(3, 4, 1)), TypeError, "grid_size must be an int or a pair"),
         (dict(act="silu"), ValueError, "act must be one of"),

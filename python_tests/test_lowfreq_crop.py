@@ -126,6 +126,8 @@ def test_out_dtype():
     "call, error, match",
     [
         (lambda x: effkernels.lowfreq_crop(x[0], 8), ValueError, "x must have shape"),
+        (lambda x: effkernels.lowfreq_crop(x.tolist(), 8), TypeError, "x must be a Tensor, got list"),
+        (lambda x: effkernels.lowfreq_crop_augmented(x.numpy(), 8), TypeError, "x must be a Tensor, got ndarray"),
         (lambda x: effkernels.lowfreq_crop(x.int(), 8), TypeError, "x must be uint8"),
         (lambda x: effkernels.lowfreq_crop(x, 0), ValueError, "size must lie in"),
         (lambda x: effkernels.lowfreq_crop(x, (8, 17)), ValueError, "size must lie in"),
