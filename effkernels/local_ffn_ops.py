@@ -82,8 +82,7 @@ def _check_options(grid_size, num_prefix_tokens, prefix, pre_act, act):
 
 
 def _check_tokens(name, x, grid_size, num_prefix_tokens):
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a Tensor, got {type(x).__name__}")
+    check_tensor(name, x)
     if x.dim() != 3:
         raise ValueError(f"{name} must have shape (B, P + H*W, features), got {tuple(x.shape)}")
     if x.dtype not in FLOAT_DTYPES:

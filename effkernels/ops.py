@@ -54,8 +54,7 @@ def separable_map(x, rows, cols, scale=None, shift=None, out_dtype=None, rank_on
 
 def check_image_batch(x):
     """x must be an (N, C, H, W) tensor of a dtype the image kernels read."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a Tensor, got {type(x).__name__}")
+    check_tensor("x", x)
     if x.dim() != 4:
         raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
     if x.dtype not in INPUT_DTYPES:
