@@ -75,7 +75,9 @@ def parse_args(argv=None):
     p.add_argument("--magnitude", type=int, default=9, help="RandAugment magnitude for vit24h/none")
     p.add_argument("--workers", type=int, default=None,
                    help="loader processes (default: on a GPU up to 8; on the CPU none with <= 4 cores, else 2)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where to train (default cuda where torch sees a GPU); the GPU is LOCAL_RANK's under torchrun, "
+                   "else the first visible one (CUDA_VISIBLE_DEVICES picks)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on GPU)")
     p.add_argument("--compile", nargs="?", const="default", choices=["none", *COMPILE_MODES], default=None,
                    help="torch.compile the model, one static graph per input size (default: default on a GPU, "
@@ -111,10 +113,6 @@ def parse_args(argv=None):
         p.error(f"--magnitude must lie in [0, 10] (RandAugment's levels), got {args.magnitude}")
     if args.checkpoint_every < 1:
         p.error(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
-    try:
-        torch.device(args.device)
-    except RuntimeError:
-        p.error(f"--device must name a torch device (cuda, cpu, ...), got {args.device!r}")
     if args.batch_size < 1:
         p.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.input_ahead < 0:

@@ -225,7 +225,7 @@ def test_graphed_steps_train_report_and_resume_as_eager_steps(tmp_path, straight
         (["--input", "device", "--resize", "interpolate"], "--input device shrinks with lowfreq_crop"),
         (["--device", "cpu", "--cuda-graph", "step"], "needs --device cuda"),
         (["--device", "cuda", "--compile", "reduce-overhead", "--cuda-graph", "step"], "makes CUDA graphs of its own"),
-        (["--device", "gpu0"], "--device must name a torch device"),
+        (["--device", "cuda:1"], "invalid choice: 'cuda:1'"),
         (["--img-size", "0"], "--img-size must be >= 1"),
         (["--lr", "-1"], "--lr must be > 0"),
         (["--weight-decay", "-0.1"], "--weight-decay must be >= 0"),
