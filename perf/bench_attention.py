@@ -19,7 +19,6 @@ this size than its FLOPs say. "default / best" above 1 says a step at that size 
 naming the best backend.
 Usage: python perf/bench_attention.py [--sweep deit_small|small|full|tiny] [--out DIR]
 """
-import argparse
 import os
 import sys
 
@@ -124,14 +123,9 @@ def add_size_ratios(rows: list) -> None:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--sweep", choices=sorted(SWEEPS), default="deit_small")
-    parser.add_argument("--repeats", type=int, default=None, help="timed samples per variant (default 20 GPU, 3 CPU)")
-    parser.add_argument("--out", default=None, help="results folder (default perf/results/<device>-<date>)")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    repeats = args.repeats or (20 if device.type == "cuda" else 3)
+    args = common.BenchmarkParser(__doc__, sweeps=SWEEPS, sweep="deit_small", repeats=(20, 3),
+                                  repeats_of="timed samples per variant").parse_args(argv)
+    device, repeats = args.device, args.repeats
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     rows, failures = [], {}
     for width, batch, sizes in SWEEPS[args.sweep]:
@@ -144,8 +138,7 @@ def main(argv=None):
     columns = ["model", "batch", "size", "tokens", "default", "default ms", *(f"{name} ms" for name in BACKENDS),
                "math compiled ms", "best", "default / best", "per step ms", "best per step ms", "TFLOP/s",
                "time / FLOP"]
-    out = args.out or common.default_out_dir(device)
-    print(common.write_results(out, "attention", meta, rows, columns,
+    print(common.write_results(args.out, "attention", meta, rows, columns,
                                plot=(("model", "size"), "default / best", "default / best backend")))
     for case, reasons in failures.items():
         for name, reason in reasons.items():

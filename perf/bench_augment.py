@@ -14,7 +14,6 @@ with small images, it is the host's launch cost that an eager pipeline pays per 
 batch over the larger of the two. The Triton path needs a GPU here (the CPU's interpreter is no
 speed); the default is the path a GPU run shows fastest.
 """
-import argparse
 import os
 import sys
 
@@ -52,14 +51,9 @@ def timm_per_image(images: torch.Tensor):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--sweep", choices=sorted(SWEEPS), default="small")
-    parser.add_argument("--repeats", type=int, default=None, help="timed samples per path (default 20 GPU, 3 CPU)")
-    parser.add_argument("--out", default=None, help="results folder (default perf/results/<device>-<date>)")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    repeats = args.repeats or (20 if device.type == "cuda" else 3)
+    args = common.BenchmarkParser(__doc__, sweeps=SWEEPS, sweep="small", repeats=(20, 3),
+                                  repeats_of="timed samples per path").parse_args(argv)
+    device, repeats = args.device, args.repeats
     rows = []
     for batch, size in SWEEPS[args.sweep]:
         images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
@@ -83,9 +77,8 @@ def main(argv=None):
         print(", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
                         for key, value in row.items()), flush=True)
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    out = args.out or common.default_out_dir(device)
     fastest = "triton img/s" if device.type == "cuda" else "torch img/s"
-    print(common.write_results(out, "augment", common.run_meta(device), rows, columns,
+    print(common.write_results(args.out, "augment", common.run_meta(device), rows, columns,
                                plot=(("batch", "size"), fastest, "images/s")))
 
 

@@ -32,7 +32,6 @@ the real work). The fused op's own registered count includes its recompute of th
 On a CPU the default sweep is tiny (compiling the variants takes minutes there); `--no-compile` skips
 the compiled variants anywhere. The output says what was skipped.
 """
-import argparse
 import os
 import sys
 
@@ -247,19 +246,15 @@ def write(out_dir, meta, rows):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser = common.BenchmarkParser(__doc__, sweeps=SWEEPS, sweep_help="default: small on GPU, tiny on CPU",
+                                    repeats=(50, 5))
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                         help="default: bfloat16 on the GPU, float32 on the CPU")
-    parser.add_argument("--sweep", choices=sorted(SWEEPS), default=None, help="default: small on GPU, tiny on CPU")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 50 GPU, 5 CPU)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd variants")
-    parser.add_argument("--out", default=None, help="results folder (default perf/results/<device>-<date>)")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
+    device, repeats = args.device, args.repeats
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
     sweep = args.sweep or ("small" if device.type == "cuda" else "tiny")
-    repeats = args.repeats or (50 if device.type == "cuda" else 5)
     compile_variants = not args.no_compile
     skipped = [] if compile_variants else ["fused compiled", "reference compiled", "mlp compiled (--no-compile)"]
     if device.type != "cuda":
@@ -270,7 +265,6 @@ def main(argv=None):
             "backend": effkernels.ops.gpu_backend("dwconv_act") if device.type == "cuda" else "cpu",
             "memory": "tensors saved for backward" if device.type == "cpu" else "peak allocated during fwd+bwd",
             "skipped": skipped}
-    out_dir = args.out or common.default_out_dir(device)
     rows = []
     for case in SWEEPS[sweep]:
         row = bench_case(*case, device, dtype, repeats, compile_variants)
@@ -278,9 +272,9 @@ def main(argv=None):
             row[f"{name} % roofline"] = 100 * row[f"{name} GB/s"] / bandwidth
         rows.append(row)
         print(progress_line(row), flush=True)
-        write(out_dir, meta, rows)  # after every case: a run stopped at its time limit keeps the finished ones
+        write(args.out, meta, rows)  # after every case: a run stopped at its time limit keeps the finished ones
     meta.update(host_overhead(device, dtype))
-    table = write(out_dir, meta, rows)
+    table = write(args.out, meta, rows)
     print(table)
     print(f"host µs per eager call: dwconv_act {meta['host us dwconv_act fwd']:.1f}, "
           f"dwconv_act_backward {meta['host us dwconv_act bwd']:.1f} ({meta['device']})")

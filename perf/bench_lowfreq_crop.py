@@ -226,17 +226,12 @@ def gemm_tflops(device, dtype):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--sweep", choices=sorted(SWEEPS), default="small")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 50 GPU, 7 CPU)")
+    parser = common.BenchmarkParser(__doc__, sweeps=SWEEPS, sweep="small", repeats=(50, 7))
     parser.add_argument("--compile-peers", action=argparse.BooleanOptionalAction, default=None,
                         help="time the torch.compile'd 2-GEMM peer (default: on a GPU only)")
     parser.add_argument("--host-calls", type=int, default=None, help="calls per host-overhead sample (default 200)")
-    parser.add_argument("--out", default=None, help="results folder (default perf/results/<device>-<date>)")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    repeats = args.repeats or (50 if device.type == "cuda" else 7)
+    device, repeats = args.device, args.repeats
     compile_peers = device.type == "cuda" if args.compile_peers is None else args.compile_peers
     if not compile_peers:
         print("2-GEMM compiled: skipped (pass --compile-peers to time it; default on a GPU only)")
@@ -261,8 +256,7 @@ def main(argv=None):
                "speed-up vs fft", "bf16 vs fft", "vs 2-GEMM", "vs 2-GEMM compiled", "aug / plain", "bwd / fwd",
                "vs best resize",
                "GB/s", "% roofline", "TFLOP/s", "% GEMM"]
-    out_dir = args.out or common.default_out_dir(device)
-    print(common.write_results(out_dir, "lowfreq_crop", meta, rows, columns,
+    print(common.write_results(args.out, "lowfreq_crop", meta, rows, columns,
                                plot=(("band", "output"), "speed-up vs fft", "speed-up vs torch.fft freq_crop")))
     print(f"{gemm_dtype(device)} GEMM {gemm_rate:.3g} TFLOP/s; host µs per eager call (tiny batch, {device.type}):")
     for name, us in host.items():

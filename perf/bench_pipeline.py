@@ -25,7 +25,6 @@ as the issue's targets ask (one H100, 4 cores: >= 30,000 img/s at 96 px with rep
 Speed figures come from a GPU run. On a CPU (e.g. `--device cpu --files 64 --batch 16 --sizes 96`)
 the script only shows that every path runs: there the "device" work also lands on the CPU cores.
 """
-import argparse
 import itertools
 import os
 import shutil
@@ -135,8 +134,7 @@ def limit_cores(cores: int) -> None:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser = common.BenchmarkParser(__doc__)
     parser.add_argument("--files", type=int, default=2048, help="synthetic JPEGs to write (default 2048)")
     parser.add_argument("--data", default=None, help="an existing ImageFolder to read instead of synthetic files")
     parser.add_argument("--batch", type=int, default=256)
@@ -150,7 +148,6 @@ def main(argv=None):
                         help="the pipeline's JPEG decoders (default: torchvision, and nvimgcodec where installed)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches per entry (default 2)")
     parser.add_argument("--batches", type=int, default=None, help="timed batches per entry (default: files // batch)")
-    parser.add_argument("--out", default=None, help="results folder (default perf/results/<device>-<date>)")
     args = parser.parse_args(argv)
     if args.cores is not None:
         limit_cores(args.cores)
@@ -159,7 +156,7 @@ def main(argv=None):
     args.workers = max(1, cores - 1) if args.workers is None else args.workers
     args.batches = args.batches or max(1, args.files // args.batch)
     args.decoders = args.decoders or installed_decoders()
-    device = torch.device(args.device)
+    device = args.device
     meta = {**common.run_meta(device), "cores": cores, "threads": args.threads, "workers": args.workers,
             "files": args.files if args.data is None else args.data, "batch": args.batch, "out size": args.out_size,
             "scale": SCALE, "magnitude": MAGNITUDE, "warm-up batches": args.warmup,
@@ -167,7 +164,6 @@ def main(argv=None):
     columns = ["size", "decoder", "replay", "pipeline img/s", "pipeline+replay img/s", "DataLoader img/s",
                "pipeline vs DataLoader", "pipeline+replay vs DataLoader", "pipeline CPU ms/batch",
                "pipeline+replay CPU ms/batch", "error"]
-    out_dir = args.out or common.default_out_dir(device)
     root = args.data or tempfile.mkdtemp(prefix="effkernels-bench-pipeline-")
     try:
         if args.data is None:
@@ -196,7 +192,7 @@ def main(argv=None):
                              "pipeline+replay vs DataLoader": replayed / baseline,
                              "pipeline CPU ms/batch": plain_cpu, "pipeline+replay CPU ms/batch": replayed_cpu})
             # Written after every size: a run stopped at the device's time limit keeps the finished rows.
-            table = common.write_results(out_dir, "pipeline", meta, rows, columns,
+            table = common.write_results(args.out, "pipeline", meta, rows, columns,
                                          plot=(("size", "decoder"), "pipeline vs DataLoader",
                                                "images/s over the CPU DataLoader's"))
     finally:

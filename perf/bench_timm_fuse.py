@@ -5,7 +5,6 @@ block alone, on the token grid it sees, and the whole model, timed round-robin i
 each is also timed replayed from a CUDA graph ("graphed"): the device's time without the host's
 launches, what a captured training step pays.
 """
-import argparse
 import copy
 import os
 import sys
@@ -51,16 +50,11 @@ def stage_inputs(model, batch, size, device, dtype):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser = common.BenchmarkParser(__doc__, sweeps=SWEEPS, sweep="small", repeats=(30, 7))
     parser.add_argument("--model", default="pvt_v2_b0")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    parser.add_argument("--sweep", choices=sorted(SWEEPS), default="small")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 30 GPU, 7 CPU)")
-    parser.add_argument("--out", default=None, help="results folder (default perf/results/<device>-<date>)")
     args = parser.parse_args(argv)
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    repeats = args.repeats or (30 if device.type == "cuda" else 7)
+    device, dtype, repeats = args.device, getattr(torch, args.dtype), args.repeats
     batch, size = SWEEPS[args.sweep]
     torch.manual_seed(0)
     model = timm.create_model(args.model, num_classes=1000).to(device, dtype)
@@ -78,8 +72,8 @@ def main(argv=None):
             "repeats": repeats, "what": "forward + backward"}
     columns = [c for c in ("part", "tokens", "timm ms", "fused ms", "speed-up", "timm graphed ms", "fused graphed ms",
                            "graphed speed-up") if c in rows[0]]
-    print(common.write_results(args.out or common.default_out_dir(device), f"timm_fuse_{args.model}", meta, rows, columns,
-                                       plot=("part", "speed-up", "speed-up of fuse()")))
+    print(common.write_results(args.out, f"timm_fuse_{args.model}", meta, rows, columns,
+                               plot=("part", "speed-up", "speed-up of fuse()")))
 
 
 if __name__ == "__main__":

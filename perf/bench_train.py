@@ -27,7 +27,6 @@ H100). Warm-up steps (compilation) are reported apart from stage times, as the s
 Speed figures come from a GPU run; on a CPU (`--device cpu` with a tiny --models/--img-size/--files
 configuration) the script only shows that every path runs.
 """
-import argparse
 import json
 import os
 import shutil
@@ -46,11 +45,11 @@ SETTINGS = ("gpu path", "gpu path, replay", "gpu path, input on the step's threa
 SAVING_TARGET, RATIO_RANGE = 0.9, (0.8, 1.25)
 
 
-def setting_args(setting: str, device: str) -> list:
+def setting_args(setting: str, device: torch.device) -> list:
     """The training script's flags of a setting."""
     if setting == "cpu path, eager":
         return ["--input", "cpu", "--compile", "none", "--cuda-graph", "none"]
-    if device != "cuda":
+    if device.type != "cuda":
         graphs = ["--compile", "none", "--cuda-graph", "none"]
     elif setting.endswith("model graphs"):
         graphs = ["--compile", "reduce-overhead", "--cuda-graph", "none"]
@@ -66,7 +65,7 @@ def train_run(data, model, setting, args, out):
     """Run the training script once; its stages.json summary and stage rows."""
     command = [sys.executable, "-m", "effkernels.train", "--data", data, "--model", model, "--preset", args.preset,
                "--budget", str(args.budget), "--batch-size", str(args.batch), "--img-size", str(args.img_size),
-               "--device", args.device, "--quiet", "--out", out, *setting_args(setting, args.device)]
+               "--device", args.device.type, "--quiet", "--out", out, *setting_args(setting, args.device)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{model}, {setting}: the training run failed:\n{result.stderr[-3000:]}")
@@ -91,8 +90,7 @@ def row_of(model, setting, summary, stages):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser = common.BenchmarkParser(__doc__)
     parser.add_argument("--models", nargs="+", default=["deit_small_patch16_224", "deit_small_localffn_patch16_224"])
     parser.add_argument("--preset", default="deit_small")
     parser.add_argument("--budget", type=float, default=8.0,
@@ -102,11 +100,11 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
-    parser.add_argument("--out", default=None, help="results folder (default perf/results/<device>-<date>)")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
+    device = args.device
     meta = {**common.run_meta(device), "preset": args.preset, "budget": args.budget, "files": args.files,
-            "batch": args.batch, "img_size": args.img_size, "settings": {k: setting_args(k, args.device) for k in args.settings},
+            "batch": args.batch, "img_size": args.img_size,
+            "settings": {k: setting_args(k, device) for k in args.settings},
             "targets": f"measured/theoretical >= {SAVING_TARGET}, every stage ratio in {RATIO_RANGE}"}
     columns = ["model", "setting", "steps", "theoretical saving", "measured saving", "measured / theoretical",
                "stage ratio min", "stage ratio max", "most input wait", "warm-up s", "on target", "error"]
@@ -124,8 +122,7 @@ def main(argv=None):
                     print(error, file=sys.stderr, flush=True)
                     rows.append({"model": model, "setting": setting, "error": str(error).strip().splitlines()[-1]})
                 # Written after every run: a run stopped at the device's time limit keeps the finished rows.
-                table = common.write_results(args.out or common.default_out_dir(device), "train_end_to_end", meta,
-                                             rows, columns)
+                table = common.write_results(args.out, "train_end_to_end", meta, rows, columns)
                 print(rows[-1], flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

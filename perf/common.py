@@ -1,4 +1,5 @@
 """Timing and reporting shared by the perf/ benchmarks: medians, device names, result files."""
+import argparse
 import datetime
 import itertools
 import json
@@ -36,6 +37,32 @@ def device_slug(device: torch.device) -> str:
 
 def default_out_dir(device: torch.device) -> str:
     return os.path.join("perf", "results", f"{device_slug(device)}-{datetime.date.today().isoformat()}")
+
+
+class BenchmarkParser(argparse.ArgumentParser):
+    """The command line every benchmark shares: --device and --out, and where a script has them --sweep
+    (`sweeps`' names, default `sweep`) and --repeats (`repeats`: its GPU and CPU defaults). Parsing
+    gives a torch.device, the device's repeat count where none was asked for, and the default
+    results folder where no --out was."""
+
+    def __init__(self, doc: str, *, sweeps=None, sweep=None, sweep_help=None, repeats=None,
+                 repeats_of="timed runs per case"):
+        super().__init__(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+        self._repeats = repeats
+        self.add_argument("--device", type=torch.device, default="cuda" if torch.cuda.is_available() else "cpu")
+        if sweeps is not None:
+            self.add_argument("--sweep", choices=sorted(sweeps), default=sweep, help=sweep_help)
+        if repeats is not None:
+            self.add_argument("--repeats", type=int, default=None,
+                              help=f"{repeats_of} (default {repeats[0]} GPU, {repeats[1]} CPU)")
+        self.add_argument("--out", default=None, help="results folder (default perf/results/<device>-<date>)")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        if self._repeats is not None and parsed.repeats is None:
+            parsed.repeats = self._repeats[0] if parsed.device.type == "cuda" else self._repeats[1]
+        parsed.out = parsed.out or default_out_dir(parsed.device)
+        return parsed
 
 
 def calls_per_sample(fn, device: torch.device, target_ms: float = 2.0, most: int = 20) -> int:

@@ -10,7 +10,6 @@ loop, device synchronised once at the end). Workloads, at the issues' shapes by 
 - lowfreq_crop: uint8 224² → band 160, normalised, bf16 out, plain and augmented (issue 12).
 Usage: python perf/profile_kernels.py [--sweep deit_small|tiny] [--out DIR]
 """
-import argparse
 import json
 import os
 
@@ -95,14 +94,11 @@ def profile(step, device, iterations):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--sweep", choices=sorted(SHAPES), default="deit_small")
+    parser = common.BenchmarkParser(__doc__, sweeps=SHAPES, sweep="deit_small")
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--top", type=int, default=8, help="kernels listed per workload")
-    parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
+    device = args.device
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     shape = SHAPES[args.sweep]
     workloads = {**local_ffn_workloads(shape, device, dtype), **lowfreq_workloads(shape, device, dtype)}
@@ -120,11 +116,10 @@ def main(argv=None):
         lines += [f"| {k[:90]} | {c:g} | {ms:.4f} | {100 * ms / total:.1f} |" for k, c, ms in rows[: args.top]]
         lines.append("")
         print(f"{name}: {total:.3f} ms {unit}, {host_ms:.3f} ms wall", flush=True)
-    out_dir = args.out or common.default_out_dir(device)
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "profile_kernels.md"), "w") as f:
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "profile_kernels.md"), "w") as f:
         f.write("\n".join(lines))
-    with open(os.path.join(out_dir, "profile_kernels.json"), "w") as f:
+    with open(os.path.join(args.out, "profile_kernels.json"), "w") as f:
         json.dump({"meta": common.run_meta(device), "workloads": results}, f, indent=1)
     print("\n".join(lines))
 

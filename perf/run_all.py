@@ -7,11 +7,9 @@ Each writes <name>.json, <name>.md and <name>.png; see each script's --help for 
 input pipeline and the end-to-end runs have no sweep of their own: with --sweep tiny they run on a
 handful of small files (a check that they work), otherwise at their defaults (the issues' settings).
 """
-import argparse
 import os
 import sys
 
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_attention  # noqa: E402
@@ -28,19 +26,15 @@ TINY_PIPELINE = ["--files", "20", "--batch", "4", "--sizes", "16", "--out-size",
                  "--batches", "2", "--workers", "1"]
 TINY_TRAIN = ["--models", "deit_tiny_localffn_patch16_224", "--img-size", "32", "--files", "40", "--batch", "8",
               "--budget", "1"]
+SWEEPS = ("tiny", "small", "full")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--sweep", choices=["tiny", "small", "full"], default="small", help="kernel benchmarks")
-    parser.add_argument("--train-sweep", choices=["tiny", "small", "full"], default=None,
-                        help="train_step (default: --sweep)")
+    parser = common.BenchmarkParser(__doc__, sweeps=SWEEPS, sweep="small", sweep_help="kernel benchmarks")
+    parser.add_argument("--train-sweep", choices=SWEEPS, default=None, help="train_step (default: --sweep)")
     parser.add_argument("--compile", action="store_true", help="train_step: add the torch.compile variant")
-    parser.add_argument("--out", default=None, help="results folder (default perf/results/<device>-<date>)")
     args = parser.parse_args(argv)
-    out = args.out or common.default_out_dir(torch.device(args.device))
-    common_args = ["--device", args.device, "--out", out]
+    common_args = ["--device", str(args.device), "--out", args.out]
     tiny = args.sweep == "tiny"
     bench_lowfreq_crop.main(["--sweep", args.sweep, *common_args])
     bench_local_ffn.main(["--sweep", args.sweep, *common_args])

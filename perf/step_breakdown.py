@@ -17,7 +17,6 @@ runs it (one whole-step CUDA graph, effkernels.train_step) is timed; `graph - ke
 device spends outside the listed kernels (gaps between them, graph launch).
 Usage: python perf/step_breakdown.py [--sweep deit_small|tiny] [--compile default|none] [--out DIR]
 """
-import argparse
 import os
 import re
 import sys
@@ -67,15 +66,12 @@ def by_kind(kernels) -> dict:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--sweep", choices=sorted(SWEEPS), default="deit_small")
+    parser = common.BenchmarkParser(__doc__, sweeps=SWEEPS, sweep="deit_small")
     parser.add_argument("--compile", choices=["default", "none"], default="default",
                         help="torch.compile mode of the models (the training script's default on a GPU)")
     parser.add_argument("--iterations", type=int, default=5, help="profiled steps per model and size")
-    parser.add_argument("--out", default=None, help="results folder (default perf/results/<device>-<date>)")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
+    device = args.device
     amp = device.type == "cuda"
     width, batch, sizes = SWEEPS[args.sweep]
     largest = max(sizes)
@@ -116,7 +112,7 @@ def main(argv=None):
     meta = {**common.run_meta(device), "batch": batch, "sizes": sizes, "compile": args.compile, "amp bf16": amp,
             "iterations": args.iterations, "kinds": dict(KINDS)}
     columns = ["model", "size", "kind", "ms", "share", "kernels", "FLOP ratio", "time / FLOP"]
-    print(common.write_results(args.out or common.default_out_dir(device), "step_breakdown", meta, rows, columns))
+    print(common.write_results(args.out, "step_breakdown", meta, rows, columns))
     return rows
 
 

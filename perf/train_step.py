@@ -20,7 +20,6 @@ Variants (same batch, same sizes, timed round-robin):
 - localffn compiled, plain compiled (--compile): the model under torch.compile in the training
   script's TrainStep; on a GPU its forward, loss, backward and AdamW replay as one CUDA graph per size.
 """
-import argparse
 import contextlib
 import copy
 import os
@@ -132,16 +131,12 @@ def model_flops(model, size, device):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--sweep", choices=sorted(SWEEPS), default="small")
-    parser.add_argument("--repeats", type=int, default=None, help="timed steps per case (default 20 GPU, 5 CPU)")
+    parser = common.BenchmarkParser(__doc__, sweeps=SWEEPS, sweep="small", repeats=(20, 5),
+                                    repeats_of="timed steps per case")
     parser.add_argument("--compile", action="store_true", help="add the torch.compile variant (slow to compile on CPU)")
-    parser.add_argument("--out", default=None, help="results folder (default perf/results/<device>-<date>)")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
+    device, repeats = args.device, args.repeats
     amp = device.type == "cuda"
-    repeats = args.repeats or (20 if device.type == "cuda" else 5)
     width, batch, sizes = SWEEPS[args.sweep]
     largest = max(sizes)
     models = {
@@ -190,8 +185,8 @@ def main(argv=None):
             "optimizer": "AdamW fused"}
     columns = ["variant", "size", *[f"{part} ms" for part in PARTS], "images/s", "GFLOP/image",
                "time ratio", "FLOP ratio", "time / FLOP", "training / FLOP", "fwd+bwd / FLOP", "step / plain"]
-    print(common.write_results(args.out or common.default_out_dir(device), "train_step", meta, rows, columns,
-                                       plot=(("variant", "size"), "time / FLOP", "(time ratio) / (FLOP ratio) vs largest size")))
+    print(common.write_results(args.out, "train_step", meta, rows, columns,
+                               plot=(("variant", "size"), "time / FLOP", "(time ratio) / (FLOP ratio) vs largest size")))
 
 
 def _eager_local_ffn():

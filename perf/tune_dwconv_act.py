@@ -21,7 +21,6 @@ Shapes that spill registers inside their loops (LDL/STL in the SASS) are counted
 --sm90 needs no GPU: the compile report alone. The test suite runs it to keep the default shapes
 within their register budget (no spills in their loops, PROGRAMS_PER_SM of them fit).
 """
-import argparse
 import functools
 import itertools
 import os
@@ -150,8 +149,7 @@ def time_launches(kind, side, hidden, batch, dtype, act, with_bias, report, per_
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser = common.BenchmarkParser(__doc__)
     parser.add_argument("--sm90", action="store_true", help="compile report only (no GPU needed)")
     parser.add_argument("--defaults-only", action="store_true", help="only today's default shapes")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
@@ -165,13 +163,12 @@ def parse_args(argv):
     parser.add_argument("--top", type=int, default=5, help="fastest rows listed per grid and kind")
     parser.add_argument("--shapes", type=int, default=None, help="time only the first N candidates (a smoke run)")
     parser.add_argument("--jobs", type=int, default=min(12, os.cpu_count() or 1), help="compiling processes")
-    parser.add_argument("--out", default=None, help="results folder (default perf/results/<device>-<date>)")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    device = torch.device(args.device)
+    device = args.device
     if not args.sm90 and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         sys.exit("timing runs on a CUDA GPU (or, its figures meaningless, under TRITON_INTERPRET=1); "
                  "--sm90 gives the compile report anywhere")
@@ -222,7 +219,7 @@ def main(argv=None):
                "spill_bytes", "loop_spills", "ms", "GB/s", "% roofline", "vs default"]
     meta = {**common.run_meta(device), "copy GB/s": bandwidth, "dtype": args.dtype, "hidden": args.hidden,
             "batch": args.batch, "layout": {**LAYOUT, "act": args.act, "bias": args.bias}}
-    print(common.write_results(args.out or common.default_out_dir(device), "tune_dwconv_act", meta, listed, columns))
+    print(common.write_results(args.out, "tune_dwconv_act", meta, listed, columns))
     return listed
 
 
