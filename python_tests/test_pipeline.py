@@ -319,6 +319,78 @@ def test_a_batch_of_only_bad_files_is_dropped(tmp_path):
     assert loader.stats["batches_dropped"] == 1 and loader.stats["files_skipped"] == 2
 
 
+def _saved(image, format_, **options):
+    buffer = io.BytesIO()
+    image.save(buffer, format=format_, **options)
+    return buffer.getvalue()
+
+
+def _rare_files():
+    """name: (bytes, the image the reader must give, None for a file it must skip, and whether the
+    file takes the batched JPEG route). Legal but rare JPEG headers, formats whose size only
+    decoding tells, and JPEGs broken before their frame header."""
+    rgb = _textured(np.random.default_rng(5), 20, 30)
+    good = _jpeg_bytes(rgb)
+    good_image = decode_image(torch.frombuffer(bytearray(good), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    frames = [Image.fromarray(rgb), Image.fromarray(255 - rgb)]
+    frame_of = lambda data: torch.from_numpy(np.array(Image.open(io.BytesIO(data)).convert("RGB"))).permute(2, 0, 1)  # noqa: E731
+    gif = _saved(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    sof = good.index(b"\xff\xc0")
+    return {
+        "fill_bytes.jpg": (good[:2] + b"\xff\xff" + good[2:], good_image, True),  # 0xFF fill before a marker
+        "restart_marker.jpg": (good[:2] + b"\xff\xd0" + good[2:], good_image, True),  # a standalone marker
+        "scan_first.jpg": (b"\xff\xd8\xff\xda\x00\x08" + bytes(20), None, False),  # no frame header at all
+        "cut_in_frame_header.jpg": (good[: sof + 6], None, False),
+        # Stray bytes where a marker must be: the walk gives up, the CPU decoder skips them.
+        "stray_bytes.jpg": (good[:2] + b"\xff\xe0\x00\x04\x00\x00\x12\x34" + good[2:], good_image, False),
+        "animated.gif": (gif, frame_of(gif), False),  # its first frame
+        "gray16.png": (_saved(Image.fromarray(rgb[..., 0].astype(np.uint16) * 257), "PNG"),
+                       torch.from_numpy(rgb[..., 0]).expand(3, -1, -1), False),  # scaled to 8 bits, not clipped
+        "big.bmp": (_saved(Image.fromarray(np.zeros((400, 300, 3), np.uint8)), "BMP"), None, False),  # > MAX_PIXELS once decoded
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_rare_files()))
+def test_rare_and_damaged_headers_take_the_right_route(tmp_path, caplog, name):
+    data, expected, batched = _rare_files()[name]
+    path = tmp_path / name
+    path.write_bytes(data)
+    skip_log = image_decode.SkipLog()
+    with caplog.at_level(logging.WARNING, logger="effkernels.image_decode"):
+        read = image_decode.read_image_file(str(path), skip_log, MAX_PIXELS, False)
+        if read is not None and read.jpeg is not None:
+            decoder = image_decode.jpeg_decoder("torchvision", torch.device("cpu"))
+            image, = image_decode.decode_jpeg_batch([read], decoder, skip_log, MAX_PIXELS)
+        else:
+            image = None if read is None else read.image
+    assert (read is not None and read.jpeg is not None) == batched
+    if expected is None:
+        assert image is None and str(path) in skip_log
+        assert [str(path) in r.getMessage() for r in caplog.records] == [True]
+    else:
+        assert image is not None and image.dtype == torch.uint8 and torch.equal(image, expected)
+        assert len(skip_log) == 0
+
+
+def test_files_gone_or_unreadable_after_listing_are_skipped(textured_root, tmp_path, caplog):
+    """A file deleted, or replaced by a directory, between the folder's listing and its reading (a
+    long run over a live folder): reported once, left out; the epoch goes on."""
+    import shutil
+
+    root = tmp_path / "live"
+    shutil.copytree(textured_root, root)
+    loader = DeviceImageLoader(str(root), 4, out_size=16, device="cpu", dtype=torch.float32, workers=2)
+    (root / CLASSES[0] / "0.jpg").unlink()
+    (root / CLASSES[1] / "0.jpg").unlink()
+    (root / CLASSES[1] / "0.jpg").mkdir()
+    with caplog.at_level(logging.WARNING, logger="effkernels.image_decode"):
+        batches = list(loader.epoch(0))
+    assert sum(len(labels) for _, labels in batches) == 24 and all(torch.isfinite(x).all() for x, _ in batches)
+    assert loader.stats["files_skipped"] == 2
+    unreadable = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert len(unreadable) == 2 and any("0.jpg" in m and CLASSES[0] in m for m in unreadable)
+
+
 # ----------------------------------------------------------------- what the loader delivers
 def test_batch_equals_the_pipeline_stages_composed(textured_root):
     """A delivered batch = EpochOrder's files, decoded, sample_boxes' crops (resized_crop_flip),
