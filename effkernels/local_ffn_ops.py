@@ -121,10 +121,12 @@ def check_local_ffn(x, grid_size, fc1_weight, fc1_bias, dw_weight, dw_bias, fc2_
     """Raise TypeError/ValueError naming the argument when local_ffn cannot run on these."""
     _check_options(grid_size, num_prefix_tokens, prefix, pre_act, act)
     _check_tokens("x", x, grid_size, num_prefix_tokens)
-    if not isinstance(fc1_weight, torch.Tensor) or fc1_weight.dim() != 2:
-        raise ValueError(f"fc1_weight must be a (hidden, {x.shape[2]}) Tensor, got {_describe(fc1_weight)}")
-    if not isinstance(fc2_weight, torch.Tensor) or fc2_weight.dim() != 2:
-        raise ValueError(f"fc2_weight must be an (out, {fc1_weight.shape[0]}) Tensor, got {_describe(fc2_weight)}")
+    for name, weight, shape in (("fc1_weight", fc1_weight, f"(hidden, {x.shape[2]})"),
+                                ("fc2_weight", fc2_weight, "(out, hidden)")):
+        if not isinstance(weight, torch.Tensor):
+            raise TypeError(f"{name} must be a {shape} Tensor, got {type(weight).__name__}")
+        if weight.dim() != 2:
+            raise ValueError(f"{name} must be a {shape} Tensor, got shape {tuple(weight.shape)}")
     hidden, out = fc1_weight.shape[0], fc2_weight.shape[0]
     # Under autocast the weights stay float32 while the GEMMs run in the autocast dtype.
     mixed = torch.is_autocast_enabled(x.device.type)
@@ -137,10 +139,6 @@ def check_local_ffn(x, grid_size, fc1_weight, fc1_bias, dw_weight, dw_bias, fc2_
         ("fc2_bias", fc2_bias, (out,), True),
     ):
         _check_tensor(name, value, shape, x, optional=optional, dtype_free=mixed)
-
-
-def _describe(value):
-    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
 
 
 def _local_ffn_composite(x, grid_size, fc1_weight, fc1_bias, dw_weight, dw_bias, fc2_weight, fc2_bias,
