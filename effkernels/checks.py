@@ -1,6 +1,7 @@
 """Argument checks shared by the Python entry points: a bad value raises a TypeError or ValueError
 that names the argument, before any work starts."""
 import numbers
+import operator
 
 import torch
 
@@ -18,3 +19,15 @@ def check_tensor(name: str, value) -> None:
     """`value` must be a torch.Tensor (checked first where the rest of the checks run in the op)."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a Tensor, got {type(value).__name__}")
+
+
+def integer(value):
+    """value as a Python int when it is an integer of any kind but a bool (int, NumPy integer,
+    one-element integer tensor), SymInts as they are; anything else unchanged, for the caller's
+    check to refuse by name."""
+    if isinstance(value, (int, torch.SymInt)):  # bools too: returned as they are
+        return value
+    try:
+        return operator.index(value)
+    except TypeError:
+        return value

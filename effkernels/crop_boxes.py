@@ -11,6 +11,7 @@ in or on the draws of other samples; a replay round is a stream. `mix_seed` fold
 into one seed the same way (for the per-batch RandAugment generator).
 """
 import math
+import numbers
 
 import numpy as np
 import torch
@@ -54,10 +55,11 @@ def check_scale_and_ratio(scale, ratio) -> tuple[tuple[float, float], tuple[floa
     """(scale, ratio) as float pairs; ValueError/TypeError naming the argument when unusable."""
     pairs = []
     for name, value in (("scale", scale), ("ratio", ratio)):
-        if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        items = value.tolist() if isinstance(value, (np.ndarray, torch.Tensor)) else value
+        if not (isinstance(items, (tuple, list)) and len(items) == 2 and all(
+                isinstance(v, numbers.Real) and not isinstance(v, bool) for v in items)):
             raise TypeError(f"{name} must be a pair of numbers (low, high), got {value!r}")
-        low, high = float(value[0]), float(value[1])
+        low, high = float(items[0]), float(items[1])
         if not (0 < low <= high and math.isfinite(high)):
             raise ValueError(f"{name} must satisfy 0 < low <= high, got {value!r}")
         pairs.append((low, high))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 from torch.utils.flop_counter import register_flop_formula
 
-from .checks import check_tensor
+from .checks import check_tensor, integer
 from .ops import FLOAT_DTYPES, gpu_backend, pair, untraced
 
 ACTIVATIONS = ("hardswish", "gelu", "gelu_tanh", "relu")
@@ -36,7 +36,7 @@ def local_ffn(
     An eager call on a plain tensor runs the op's body without the dispatcher (see `_run_dwconv_act`).
     """
     check_tensor("x", x)
-    grid_size = pair(grid_size, "grid_size")
+    grid_size, num_prefix_tokens = pair(grid_size, "grid_size"), integer(num_prefix_tokens)
     local_ffn_body = _local_ffn_composite if untraced(x) else torch.ops.effkernels.local_ffn
     return local_ffn_body(
         x, grid_size, fc1_weight, fc1_bias, dw_weight, dw_bias, fc2_weight, fc2_bias,
@@ -47,7 +47,7 @@ def local_ffn(
 def dwconv_act(h, grid_size, weight, bias=None, *, num_prefix_tokens=0, prefix="mlp", pre_act=None, act="hardswish"):
     """The fused middle of local_ffn on h = fc1(x), token-major (B, P + H·W, hidden): the grid tokens
     get `act(dwconv3x3(pre_act(h)) + bias)`, prefix tokens `act(pre_act(h))` ("mlp") or 0 ("skip")."""
-    grid_size = pair(grid_size, "grid_size")
+    grid_size, num_prefix_tokens = pair(grid_size, "grid_size"), integer(num_prefix_tokens)
     check_dwconv_act(h, grid_size, weight, bias, num_prefix_tokens, prefix, pre_act, act)
     options = dict(num_prefix_tokens=num_prefix_tokens, prefix=prefix, pre_act=pre_act, act=act)
     return _run_dwconv_act(h, grid_size, weight, bias, options)

@@ -5,15 +5,17 @@ effkernels/triton (default) and csrc/cuda (`EFFKERNELS_BACKEND=cuda`). The spec 
 effkernels/reference.py.
 """
 import functools
+import numbers
 import os
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch._subclasses.fake_tensor import is_fake
 
 from . import _C  # noqa: F401  (loads the schemas and the C++ kernels)
 from . import operators
-from .checks import check_tensor
+from .checks import check_tensor, integer
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 INPUT_DTYPES = (torch.uint8,) + FLOAT_DTYPES
@@ -389,25 +391,33 @@ def _lowfreq_plan(key, x, size, out_size, mean, std, out_dtype):
 
 
 def pair(value, name: str) -> list:
-    """`value` as a two-element list of ints: an int is used for both axes."""
+    """`value` as a two-element list of ints: an integer (of any kind, see checks.integer) is used
+    for both axes; a pair may be a sequence, array or tensor of two integers."""
     kind = type(value)
     if (kind is tuple or kind is list) and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
         return list(value)  # the common case, checked first: this runs on every eager op call
-    if isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool):
-        return [value, value]
-    if isinstance(value, Sequence) and len(value) == 2 and all(
-        isinstance(v, (int, torch.SymInt)) and not isinstance(v, bool) for v in value
-    ):
-        return list(value)
+    single = integer(value)
+    if _is_int(single):
+        return [single, single]
+    items = value.tolist() if isinstance(value, (torch.Tensor, np.ndarray)) else value
+    if isinstance(items, Sequence) and len(items) == 2:
+        both = [integer(item) for item in items]
+        if all(_is_int(item) for item in both):
+            return both
     raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool)
+
+
 def _channel_values(values, name: str):
+    """Per-channel numbers (a sequence, array or tensor of reals) as a list of floats."""
     if values is None:
         return None
-    if isinstance(values, torch.Tensor):
+    if isinstance(values, (torch.Tensor, np.ndarray)):
         values = values.tolist()
-    if not isinstance(values, Sequence) or not all(isinstance(v, (int, float)) for v in values):
+    if not isinstance(values, Sequence) or not all(isinstance(v, numbers.Real) for v in values):
         raise TypeError(f"{name} must be a sequence of numbers, one per channel, got {values!r}")
     return [float(v) for v in values]
 

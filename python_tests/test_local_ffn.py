@@ -1,6 +1,7 @@
 """effkernels::local_ffn and its fused middle dwconv_act against the reference, on every backend."""
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
@@ -225,6 +226,16 @@ def bad_call(**changes):
 def test_bad_arguments_name_the_argument(changes, error, match):
     with pytest.raises(error, match=match):
         bad_call(**changes)()
+
+
+def test_numpy_grid_and_prefix_count_work_as_python_ones():
+    x, weights = random_ffn(2, 1, (3, 4), 5, 10, dtype=torch.float32)
+    expected = effkernels.local_ffn(x, (3, 4), *weights, num_prefix_tokens=1)
+    grid = np.array([3, 4])
+    assert torch.equal(effkernels.local_ffn(x, grid, *weights, num_prefix_tokens=np.int64(1)), expected)
+    h = torch.randn(2, 13, 10)
+    assert torch.equal(effkernels.dwconv_act(h, (np.int32(3), np.int32(4)), weights[2], num_prefix_tokens=np.int64(1)),
+                       effkernels.dwconv_act(h, (3, 4), weights[2], num_prefix_tokens=1))
 
 
 @pytest.mark.parametrize(

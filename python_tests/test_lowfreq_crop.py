@@ -1,4 +1,5 @@
 """effkernels.lowfreq_crop against the torch.fft spec, on every backend."""
+import numpy as np
 import pytest
 import torch
 
@@ -145,6 +146,29 @@ def test_out_dtype():
 def test_bad_arguments_raise_clear_errors(call, error, match):
     with pytest.raises(error, match=match):
         call(torch.rand(2, 3, 16, 16))
+
+
+@pytest.mark.parametrize("op", [effkernels.lowfreq_crop, effkernels.lowfreq_crop_augmented])
+@pytest.mark.parametrize(
+    "size, out_size, mean",
+    [
+        (np.int64(8), np.int32(6), np.array([0.5, 0.4, 0.3])),
+        ((np.int64(8), np.int64(8)), np.array([6, 6]), [np.float32(0.5), np.float32(0.4), np.float32(0.3)]),
+        (torch.tensor(8), torch.tensor([6, 6]), torch.tensor([0.5, 0.4, 0.3], dtype=torch.float64)),
+    ],
+)
+def test_numpy_and_tensor_values_work_as_python_ones(op, size, out_size, mean):
+    """Sizes and per-channel values from NumPy or torch (a schedule table, a config array) are the
+    Python numbers they hold; np.float32 mean values are rounded to float32 on the way in."""
+    x = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    expected = op(x, 8, 6, mean=[float(v) for v in mean], std=(0.2, 0.2, 0.2))
+    assert torch.equal(op(x, size, out_size, mean=mean, std=np.full(3, 0.2)), expected)
+
+
+@pytest.mark.parametrize("size", [True, np.float64(8.0), torch.tensor(8.0), np.array([8, 8, 8]), torch.tensor([[8, 8]])])
+def test_sizes_that_are_not_integers_are_refused(size):
+    with pytest.raises(TypeError, match="size must be an int or a pair of ints"):
+        effkernels.lowfreq_crop(torch.rand(2, 3, 16, 16), size)
 
 
 @pytest.mark.parametrize("in_size, band, out_size", [(16, 8, 8), (17, 6, 9), (15, 7, 7), (12, 12, 5), (9, 4, 11)])

@@ -1,6 +1,7 @@
 """effkernels.nn.LowFreqCrop and the per-sample crop/flip composition it runs on."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -125,3 +126,9 @@ def test_augmented_bad_arguments(kwargs, error, match):
 def test_module_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         LowFreqCrop(8, **kwargs)
+
+
+def test_module_takes_numpy_and_tensor_scale_and_ratio():
+    module = LowFreqCrop(np.int64(8), scale=np.array([0.3, 1.0]), ratio=(np.float32(0.75), np.float64(4 / 3)))
+    assert (module.scale, module.ratio) == ((0.3, 1.0), (0.75, 4 / 3))
+    assert LowFreqCrop(8, scale=torch.tensor([0.25, 0.5])).scale == (0.25, 0.5)
