@@ -240,6 +240,16 @@ def budget_too_small(schedule, plan, flops, budget):
             f"{schedule.unit} within 10 %: stage {worst} gets {got[worst]:.3f} instead of {wanted[worst]:.3f}")
 
 
+def ends_below_final_size(schedule, img_size, budget):
+    """One line saying that the schedule never trains at --img-size, where evaluation runs (an
+    epoch curriculum such as ViT-24h's, +32 px every 5 epochs, cut short by a small budget); else None."""
+    last = schedule.stages[-1].size
+    if last >= img_size:
+        return None
+    return (f"effkernels-train: with --budget {budget:g} the schedule ends at {last} px and never trains at "
+            f"--img-size {img_size}, where the model is evaluated")
+
+
 class Trainer:
     def __init__(self, args):
         self.args = args
@@ -275,9 +285,10 @@ class Trainer:
             raise SystemExit("effkernels-train: error: fewer images than one batch per process")
         self.plan = plan_steps(self.schedule, self.flops, self.steps_per_epoch, args.budget)
         self.total_cost = sum(n * self.flops[s.size] for n, s in zip(self.plan, self.schedule.stages))
-        too_small = budget_too_small(self.schedule, self.plan, self.flops, args.budget)
-        if too_small and self.rank == 0:
-            print(too_small, file=sys.stderr)
+        for notice in (budget_too_small(self.schedule, self.plan, self.flops, args.budget),
+                       ends_below_final_size(self.schedule, args.img_size, args.budget)):
+            if notice and self.rank == 0:
+                print(notice, file=sys.stderr)
         # The fused AdamW is one kernel per step: a per-tensor optimizer's fixed cost would weigh most on
         # the cheap small-size steps and pull the measured speed-up below the FLOP saving.
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=args.weight_decay,

@@ -38,6 +38,8 @@ class _EvalData:
     def __init__(self, args, device, val_set):
         self.args, self.device, self.val_set = args, device, val_set
         self.lowfreq = eff_nn.LowFreqCrop(args.img_size, mean=MEAN, std=STD)
+        self._mean, self._std = (torch.tensor(values, device=device)[:, None, None] for values in (MEAN, STD))
+        self._eval_loader = None
 
     def shrink(self, images, size):
         """uint8 batch on the device → normalised float input at `size` (the curriculum's transform)."""
@@ -47,13 +49,17 @@ class _EvalData:
         x = images.float() / 255
         if size != x.shape[-1]:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-        mean = torch.tensor(MEAN, device=x.device)[:, None, None]
-        return (x - mean) / torch.tensor(STD, device=x.device)[:, None, None]
+        return (x - self._mean) / self._std
 
     def eval_batches(self):
-        """(normalised images at the final size, labels on the CPU) of the evaluation split."""
-        loader = torch.utils.data.DataLoader(self.val_set, 256, num_workers=self.args.workers)
-        for images, labels in loader:
+        """(normalised images at the final size, labels on the CPU) of the evaluation split. Its
+        workers start once and serve every evaluation of the run: each reads the same files every
+        time, so an unreadable one is reported once, not once per evaluation."""
+        if self._eval_loader is None:
+            workers = self.args.workers
+            self._eval_loader = torch.utils.data.DataLoader(self.val_set, 256, num_workers=workers,
+                                                            persistent_workers=workers > 0)
+        for images, labels in self._eval_loader:
             yield self.shrink(images.to(self.device), self.args.img_size), labels
 
     @staticmethod

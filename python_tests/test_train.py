@@ -332,6 +332,46 @@ def test_device_input_refuses_replay_it_cannot_follow(tmp_path, jpeg_folder):
     assert result.returncode != 0 and "needs a schedule of 10 stages, got 1" in result.stderr
 
 
+CPU_INPUT = ["--model", "deit_tiny_localffn_patch16_224", "--img-size", "32", "--batch-size", "8", "--quiet",
+             "--device", "cpu", "--input", "cpu"]
+
+
+def test_cpu_path_over_a_folder_skips_an_unreadable_file_once_per_split(tmp_path, jpeg_folder):
+    """--input cpu --data (the DataLoader path over an ImageFolder) with --val-data and --resize
+    interpolate: an unreadable file is left out, reported once by the training split's workers
+    (one DataLoader for the whole run) and once by the evaluation split's (workers kept across
+    the evaluations at every stage end), and the run finishes."""
+    import shutil
+
+    folder = tmp_path / "data"
+    shutil.copytree(jpeg_folder, folder)
+    (folder / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
+    result = run([*CPU_INPUT, "--budget", "2", "--workers", "1", "--data", str(folder), "--val-data", str(folder),
+                  "--resize", "interpolate", "--out", str(tmp_path / "run")])
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "run" / "stages.json").read_text())
+    assert report["summary"]["input"].startswith("DataLoader") and report["summary"]["resize"] == "interpolate"
+    assert len(report["stages"]) == 10 and report["summary"]["top1"] is not None
+    assert all(np.isfinite(losses(tmp_path / "run")))
+    assert sum("broken.jpg" in line for line in result.stderr.splitlines()) == 2, result.stderr
+
+
+def test_vit24h_curriculum_grows_the_size_every_five_epochs(tmp_path, jpeg_folder):
+    """--curriculum vit24h: +16 px (32 px scaled to a 32 px final size on a 16 px patch grid, at
+    least one patch) every 5 epochs from one patch up, epoch-counted steps (24 images, batch 8: 3
+    steps an epoch); a budget that ends before the final size says so."""
+    args = [*CPU_INPUT, "--curriculum", "vit24h", "--workers", "0", "--data", str(jpeg_folder)]
+    result = run([*args, "--budget", "12", "--out", str(tmp_path / "full")])
+    assert result.returncode == 0, result.stderr[-2000:]
+    stages = json.loads((tmp_path / "full" / "stages.json").read_text())["stages"]
+    assert [(s["size"], s["steps"]) for s in stages] == [(16, 15), (32, 21)]
+    assert "never trains" not in result.stderr
+    short = run([*args, "--budget", "4", "--out", str(tmp_path / "short")])
+    assert short.returncode == 0, short.stderr[-2000:]
+    assert [s["size"] for s in json.loads((tmp_path / "short" / "stages.json").read_text())["stages"]] == [16]
+    assert "ends at 16 px and never trains at --img-size 32" in short.stderr
+
+
 @pytest.mark.parametrize("args", [["--curriculum", "custom", "--stages", "[[0, 30, 1]]"], ["--img-size", "60"]],
                          ids=["stage", "final size"])
 def test_size_not_a_multiple_of_the_patch_is_refused(tmp_path, args):
