@@ -232,6 +232,7 @@ def test_graphed_steps_train_report_and_resume_as_eager_steps(tmp_path, straight
         (["--warmup", "1.5"], "--warmup is a fraction of progress"),
         (["--magnitude", "11"], "--magnitude must lie in [0, 10]"),
         (["--checkpoint-every", "0"], "--checkpoint-every must be >= 1"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
         (["--preset", "vit"], "invalid choice: 'vit'"),
         (["--stages", "[[0, 32, 1]]"], "it needs --curriculum custom"),
         (["--curriculum", "custom", "--stages", "[[0, 32"], "--stages must be JSON"),
@@ -354,6 +355,20 @@ def test_cpu_path_over_a_folder_skips_an_unreadable_file_once_per_split(tmp_path
     assert len(report["stages"]) == 10 and report["summary"]["top1"] is not None
     assert all(np.isfinite(losses(tmp_path / "run")))
     assert sum("broken.jpg" in line for line in result.stderr.splitlines()) == 2, result.stderr
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--resume"], "--resume but no checkpoint at"),
+        (["--batch-size", "25"], "fewer images than one batch per process"),
+        (["--replay", "efficienttrain_pp"], "--replay needs --input device"),
+    ],
+)
+def test_runs_that_cannot_start_say_why(tmp_path, jpeg_folder, args, message):
+    result = run([*CPU_INPUT, "--budget", "1", "--workers", "0", "--data", str(jpeg_folder), *args,
+                  "--out", str(tmp_path)])
+    assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
 def test_vit24h_curriculum_grows_the_size_every_five_epochs(tmp_path, jpeg_folder):
