@@ -70,3 +70,29 @@ def test_compute_stages_get_equal_shares_of_flops():
     assert plan[0] == round(10 * 1000 * 0.1 * 224**2 / 96**2)  # low resolution: more steps
     epochs = plan_steps(curriculum.vit24h(10, final_size=64, start=32, step=32), flops | {32: 1, 64: 4}, 100, 10)
     assert epochs == [500, 500]
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: curriculum.custom([]), "needs at least one stage"),
+        (lambda: curriculum.custom([(0.0, 96, 1)], unit="steps"), "unit must be 'compute' or 'epochs'"),
+        (lambda: curriculum.custom([(0.0, 96, 1), (0.0, 128, 2)]), "a stage must have start < end"),
+        (lambda: curriculum.custom([(0.0, 0, 1)]), "size >= 1 and magnitude >= 0"),
+        (lambda: curriculum.custom([(0.0, 96, -1)]), "size >= 1 and magnitude >= 0"),
+        (lambda: curriculum.Schedule((curriculum.Stage(0.0, 0.4, 96, 1), curriculum.Stage(0.5, 1.0, 128, 2))),
+         "stages must be contiguous"),
+        (lambda: curriculum.vit24h(10, start=256), "1 <= start <= final_size"),
+        (lambda: curriculum.vit24h(0), "total_epochs >= 1"),
+    ],
+)
+def test_unusable_schedules_are_refused(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_scaling_joins_stages_that_end_up_alike():
+    """Sizes that round to the same patch multiple at the smaller final size, with the same
+    magnitude, become one stage (a size change that is not one would cost a recompilation)."""
+    scaled = curriculum.custom([(0.0, 160, 3), (0.5, 168, 3), (0.75, 224, 3)]).scaled(64, 16)
+    assert [(s.start, s.end, s.size, s.magnitude) for s in scaled.stages] == [(0.0, 0.75, 48, 3), (0.75, 1.0, 64, 3)]
