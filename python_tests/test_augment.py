@@ -380,6 +380,7 @@ def test_rand_augment_grayscale():
     (lambda x: augment.rand_augment(x, 10.5), ValueError, "magnitude"),
     (lambda x: augment.rand_augment(x, -1), ValueError, "magnitude"),
     (lambda x: augment.rand_augment(x, "9"), TypeError, "magnitude"),
+    (lambda x: augment.apply_op(x, "Rotate", torch.ones(2, dtype=torch.bool)), TypeError, "magnitude must be real"),
     (lambda x: augment.rand_augment(x, 5, num_ops=-1), ValueError, "num_ops"),
     (lambda x: augment.rand_augment(x, 5, num_ops=1.5), TypeError, "num_ops"),
     (lambda x: augment.rand_augment(x, 5, prob=1.5), ValueError, "prob"),

@@ -36,6 +36,10 @@ def test_explicit_grid_and_prefix():
         module.token_layout(40)
     with pytest.raises(ValueError, match="no square grid"):
         LocalFFN(8, num_prefix_tokens=0).token_layout(37)
+    inferred = LocalFFN(8, grid_size=(5, 7))  # num_prefix_tokens None: what the grid leaves over
+    assert inferred.token_layout(37) == (2, [5, 7]) and inferred.token_layout(35) == (0, [5, 7])
+    with pytest.raises(ValueError, match="not num_prefix_tokens"):
+        inferred.token_layout(34)
 
 
 @pytest.mark.parametrize("prefix", ["mlp", "skip"])
@@ -68,6 +72,8 @@ def test_activation_classes_map_by_what_they_compute(act_layer, name):
 def test_unsupported_activation_is_rejected():
     with pytest.raises(ValueError, match="act_layer must compute one of"):
         LocalFFN(4, act_layer=torch.nn.SiLU)
+    with pytest.raises(ValueError, match="act_layer must compute one of"):
+        LocalFFN(4, act_layer=lambda x: x.no_such_method())  # a callable that fails on a tensor
     with pytest.raises(ValueError, match="pre_act must be one of"):
         LocalFFN(4, pre_act="gelu")
     with pytest.raises(ValueError, match="prefix must be"):

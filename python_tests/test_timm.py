@@ -77,6 +77,12 @@ def test_add_locality_identity_init_and_errors():
         effkernels.timm.add_locality(model)
     with pytest.raises(ValueError, match="layout must be one of"):
         effkernels.timm.add_locality(timm.create_model("deit_tiny_patch16_224", depth=1), layout="local")
+    with pytest.raises(ValueError, match="dw_init must be 'default' or 'identity'"):
+        effkernels.timm.add_locality(timm.create_model("deit_tiny_patch16_224", depth=1), dw_init="zeros")
+    normed = timm.create_model("deit_tiny_patch16_224", depth=1)
+    normed.blocks[0].mlp.norm = torch.nn.LayerNorm(normed.blocks[0].mlp.fc1.out_features)
+    with pytest.raises(ValueError, match="norm layer between act and fc2"):
+        effkernels.timm.add_locality(normed)
 
 
 @pytest.mark.parametrize("size", ["tiny", "small", "base"])
