@@ -186,7 +186,8 @@ def main(argv=None):
     columns = ["variant", "size", *[f"{part} ms" for part in PARTS], "images/s", "GFLOP/image",
                "time ratio", "FLOP ratio", "time / FLOP", "training / FLOP", "fwd+bwd / FLOP", "step / plain"]
     print(common.write_results(args.out, "train_step", meta, rows, columns,
-                               plot=(("variant", "size"), "time / FLOP", "(time ratio) / (FLOP ratio) vs largest size")))
+                               plot=(("variant", "size"), "time / FLOP",
+                                     "(time ratio) / (FLOP ratio) vs largest size")))
 
 
 def _eager_local_ffn():

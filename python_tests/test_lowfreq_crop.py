@@ -165,7 +165,8 @@ def test_numpy_and_tensor_values_work_as_python_ones(op, size, out_size, mean):
     assert torch.equal(op(x, size, out_size, mean=mean, std=np.full(3, 0.2)), expected)
 
 
-@pytest.mark.parametrize("size", [True, np.float64(8.0), torch.tensor(8.0), np.array([8, 8, 8]), torch.tensor([[8, 8]])])
+@pytest.mark.parametrize("size", [True, np.float64(8.0), torch.tensor(8.0), np.array([8, 8, 8]),
+                                  torch.tensor([[8, 8]])])
 def test_sizes_that_are_not_integers_are_refused(size):
     with pytest.raises(TypeError, match="size must be an int or a pair of ints"):
         effkernels.lowfreq_crop(torch.rand(2, 3, 16, 16), size)

@@ -333,8 +333,8 @@ def _rare_files():
     good = _jpeg_bytes(rgb)
     good_image = decode_image(torch.frombuffer(bytearray(good), dtype=torch.uint8), mode=ImageReadMode.RGB)
     frames = [Image.fromarray(rgb), Image.fromarray(255 - rgb)]
-    frame_of = lambda data: torch.from_numpy(np.array(Image.open(io.BytesIO(data)).convert("RGB"))).permute(2, 0, 1)  # noqa: E731
     gif = _saved(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    first_frame = torch.from_numpy(np.array(Image.open(io.BytesIO(gif)).convert("RGB"))).permute(2, 0, 1)
     sof = good.index(b"\xff\xc0")
     return {
         "fill_bytes.jpg": (good[:2] + b"\xff\xff" + good[2:], good_image, True),  # 0xFF fill before a marker
@@ -343,10 +343,11 @@ def _rare_files():
         "cut_in_frame_header.jpg": (good[: sof + 6], None, False),
         # Stray bytes where a marker must be: the walk gives up, the CPU decoder skips them.
         "stray_bytes.jpg": (good[:2] + b"\xff\xe0\x00\x04\x00\x00\x12\x34" + good[2:], good_image, False),
-        "animated.gif": (gif, frame_of(gif), False),  # its first frame
+        "animated.gif": (gif, first_frame, False),
         "gray16.png": (_saved(Image.fromarray(rgb[..., 0].astype(np.uint16) * 257), "PNG"),
                        torch.from_numpy(rgb[..., 0]).expand(3, -1, -1), False),  # scaled to 8 bits, not clipped
-        "big.bmp": (_saved(Image.fromarray(np.zeros((400, 300, 3), np.uint8)), "BMP"), None, False),  # > MAX_PIXELS once decoded
+        # Over MAX_PIXELS, which only decoding tells for a BMP.
+        "big.bmp": (_saved(Image.fromarray(np.zeros((400, 300, 3), np.uint8)), "BMP"), None, False),
     }
 
 
