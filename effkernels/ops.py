@@ -358,6 +358,10 @@ def _plan_key(x, *args):
             parts.append(value)
         elif kind is list or kind is tuple:
             parts.append(tuple(value))
+        elif isinstance(value, np.integer):  # equal to, and hashed as, the Python int: the same plan
+            parts.append(int(value))
+        elif kind is np.ndarray:
+            parts.append(tuple(value.tolist()))
         else:
             return None
     return tuple(parts)

@@ -165,6 +165,18 @@ def test_numpy_and_tensor_values_work_as_python_ones(op, size, out_size, mean):
     assert torch.equal(op(x, size, out_size, mean=mean, std=np.full(3, 0.2)), expected)
 
 
+def test_numpy_arguments_reuse_the_cached_plan():
+    from effkernels import ops
+
+    x = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    ops._LOWFREQ_PLANS.clear()
+    for _ in range(3):
+        effkernels.lowfreq_crop(x, np.int64(8), np.array([6, 6]), mean=np.array([0.5, 0.4, 0.3]), std=(0.2,) * 3)
+    assert len(ops._LOWFREQ_PLANS) == 1  # made once and kept
+    effkernels.lowfreq_crop(x, 8, [6, 6], mean=np.array([0.5, 0.4, 0.3]), std=(0.2,) * 3)
+    assert len(ops._LOWFREQ_PLANS) == 1  # the same plan as Python ints
+
+
 @pytest.mark.parametrize("size", [True, np.float64(8.0), torch.tensor(8.0), np.array([8, 8, 8]),
                                   torch.tensor([[8, 8]])])
 def test_sizes_that_are_not_integers_are_refused(size):
