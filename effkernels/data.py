@@ -10,11 +10,13 @@ frequency curriculum has something to show. Deterministic for a given seed, made
 import contextlib
 import logging
 import math
+import os
 import random
 
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension, make_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +79,48 @@ class TensorImages(torch.utils.data.Dataset):
         return (self.transform(image) if self.transform else image), int(self.labels[index])
 
 
+def image_folder_classes(root) -> tuple[list[str], dict[str, int]]:
+    """ImageFolder's classes under root, its sorted sub-folder names, leaving out hidden folders
+    (.ipynb_checkpoints, .Trash-1000, ...): they hold no class. ValueError if none is left."""
+    root = os.fspath(root)
+    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
+    if not classes:
+        raise ValueError(f"root must hold class sub-folders, got none in {root!r}")
+    return classes, {name: index for index, name in enumerate(classes)}
+
+
+def image_folder_samples(root, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
+    """ImageFolder's (path, label) samples, leaving out hidden files and folders (macOS's "._x.jpg"
+    companions are no images). A class folder with no image keeps its label and is reported once."""
+    root = os.fspath(root)
+
+    def visible_image(path):
+        parts = os.path.relpath(path, root).split(os.sep)
+        return has_file_allowed_extension(path, IMG_EXTENSIONS) and not any(part.startswith(".") for part in parts)
+
+    samples = make_dataset(root, class_to_idx, is_valid_file=visible_image, allow_empty=True)
+    found = {label for _, label in samples}
+    for name, label in class_to_idx.items():
+        if label not in found:
+            logger.warning("class folder %s holds no image: label %d is never trained on",
+                           os.path.join(root, name), label)
+    return samples
+
+
 def image_folder(root: str, transform=None):
-    """torchvision ImageFolder whose unreadable or corrupt files are reported once and skipped."""
+    """torchvision ImageFolder over image_folder_classes and image_folder_samples, whose unreadable or
+    corrupt files are reported once and skipped."""
     from torchvision.datasets import ImageFolder
 
     class SkippingImageFolder(ImageFolder):
         reported: set = set()
+
+        def find_classes(self, directory):
+            return image_folder_classes(directory)
+
+        @staticmethod
+        def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+            return image_folder_samples(directory, class_to_idx)
 
         def __getitem__(self, index):
             for offset in range(len(self.samples)):

@@ -41,12 +41,11 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from . import augment, image_decode
 from .checks import check_int
 from .crop_boxes import DRAWS, check_scale_and_ratio, counter_uniforms, mix_seed, sample_boxes
-from .data import EpochOrder
+from .data import EpochOrder, image_folder_classes, image_folder_samples
 from .ops import lowfreq_crop
 from .prefetch import PrefetchedBatches, indexed_device
 from .resized_crop import pad_images, resized_crop_flip
@@ -374,8 +373,8 @@ class DeviceImageLoader(_DeviceLoader):
             check_int(name, value, 1)
         if max_side is not None:
             check_int("max_side", max_side, 1)
-        self.classes, self.class_to_idx = find_classes(root)
-        self.samples = make_dataset(root, self.class_to_idx, extensions=IMG_EXTENSIONS)
+        self.classes, self.class_to_idx = image_folder_classes(root)
+        self.samples = image_folder_samples(root, self.class_to_idx)
         super().__init__(len(self.samples), batch_size, f"under {os.fspath(root)!r}", device=device,
                          out_size=out_size, size=size, magnitude=magnitude, rand_augment=rand_augment, replay=replay,
                          scale=scale, ratio=ratio, flip_prob=flip_prob, dtype=dtype, mean=mean, std=std, seed=seed,

@@ -167,10 +167,11 @@ def default_workers(device: str) -> int:
 
 
 def _has_images(root):
+    """Whether root has a class folder (hidden ones are none, see data.image_folder_classes) and a file."""
     if not os.path.isdir(root):
         return False
     return any(files for _, _, files in os.walk(root)) and any(
-        os.path.isdir(os.path.join(root, d)) for d in os.listdir(root))
+        not d.startswith(".") and os.path.isdir(os.path.join(root, d)) for d in os.listdir(root))
 
 
 def build_schedule(args, patch):

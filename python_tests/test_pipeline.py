@@ -430,6 +430,41 @@ def test_classes_and_labels_follow_image_folder(textured_root):
     assert loader.classes == reference.classes and loader.samples == reference.samples
 
 
+def test_hidden_files_and_folders_are_no_data_and_an_empty_class_keeps_its_label(textured_root, tmp_path, caplog):
+    """What editors, notebooks and copies from a Mac leave in a dataset folder: hidden folders
+    (.ipynb_checkpoints) are no classes and hidden files ("._0.jpg") no samples, in the device
+    loader and the CPU path's ImageFolder alike; a class folder with no image keeps its label
+    (train and val agree on labels) and is reported."""
+    import shutil
+
+    from effkernels import data
+    from torchvision.datasets import ImageFolder
+
+    root = tmp_path / "data"
+    shutil.copytree(textured_root, root)
+    (root / ".ipynb_checkpoints").mkdir()
+    shutil.copy(root / CLASSES[0] / "0.jpg", root / ".ipynb_checkpoints" / "0-checkpoint.jpg")
+    (root / CLASSES[0] / ".ipynb_checkpoints").mkdir()
+    shutil.copy(root / CLASSES[0] / "1.jpg", root / CLASSES[0] / ".ipynb_checkpoints" / "1-checkpoint.jpg")
+    (root / CLASSES[1] / "._0.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (root / "dog").mkdir()
+    with caplog.at_level(logging.WARNING, logger="effkernels.data"):
+        loader = DeviceImageLoader(str(root), 4, out_size=8, device="cpu")
+        folder = data.image_folder(str(root))
+    expected = ImageFolder(textured_root)  # the same data as before the clutter
+    assert loader.classes == folder.classes == [*CLASSES, "dog"]
+    relative = [(os.path.relpath(path, root), label) for path, label in loader.samples]
+    assert relative == [(os.path.relpath(path, textured_root), label) for path, label in expected.samples]
+    assert folder.samples == loader.samples
+    assert [r.getMessage().count("holds no image: label 3") for r in caplog.records] == [1, 1]
+    (root / "dog").rmdir()
+    (root / ".git").mkdir()
+    for name in CLASSES:
+        shutil.rmtree(root / name)
+    with pytest.raises(ValueError, match="root must hold class sub-folders, got none"):
+        DeviceImageLoader(str(root), 4, out_size=8, device="cpu")
+
+
 def test_same_seed_same_batches_other_seed_differs(textured_root):
     make = lambda seed: DeviceImageLoader(textured_root, 4, out_size=24, size=16, seed=seed, device="cpu", workers=3,
                                           dtype=torch.bfloat16)

@@ -245,6 +245,14 @@ def test_bad_arguments_stop_before_work(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_a_folder_with_only_hidden_folders_holds_no_classes(tmp_path, capsys):
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    (tmp_path / ".ipynb_checkpoints" / "x.jpg").write_bytes(b"not read")
+    with pytest.raises(SystemExit):
+        train.parse_args(["--data", str(tmp_path)])
+    assert "holds no class folders" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "args,compile_mode,cuda_graph",
     [
