@@ -143,6 +143,10 @@ def parse_args(argv=None):
                 "--compile default, max-autotune-no-cudagraphs or none")
     if args.data is not None and not _has_images(args.data):
         p.error(f"--data {args.data} holds no class folders with images")
+    if args.val_data is not None and args.data is None:
+        p.error("--val-data evaluates a --data run: the embedded data has its own evaluation split")
+    if args.val_data is not None and not _has_images(args.val_data):
+        p.error(f"--val-data {args.val_data} holds no class folders with images")
     if args.curriculum == "custom" and not args.stages:
         p.error("--curriculum custom needs --stages")
     if args.stages and args.curriculum != "custom":

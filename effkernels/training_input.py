@@ -86,7 +86,7 @@ class LoaderInput(_EvalData):
             val_set, self.num_classes = data.TensorImages(*val, eval_tf), len(data.CLASSES)
         else:
             self.train_set = data.image_folder(args.data, train_tf)
-            val_set = data.image_folder(args.val_data, eval_tf) if args.val_data else None
+            val_set = val_folder(args.val_data, eval_tf, self.train_set.classes)
             self.num_classes = len(self.train_set.classes)
         super().__init__(args, device, val_set)
 
@@ -150,7 +150,7 @@ class DeviceInput(_EvalData):
         else:
             self.loader = DeviceImageLoader(args.data, args.batch_size, workers=max(1, args.workers),
                                             decoder=args.decoder, **settings)
-            val_set = data.image_folder(args.val_data, eval_tf) if args.val_data else None
+            val_set = val_folder(args.val_data, eval_tf, self.loader.classes)
         self.num_classes = len(self.loader.classes)
         super().__init__(args, device, val_set)
 
@@ -180,6 +180,19 @@ class DeviceInput(_EvalData):
         return {**source, "batches_made_ahead": self.loader.ready_ahead, "replay": self.args.replay,
                 "images_decoded": stats["images_decoded"], "images_delivered": stats["images_delivered"],
                 "files_skipped": stats["files_skipped"]}
+
+
+def val_folder(root, transform, classes):
+    """--val-data's ImageFolder, None without it. Its classes must be --data's, by name: its labels
+    would otherwise name other classes than the model was trained on."""
+    if root is None:
+        return None
+    val_set = data.image_folder(root, transform)
+    if val_set.classes != list(classes):
+        missing, extra = sorted(set(classes) - set(val_set.classes)), sorted(set(val_set.classes) - set(classes))
+        raise SystemExit(f"effkernels-train: error: --val-data's classes differ from --data's (missing: {missing}, "
+                         f"extra: {extra}), so its labels would name other classes")
+    return val_set
 
 
 def check_replay_schedule(args, stages) -> str | None:

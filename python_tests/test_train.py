@@ -233,6 +233,7 @@ def test_graphed_steps_train_report_and_resume_as_eager_steps(tmp_path, straight
         (["--magnitude", "11"], "--magnitude must lie in [0, 10]"),
         (["--checkpoint-every", "0"], "--checkpoint-every must be >= 1"),
         (["--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--val-data", "/tmp"], "--val-data evaluates a --data run"),
         (["--preset", "vit"], "invalid choice: 'vit'"),
         (["--stages", "[[0, 32, 1]]"], "it needs --curriculum custom"),
         (["--curriculum", "custom", "--stages", "[[0, 32"], "--stages must be JSON"),
@@ -245,12 +246,25 @@ def test_bad_arguments_stop_before_work(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_a_folder_with_only_hidden_folders_holds_no_classes(tmp_path, capsys):
+@pytest.mark.parametrize("flag", ["--data", "--val-data"])
+def test_a_folder_with_only_hidden_folders_holds_no_classes(tmp_path, jpeg_folder, capsys, flag):
     (tmp_path / ".ipynb_checkpoints").mkdir()
     (tmp_path / ".ipynb_checkpoints" / "x.jpg").write_bytes(b"not read")
     with pytest.raises(SystemExit):
-        train.parse_args(["--data", str(tmp_path)])
-    assert "holds no class folders" in capsys.readouterr().err
+        train.parse_args(["--data", str(jpeg_folder), flag, str(tmp_path)])
+    assert f"{flag} {tmp_path} holds no class folders" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("input_path", ["cpu", "device"])
+def test_val_data_with_other_classes_is_refused(tmp_path, jpeg_folder, input_path):
+    import shutil
+
+    shutil.copytree(jpeg_folder, tmp_path / "val")
+    (tmp_path / "val" / "b").rename(tmp_path / "val" / "c")
+    result = run([*CPU_INPUT[:-1], input_path, "--budget", "1", "--workers", "1", "--data", str(jpeg_folder),
+                  "--val-data", str(tmp_path / "val"), "--out", str(tmp_path / "run")])
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "--val-data's classes differ from --data's (missing: ['b'], extra: ['c'])" in result.stderr
 
 
 @pytest.mark.parametrize(
