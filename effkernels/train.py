@@ -255,6 +255,21 @@ def ends_below_final_size(schedule, img_size, budget):
             f"--img-size {img_size}, where the model is evaluated")
 
 
+# The arguments that make a run the run it is (its model, data, schedule and draws): a resumed run
+# keeps them. The others (--workers, --compile, --device, --val-data, ...) change how it runs.
+RUN_DEFINING = ("model", "data", "img_size", "curriculum", "preset", "stages", "budget", "batch_size", "lr",
+                "weight_decay", "warmup", "resize", "input", "replay", "magnitude", "seed")
+
+
+def resume_conflicts(saved: dict, now: dict) -> list[str]:
+    """The run-defining arguments whose values differ from the checkpoint's, as "--flag now (was)"."""
+    def value(args, key):
+        return os.path.normpath(args[key]) if key == "data" and args[key] is not None else args[key]
+
+    return [f"--{key.replace('_', '-')} is {now[key]!r}, the checkpoint's run had {saved[key]!r}"
+            for key in RUN_DEFINING if key in saved and value(saved, key) != value(now, key)]
+
+
 class Trainer:
     def __init__(self, args):
         self.args = args
@@ -343,6 +358,10 @@ class Trainer:
         if not os.path.exists(self.ckpt_path):
             raise SystemExit(f"effkernels-train: error: --resume but no checkpoint at {self.ckpt_path}")
         payload = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
+        conflicts = resume_conflicts(payload.get("args", {}), vars(self.args))
+        if conflicts:
+            raise SystemExit("effkernels-train: error: --resume continues the run of the checkpoint, but "
+                             + "; ".join(conflicts))
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.state, self.timing = {"replay": 1, **payload["state"]}, payload["timing"]

@@ -379,6 +379,24 @@ def test_cpu_path_over_a_folder_skips_an_unreadable_file_once_per_split(tmp_path
     assert sum("broken.jpg" in line for line in result.stderr.splitlines()) == 2, result.stderr
 
 
+def test_resume_refuses_a_different_run_and_takes_other_settings(tmp_path, straight_run):
+    """--resume continues the checkpoint's run: a changed budget (which moves every stage boundary)
+    is refused by name before any work; a changed --checkpoint-every is not."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(straight_run[0], out)
+    before = (out / "log.csv").read_text()
+    changed = run([*SHORT, "--budget", "0.5", "--lr", "0.002", "--out", str(out), "--resume"])
+    assert changed.returncode != 0 and "Traceback" not in changed.stderr
+    assert ("--budget is 0.5, the checkpoint's run had 0.25; --lr is 0.002, the checkpoint's run had 0.001"
+            in changed.stderr), changed.stderr
+    assert (out / "log.csv").read_text() == before
+    same = run([*SHORT, "--checkpoint-every", "7", "--out", str(out), "--resume"])
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert trace(out) == trace(straight_run[0])
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
