@@ -350,7 +350,7 @@ class Trainer:
         if self.rank != 0:
             return
         payload = dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(), state=self.state,
-                       timing=self.timing, rng=_rng_state(), args=vars(self.args))
+                       timing=self.timing, rng=_rng_state(), args=vars(self.args), processes=self.world)
         torch.save(payload, self.ckpt_path + ".tmp")
         os.replace(self.ckpt_path + ".tmp", self.ckpt_path)
 
@@ -359,6 +359,8 @@ class Trainer:
             raise SystemExit(f"effkernels-train: error: --resume but no checkpoint at {self.ckpt_path}")
         payload = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
         conflicts = resume_conflicts(payload.get("args", {}), vars(self.args))
+        if payload.get("processes", self.world) != self.world:  # each process's data position is its shard's
+            conflicts.append(f"{self.world} processes, the checkpoint's run had {payload['processes']}")
         if conflicts:
             raise SystemExit("effkernels-train: error: --resume continues the run of the checkpoint, but "
                              + "; ".join(conflicts))

@@ -111,6 +111,9 @@ def test_two_process_ddp_on_gloo(tmp_path, data_input, port):
     summary = json.loads((tmp_path / "stages.json").read_text())["summary"]
     assert summary["processes"] == 2 and summary["steps"] == len(trace(tmp_path))
     assert summary["input"].startswith("device pipeline" if data_input == "device" else "DataLoader")
+    if data_input == "cpu":  # a checkpoint of 2 shards does not resume as one process
+        alone = run([*SHORT, "--input", data_input, "--out", str(tmp_path), "--resume"])
+        assert alone.returncode != 0 and "1 processes, the checkpoint's run had 2" in alone.stderr, alone.stderr
 
 
 def kill_and_resume(args, out, straight):
