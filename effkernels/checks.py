@@ -3,6 +3,7 @@ that names the argument, before any work starts."""
 import numbers
 import operator
 
+import numpy as np
 import torch
 
 
@@ -31,3 +32,9 @@ def integer(value):
         return operator.index(value)
     except TypeError:
         return value
+
+
+def as_python(value):
+    """An array or tensor as the (nested) list or number it holds, so that the Python checks read
+    it; any other value as it is."""
+    return value.tolist() if isinstance(value, (np.ndarray, torch.Tensor)) else value

@@ -16,6 +16,8 @@ import numbers
 import numpy as np
 import torch
 
+from .checks import as_python
+
 ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 boxes before its central-crop fallback
 # Per sample: an area fraction and a log aspect ratio per attempt, then top, left and the flip coin.
 AREA_DRAWS, RATIO_DRAWS, TOP_DRAW, LEFT_DRAW, FLIP_DRAW = (
@@ -55,7 +57,7 @@ def check_scale_and_ratio(scale, ratio) -> tuple[tuple[float, float], tuple[floa
     """(scale, ratio) as float pairs; ValueError/TypeError naming the argument when unusable."""
     pairs = []
     for name, value in (("scale", scale), ("ratio", ratio)):
-        items = value.tolist() if isinstance(value, (np.ndarray, torch.Tensor)) else value
+        items = as_python(value)
         if not (isinstance(items, (tuple, list)) and len(items) == 2 and all(
                 isinstance(v, numbers.Real) and not isinstance(v, bool) for v in items)):
             raise TypeError(f"{name} must be a pair of numbers (low, high), got {value!r}")

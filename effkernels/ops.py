@@ -15,7 +15,7 @@ from torch._subclasses.fake_tensor import is_fake
 
 from . import _C  # noqa: F401  (loads the schemas and the C++ kernels)
 from . import operators
-from .checks import check_tensor, integer
+from .checks import as_python, check_tensor, integer
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 INPUT_DTYPES = (torch.uint8,) + FLOAT_DTYPES
@@ -403,7 +403,7 @@ def pair(value, name: str) -> list:
     single = integer(value)
     if _is_int(single):
         return [single, single]
-    items = value.tolist() if isinstance(value, (torch.Tensor, np.ndarray)) else value
+    items = as_python(value)
     if isinstance(items, Sequence) and len(items) == 2:
         both = [integer(item) for item in items]
         if all(_is_int(item) for item in both):
@@ -419,8 +419,7 @@ def _channel_values(values, name: str):
     """Per-channel numbers (a sequence, array or tensor of reals) as a list of floats."""
     if values is None:
         return None
-    if isinstance(values, (torch.Tensor, np.ndarray)):
-        values = values.tolist()
+    values = as_python(values)
     if not isinstance(values, Sequence) or not all(isinstance(v, numbers.Real) for v in values):
         raise TypeError(f"{name} must be a sequence of numbers, one per channel, got {values!r}")
     return [float(v) for v in values]
