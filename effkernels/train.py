@@ -262,7 +262,7 @@ RUN_DEFINING = ("model", "data", "img_size", "curriculum", "preset", "stages", "
 
 
 def resume_conflicts(saved: dict, now: dict) -> list[str]:
-    """The run-defining arguments whose values differ from the checkpoint's, as "--flag now (was)"."""
+    """The run-defining arguments whose values differ from the checkpoint's, each as one phrase."""
     def value(args, key):
         return os.path.normpath(args[key]) if key == "data" and args[key] is not None else args[key]
 
