@@ -5,7 +5,7 @@ PYTHON := $(VENV)/bin/python
 BUILT := $(VENV)/.effkernels-built
 SOURCES := setup.py $(shell find csrc -type f)
 
-.PHONY: train test bench build check-gpu-image gpu-wheels clean
+.PHONY: train test bench build check-gpu-image gpu-wheels gpu-extension clean
 
 train: $(BUILT)
 	$(PYTHON) -m effkernels.train --out runs/default
@@ -26,6 +26,12 @@ check-gpu-image:
 # wheels/ (git-ignored): carry it to the GPU machine, where perf/gpu_check.sh installs them.
 gpu-wheels:
 	python3 -m pip download -q --no-deps -d wheels $$(grep -E '^nvidia-(nvimgcodec|nvjpeg)' requirements.txt)
+
+# effkernels._C built here for the GPU image (Python 3.12, torch 2.11.0+cu130, sm_90) into
+# gpu-extension/ (git-ignored): carry it to the GPU machine, where perf/gpu_check.sh uses it in place
+# of its build phase when it matches the checkout, torch and GPU.
+gpu-extension:
+	bash perf/build_gpu_extension.sh
 
 build:  # forces a (still incremental) rebuild, e.g. after changing EFFKERNELS_CUDA
 	rm -f $(BUILT)

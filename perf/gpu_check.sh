@@ -9,9 +9,10 @@
 #   call 2 on the still-warm machine (~5-7 min): PHASES="pipeline train"
 #   a later session: PHASES="profile counters", PHASES="breakdown tune", PHASES="timm e2e" (e2e alone ~9 min)
 # Without "build" the extension must already be importable (a _C library built by an earlier call
-# on the same warm machine). ARCHIVE=FILE.tgz packs the results folder into one file after every
-# phase: the device tool brings back at most 8 files, and a command stopped at its time limit keeps
-# what the finished phases wrote.
+# on the same warm machine). `make gpu-extension` here and `carry: ["gpu-extension"]` there spare
+# the build's device time (see perf/prebuilt_extension.py). ARCHIVE=FILE.tgz packs the results
+# folder into one file after every phase: the device tool brings back at most 8 files, and a
+# command stopped at its time limit keeps what the finished phases wrote.
 #
 # Every phase runs under its own time limit (seconds, overridable as BUILD_LIMIT, TEST_LIMIT,
 # LOWFREQ_LIMIT, LOCAL_FFN_LIMIT, PROFILE_LIMIT, BREAKDOWN_LIMIT, ATTENTION_LIMIT, COUNTERS_LIMIT, TIMM_LIMIT, AUGMENT_LIMIT, PIPELINE_LIMIT,
@@ -24,6 +25,7 @@
 # counters of the target kernels (perf/kernel_counters.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # effkernels from this checkout, installed or not
 python=${PYTHON:-python}
 out=${1:-perf/results/$($python -c "import torch, sys; sys.path.insert(0, 'perf'); import common; print(common.default_out_dir(torch.device('cuda')).split('/')[-1])")}
 mkdir -p "$out"
@@ -63,7 +65,10 @@ $python -c "import torch, triton; print('torch', torch.__version__, '| triton', 
 
 # Build for this GPU only: half the nvcc time of the default sm_80 + sm_90.
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$($python -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")}
-if wanted build && ! phase build "${BUILD_LIMIT:-120}" "$out/build.log" $python -m pip install --no-build-isolation --no-deps -v -e .; then
+# A library built for this image on a CPU machine (make gpu-extension, carried as gpu-extension/) takes
+# the build's place when it matches this checkout, torch and GPU.
+if wanted build && ! $python perf/prebuilt_extension.py install gpu-extension 2>&1 | tee -a "$summary" \
+    && ! phase build "${BUILD_LIMIT:-120}" "$out/build.log" $python -m pip install --no-build-isolation --no-deps -v -e .; then
   tail -40 "$out/build.log" | tee -a "$summary"
   pack
   exit 1

@@ -260,3 +260,42 @@ def test_fitted_tiles_launch_is_the_training_map():
                                            out_dtype=torch.float32)
         out = launch(x)
         assert out.dtype == torch.bfloat16 and relative_error(out, expected) < 1e-2
+
+
+def test_prebuilt_extension_serves_only_the_sources_torch_and_gpu_it_was_built_for(tmp_path, monkeypatch, capsys):
+    """perf/prebuilt_extension.py: the stamp `save` writes matches this checkout and torch; a change to
+    a source file, another torch or another GPU target is named as the reason not to use it, and
+    `install` then leaves effkernels/ as it was."""
+    import shutil
+
+    import prebuilt_extension
+    import torch
+
+    library = tmp_path / "_C.test.so"
+    library.write_bytes(b"not a library")
+    prebuilt_extension.save(str(tmp_path / "saved"), str(library), "8.0;9.0")
+    with open(tmp_path / "saved" / prebuilt_extension.STAMP) as f:
+        stamp = json.load(f)
+    assert stamp["archs"] == ["8.0", "9.0"] and (tmp_path / "saved" / "_C.test.so").read_bytes() == b"not a library"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert prebuilt_extension.mismatch(stamp) is None
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (10, 0))
+    assert "this GPU is 10.0" in prebuilt_extension.mismatch(stamp)
+    assert "torch 2.0.0" in prebuilt_extension.mismatch({**stamp, "torch": "2.0.0"})
+
+    copy = tmp_path / "copy"
+    shutil.copytree(os.path.join(prebuilt_extension.ROOT, "csrc"), copy / "csrc")
+    shutil.copy2(os.path.join(prebuilt_extension.ROOT, "setup.py"), copy)
+    assert prebuilt_extension.sources_digest(str(copy)) == stamp["sources"]
+    with open(copy / "csrc" / "ops.cpp", "a") as f:
+        f.write("\n")
+    assert prebuilt_extension.sources_digest(str(copy)) != stamp["sources"]
+
+    before = sorted(os.listdir(os.path.join(prebuilt_extension.ROOT, "effkernels")))
+    with open(tmp_path / "saved" / prebuilt_extension.STAMP, "w") as f:
+        json.dump({**stamp, "sources": "0" * 64}, f)
+    assert prebuilt_extension.install(str(tmp_path / "saved")) == 1
+    assert prebuilt_extension.install(str(tmp_path / "nothing")) == 1
+    assert sorted(os.listdir(os.path.join(prebuilt_extension.ROOT, "effkernels"))) == before
+    printed = capsys.readouterr().out
+    assert "built from other sources" in printed and "no prebuilt extension" in printed
