@@ -4,16 +4,17 @@ default tile table (effkernels/triton/separable_map.py: default_tiles) by measur
 For each band: uint8 batch × 3 × 224² images, ImageNet normalisation, bf16 out (the training path,
 one bf16 part), every launch shape of the grid below, timed with CUDA events (median); shapes the
 compiler cannot fit (registers, shared memory) are reported as such. Then the best shapes' pipeline
-depths, and float32 out (three bf16 parts) for the best. Worker processes compile every shape first
-(Triton's disk cache), so the timing loop only loads kernels. Then (--no-crop skips it) the input
+depths, and a sweep of its own for float32 out (three bf16 parts). Worker processes compile every
+shape first (Triton's disk cache), so the timing loop only loads kernels. Then (--no-crop skips it) the input
 pipeline's RandomResizedCrop launch, uint8 500² to 224² with float16 out (two bf16 parts), with and
 without its boxes as the kernel's support, beside the float32 whole-plane launch it replaced, and
 its launch shapes.
 
 --sm90 needs no GPU: it compiles the default launch shapes of the training sizes (uint8 to bf16 and
 to float32 out, and float64) and of the crop for sm_90, specialised as the JIT specialises the real launch, and
-reports registers, spills, and the count of wgmma, mma.sync and cp.async instructions (the
-tensor-core dots and the pipelined loads). The test suite runs it to keep them in the kernel.
+reports registers, spills (in bytes, and instructions inside loops), and the count of wgmma, mma.sync
+and cp.async instructions (the tensor-core dots and the pipelined loads). The test suite runs it to
+keep them in the kernel and the spills out of its loops.
 """
 import argparse
 import itertools
@@ -62,6 +63,15 @@ def candidate_tiles(band):
     yield {**default, "BLOCK_H": 64, "num_warps": 4}
 
 
+def float32_candidates():
+    """The launch shapes of the float32-out sweep (three bf16 parts): 64 or 128 rows, 32- or 64-wide
+    column, height and width blocks, one or two warpgroups; the 2026-11-23 float32 best (128 × 64,
+    64-wide blocks, 4 warps) and today's default among them."""
+    for block_m, block_n, block_h, block_w, warps in itertools.product((64, 128), (32, 64), (32, 64), (32, 64), (4, 8)):
+        yield dict(BLOCK_M=block_m, TAIL_M=0, BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_W=block_w, num_warps=warps,
+                   num_stages=3)
+
+
 def fitted_tiles(band):
     """The default training launch shape with blocks that fit the band instead of padding it: 32-wide
     column and width blocks (exact for 96, 160, 192 and 224) and, for bands 129..192, 128 rows plus a
@@ -93,7 +103,7 @@ CROP_SIDE, CROP_OUT = 500, 224  # a padded batch of 500×375 and 375×500 images
 def crop_tiles():
     """Candidate launch shapes of the input pipeline's crop (two bf16 parts: float16 out)."""
     for block_m, block_n, (block_h, block_w), warps in itertools.product(
-        (64, 128), (32, 64, 128), ((64, 64), (128, 64), (64, 128)), (4, 8)
+        (64, 128), (32, 64, 128), ((64, 32), (64, 64), (128, 64), (64, 128)), (4, 8)
     ):
         if block_m * block_n <= 128 * 64:
             yield dict(BLOCK_M=block_m, TAIL_M=0, BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_W=block_w,
@@ -141,8 +151,9 @@ def compile_report(job):
     """The sm_90 compile of the default launch shape (updated by an optional fourth item, a dict of
     launch options) for (band, x dtype name, output dtype name), 224² input, normalised (uint8 to bf16
     out: the training path), or band "crop": the input pipeline's crop launch (crop_launcher, boxed):
-    a dict of the shape, registers, spills, and the counts of wgmma, mma.sync (float64's IEEE dots)
-    and cp.async instructions."""
+    a dict of the shape, registers, spill bytes, spill instructions inside loops (None where Triton
+    ships no nvdisasm), and the counts of wgmma, mma.sync (float64's IEEE dots) and cp.async
+    instructions."""
     import triton.language as tl
 
     from effkernels.triton.separable_map import _separable_map_kernel as kernel
@@ -169,8 +180,9 @@ def compile_report(job):
                       INTERPRETED=False, STAGES=launch["num_stages"],
                       **{k: v for k, v in tiles.items() if k not in launch})
     ptx = sm90.compile_ptx(kernel, types, constexprs, divisible=divisible, **launch)
-    registers, spills, _ = sm90.assemble(ptx)
+    registers, spills, sass = sm90.assemble(ptx)
     return dict(band=band, x=x_name, out=out_name, **tiles, registers=registers, spill_bytes=spills,
+                loop_spills=sm90.loop_spill_instructions(sass) if sass else None,
                 wgmma=ptx.count("wgmma.mma_async"), mma_sync=ptx.count("mma.sync"), cp_async=ptx.count("cp.async."))
 
 
@@ -227,9 +239,9 @@ def main(argv=None):
         results = [(ms, tiles) for tiles in shapes[band]
                    if (ms := time_ms(band, args.batch, torch.bfloat16, tiles)) is not None]
         ranked[band] = sorted(results, key=lambda r: r[0])[: args.top]
-    # Only the best shapes' other pipeline depths and float32 out: compiled together, then timed.
-    jobs = [(band, 2, dtype, {**tiles, **stages}) for band in args.bands for _, tiles in ranked[band]
-            for dtype, stages in [(torch.bfloat16, v) for v in stage_variants] + [(torch.float32, {})]]
+    # Only the best shapes' other pipeline depths: compiled together, then timed.
+    jobs = [(band, 2, torch.bfloat16, {**tiles, **stages}) for band in args.bands for _, tiles in ranked[band]
+            for stages in stage_variants]
     sm90.in_workers(compile_only, jobs, args.jobs)
     for band in args.bands:
         default = default_tiles(band, band, 224, 224, precision_parts(torch.uint8, torch.bfloat16)[0])
@@ -237,11 +249,26 @@ def main(argv=None):
         print(f"band {band}: default {default} {default_ms:.4f} ms; {len(shapes[band])} shapes", flush=True)
         for ms, tiles in ranked[band]:
             deeper = [time_ms(band, args.batch, torch.bfloat16, {**tiles, **v}) for v in stage_variants]
-            f32_ms = time_ms(band, args.batch, torch.float32, tiles)
             print(f"  bf16 {ms:.4f} ms (stages 1/2/4: {' / '.join(f'{m:.4f}' if m else '-' for m in deeper)})  "
-                  f"f32 {f32_ms if f32_ms is None else round(f32_ms, 4)} ms  {tiles}", flush=True)
+                  f"{tiles}", flush=True)
+    tune_float32(args)
     if args.crop:
         tune_crop(args)
+
+
+def tune_float32(args):
+    """float32 out (three bf16 parts) at each band: every float32_candidates shape, against the default."""
+    candidates = list(float32_candidates())
+    sm90.in_workers(compile_only, [(band, 2, torch.float32, tiles) for band in args.bands for tiles in candidates],
+                    args.jobs)
+    for band in args.bands:
+        default = default_tiles(band, band, 224, 224, precision_parts(torch.uint8, torch.float32)[0])
+        results = sorted(((ms, tiles) for tiles in candidates
+                          if (ms := time_ms(band, args.batch, torch.float32, tiles)) is not None), key=lambda r: r[0])
+        print(f"band {band} float32: default {default} {time_ms(band, args.batch, torch.float32):.4f} ms; "
+              f"{len(results)} of {len(candidates)} shapes ran", flush=True)
+        for ms, tiles in results[: args.top]:
+            print(f"  f32 {ms:.4f} ms  {tiles}", flush=True)
 
 
 def tune_crop(args):

@@ -280,8 +280,9 @@ def test_training_launches_compile_for_hopper_with_tensor_cores_and_pipelined_lo
     lowfreq_crop's training bands for sm_90 (perf/tune_separable_map.py --sm90, in processes without
     TRITON_INTERPRET). The dots must be wgmma and, for bf16 and float32 out alike, the width loop's
     loads cp.async, issued ahead of the dots (Triton does not pipeline a nested loop by itself); the
-    bf16 training path must not spill; the float64 path (a GPU build without the CUDA C++ kernels
-    runs it) must compile; so must the input pipeline's crop (float16 out, per-sample support)."""
+    bf16 training path must not spill; float32 out and the input pipeline's crop (float16 out,
+    per-sample support) must keep their loops free of spills, every dot on wgmma; the float64 path
+    (a GPU build without the CUDA C++ kernels runs it) must compile."""
     import tune_separable_map
 
     reports = tune_separable_map.main(["--sm90", "--bands", "96", "160", "--jobs", "2"])
@@ -292,7 +293,8 @@ def test_training_launches_compile_for_hopper_with_tensor_cores_and_pipelined_lo
         if report["x"] == "float64":  # IEEE float64 dots: compiles (it did not before out_dtype was given)
             assert report["mma_sync"] > 0, report
         else:
-            assert report["wgmma"] > 0 and report["cp_async"] > 0, report
+            assert report["wgmma"] > 0 and report["cp_async"] > 0 and report["mma_sync"] == 0, report
+            assert report["loop_spills"] == 0, report
         if report["out"] == "bfloat16":
             assert report["spill_bytes"] == 0, report
 

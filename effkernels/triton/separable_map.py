@@ -21,7 +21,8 @@ per band row, then row_v over the band, one scalar, added as an outer product in
 BLOCK_H × BLOCK_W float32 tile summed once at the end: 32 more registers per thread).
 
 Tiles: fixed by shape and precision, no autotuning (nothing to look up per call): the table in
-`default_tiles`, chosen by perf/tune_separable_map.py on an H100. Triton's blocks are powers of two,
+`default_tiles`, chosen by perf/tune_separable_map.py on an H100 (one part) and by its sm_90 compile
+report (several parts, their GPU sweep pending). Triton's blocks are powers of two,
 so an output height between two of them (bands 160, 192) pads the second GEMM: a tile may take its
 rows as BLOCK_M plus TAIL_M in a second accumulator that shares the band. With bf16 operators (the
 training path) the kernel reads them as prepared once per plan, at half the bytes of float32.
@@ -168,26 +169,24 @@ def _dot_parts(a, b, acc, A_PARTS: tl.constexpr, PARTS: tl.constexpr, INTERPRETE
 
 
 @triton.jit
-def _row_sums(ptr, offs, mask, stride_out, stride_in, size, BLOCK: tl.constexpr):
-    """Σ over `size` inputs of the operator rows at offs, in float64 from each element on: the
-    centre's image they give is of x's size and cancels against the shift, so a float32 sum's
-    rounding (2^-24 of it) would show in outputs hundreds of times smaller."""
-    total = tl.zeros(offs.shape, dtype=tl.float64)
+def _row_sums(ptr, offs, mask, stride_out, stride_in, size, BLOCK: tl.constexpr, DTYPE: tl.constexpr):
+    """Σ over `size` inputs of the operator rows at offs, in DTYPE from each element on."""
+    total = tl.zeros(offs.shape, dtype=DTYPE)
     for i0 in range(0, size, BLOCK):
         offs_i = i0 + tl.arange(0, BLOCK)
         block = tl.load(ptr + offs[:, None] * stride_out + offs_i[None, :] * stride_in,
                         mask=mask[:, None] & (offs_i < size)[None, :], other=0)
-        total += tl.sum(block.to(tl.float64), axis=1)
+        total += tl.sum(block.to(DTYPE), axis=1)
     return total
 
 
 @triton.jit
-def _vector_sum(ptr, size, BLOCK: tl.constexpr):
-    """Σ of a contiguous float vector of `size`, in float64."""
-    total = tl.zeros((BLOCK,), dtype=tl.float64)
+def _vector_sum(ptr, size, BLOCK: tl.constexpr, DTYPE: tl.constexpr):
+    """Σ of a contiguous float vector of `size`, in DTYPE."""
+    total = tl.zeros((BLOCK,), dtype=DTYPE)
     for i0 in range(0, size, BLOCK):
         offs = i0 + tl.arange(0, BLOCK)
-        total += tl.load(ptr + offs, mask=offs < size, other=0).to(tl.float64)
+        total += tl.load(ptr + offs, mask=offs < size, other=0).to(DTYPE)
     return tl.sum(total, axis=0)
 
 
@@ -196,19 +195,23 @@ def _ones_map(rows_ptr, cols_ptr, ru_ptr, rv_ptr, cu_ptr, cv_ptr, H, W, r_so, r_
               offs_m, mask_m, offs_n, mask_n, K: tl.constexpr, r_sk, c_sk, HAS_RANK_ONE: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
               DTYPE: tl.constexpr):
-    """The (BLOCK_M, BLOCK_N) tile of the map of a plane of ones, before the affine, in DTYPE:
-    Σ_k (rows_k·1) ⊗ (cols_k·1), plus (row_v·1)(col_v·1) row_u ⊗ col_u. Pointers at plane n's
-    operators; masked rows and columns give 0. The sums are float64 either way."""
+    """The (BLOCK_M, BLOCK_N) tile of the map of a plane of ones, before the affine, computed in DTYPE
+    from each operator element on: Σ_k (rows_k·1) ⊗ (cols_k·1), plus (row_v·1)(col_v·1) row_u ⊗ col_u.
+    Pointers at plane n's operators; masked rows and columns give 0. The centre's image added back
+    takes float64: it is of x's size and cancels against the shift, so float32 sums' rounding (2^-24
+    of it) would show in outputs hundreds of times smaller (8 in 300 random draws over the 1e-5 bound
+    of test_float32_output_where_the_shift_cancels, 2026-12-08). The centre itself may be any value,
+    so float32 serves there."""
     ones = tl.zeros((BLOCK_M, BLOCK_N), dtype=DTYPE)
     for k in tl.static_range(K):
-        row_sums = _row_sums(rows_ptr + k * r_sk, offs_m, mask_m, r_so, r_sh, H, BLOCK_H)
-        col_sums = _row_sums(cols_ptr + k * c_sk, offs_n, mask_n, c_so, c_sw, W, BLOCK_W)
-        ones += (row_sums[:, None] * col_sums[None, :]).to(DTYPE)
+        row_sums = _row_sums(rows_ptr + k * r_sk, offs_m, mask_m, r_so, r_sh, H, BLOCK_H, DTYPE)
+        col_sums = _row_sums(cols_ptr + k * c_sk, offs_n, mask_n, c_so, c_sw, W, BLOCK_W, DTYPE)
+        ones += row_sums[:, None] * col_sums[None, :]
     if HAS_RANK_ONE:
-        weight = _vector_sum(rv_ptr, H, BLOCK_H) * _vector_sum(cv_ptr, W, BLOCK_W)
-        row_u = tl.load(ru_ptr + offs_m, mask=mask_m, other=0).to(tl.float64)
-        col_u = tl.load(cu_ptr + offs_n, mask=mask_n, other=0).to(tl.float64)
-        ones += (weight * (row_u[:, None] * col_u[None, :])).to(DTYPE)
+        weight = _vector_sum(rv_ptr, H, BLOCK_H, DTYPE) * _vector_sum(cv_ptr, W, BLOCK_W, DTYPE)
+        row_u = tl.load(ru_ptr + offs_m, mask=mask_m, other=0).to(DTYPE)
+        col_u = tl.load(cu_ptr + offs_n, mask=mask_n, other=0).to(DTYPE)
+        ones += weight * (row_u[:, None] * col_u[None, :])
     return ones
 
 
@@ -381,10 +384,21 @@ def _block(size: int, cap: int) -> int:
 
 def default_tiles(oh, ow, h, w, parts) -> dict:
     """The launch shape for an (h, w) -> (oh, ow) map with `parts` bf16 operator parts: block sizes,
-    warps and pipeline stages, as perf/tune_separable_map.py measured them fastest on an H100
-    (2026-11-23, uint8 224² -> 96/160/192, batch 256). One part (bf16 out): a plane's whole output
-    height in one tile (BLOCK_M up to 256), so the first GEMM runs once per column tile. Three parts
-    (float32 out) hold six times the dot operands: smaller tiles and one warpgroup won there.
+    warps and pipeline stages.
+
+    One part (bf16 out, the training path), as perf/tune_separable_map.py measured it fastest on an
+    H100 (2026-11-23, uint8 224² -> 96/160/192, batch 256): a plane's whole output height in one tile
+    (BLOCK_M up to 256), so the first GEMM runs once per column tile.
+    Two and three parts (half-precision out from floating x, the input pipeline's crop; float32 out)
+    hold two and three bf16 copies of each dot operand, and the corrections' own accumulator: the
+    shape measured best for float32 out on 2026-11-23 (128 × 64 tiles, 64-wide blocks, one
+    warpgroup) spills 21-239 instructions per loop iteration in today's kernel (sm_90, Triton 3.6
+    and 3.8, 2026-12-08; split-precision dots that sum their corrections apart, pipelined loads,
+    centring: all came after that sweep). So these
+    take two warpgroups and 32-wide width blocks (three parts also 32-wide column blocks): the
+    largest tiles whose sm_90 compile keeps every register in its loops and every dot on wgmma
+    (perf/tune_separable_map.py --sm90; a test guards it). GPU time pending: the tuner times them
+    against the rest of its float32 sweep.
     float64's IEEE dots keep the smallest tiles. TAIL_M: rows of a second accumulator below the
     first BLOCK_M, so that a tile can cover a height between two powers of two (128 + 64 rows for
     bands 129..192) instead of padding the second GEMM to the next one (256)."""
@@ -393,8 +407,11 @@ def default_tiles(oh, ow, h, w, parts) -> dict:
         return dict(BLOCK_M=block_m, TAIL_M=0, BLOCK_N=_block(ow, 128 if block_m <= 128 else 64),
                     BLOCK_H=_block(h, 128), BLOCK_W=_block(w, 64), num_warps=8, num_stages=3)
     block_m = _block(oh, 128)
-    return dict(BLOCK_M=block_m, TAIL_M=0, BLOCK_N=_block(ow, 64), BLOCK_H=_block(h, 64), BLOCK_W=_block(w, 64),
-                num_warps=8 if parts == 0 and block_m > 64 else 4, num_stages=3)
+    if parts == 0:
+        return dict(BLOCK_M=block_m, TAIL_M=0, BLOCK_N=_block(ow, 64), BLOCK_H=_block(h, 64), BLOCK_W=_block(w, 64),
+                    num_warps=8 if block_m > 64 else 4, num_stages=3)
+    return dict(BLOCK_M=block_m, TAIL_M=0, BLOCK_N=_block(ow, 64 if parts == 2 else 32), BLOCK_H=_block(h, 64),
+                BLOCK_W=_block(w, 32), num_warps=8, num_stages=3)
 
 
 def prepare_separable_map(x_shape, x_dtype, rows, cols, scale=None, shift=None, out_dtype=None, rank_one=None,
