@@ -12,8 +12,8 @@ its launch shapes.
 
 --sm90 needs no GPU: it compiles the default launch shapes of the training sizes (uint8 to bf16 and
 to float32 out, and float64) and of the crop for sm_90, specialised as the JIT specialises the real launch, and
-reports registers, spills (in bytes, and instructions inside loops), and the count of wgmma, mma.sync
-and cp.async instructions (the tensor-core dots and the pipelined loads). The test suite runs it to
+reports registers, spills (in bytes, and instructions inside loops), the width loop's instructions,
+and the count of wgmma, mma.sync and cp.async instructions (the tensor-core dots and the pipelined loads). The test suite runs it to
 keep them in the kernel and the spills out of its loops.
 """
 import argparse
@@ -151,9 +151,9 @@ def compile_report(job):
     """The sm_90 compile of the default launch shape (updated by an optional fourth item, a dict of
     launch options) for (band, x dtype name, output dtype name), 224² input, normalised (uint8 to bf16
     out: the training path), or band "crop": the input pipeline's crop launch (crop_launcher, boxed):
-    a dict of the shape, registers, spill bytes, spill instructions inside loops (None where Triton
-    ships no nvdisasm), and the counts of wgmma, mma.sync (float64's IEEE dots) and cp.async
-    instructions."""
+    a dict of the shape, registers, spill bytes, spill instructions inside loops and the instructions
+    of the largest innermost loop (both None where Triton ships no nvdisasm), and the counts of
+    wgmma, mma.sync (float64's IEEE dots) and cp.async instructions."""
     import triton.language as tl
 
     from effkernels.triton.separable_map import _separable_map_kernel as kernel
@@ -183,6 +183,7 @@ def compile_report(job):
     registers, spills, sass = sm90.assemble(ptx)
     return dict(band=band, x=x_name, out=out_name, **tiles, registers=registers, spill_bytes=spills,
                 loop_spills=sm90.loop_spill_instructions(sass) if sass else None,
+                hot_loop=sm90.hot_loop_instructions(sass) if sass else None,
                 wgmma=ptx.count("wgmma.mma_async"), mma_sync=ptx.count("mma.sync"), cp_async=ptx.count("cp.async."))
 
 

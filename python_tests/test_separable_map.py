@@ -279,10 +279,11 @@ def test_training_launches_compile_for_hopper_with_tensor_cores_and_pipelined_lo
     """Without a GPU the interpreter never compiles the kernel: compile the default launch shapes of
     lowfreq_crop's training bands for sm_90 (perf/tune_separable_map.py --sm90, in processes without
     TRITON_INTERPRET). The dots must be wgmma and, for bf16 and float32 out alike, the width loop's
-    loads cp.async, issued ahead of the dots (Triton does not pipeline a nested loop by itself); the
-    bf16 training path must not spill; float32 out and the input pipeline's crop (float16 out,
-    per-sample support) must keep their loops free of spills, every dot on wgmma; the float64 path
-    (a GPU build without the CUDA C++ kernels runs it) must compile."""
+    loads cp.async, issued ahead of the dots (Triton does not pipeline a nested loop by itself); no
+    register may spill inside the loops of the bf16 training path, float32 out and the input
+    pipeline's crop (float16 out, per-sample support), every dot on wgmma, and the bf16 path at most
+    8 bytes around them, its width loop kept short; the float64 path (a GPU build without the CUDA
+    C++ kernels runs it) must compile."""
     import tune_separable_map
 
     reports = tune_separable_map.main(["--sm90", "--bands", "96", "160", "--jobs", "2"])
@@ -295,8 +296,11 @@ def test_training_launches_compile_for_hopper_with_tensor_cores_and_pipelined_lo
         else:
             assert report["wgmma"] > 0 and report["cp_async"] > 0 and report["mma_sync"] == 0, report
             assert report["loop_spills"] == 0, report
-        if report["out"] == "bfloat16":
-            assert report["spill_bytes"] == 0, report
+        if report["out"] == "bfloat16":  # Triton 3.6 spills 8 bytes around the loops at band 96, 3.8 none
+            assert report["spill_bytes"] <= 8, report
+            # The rank-one sum on the tensor cores: 215-246 instructions per warp (3.8 / 3.6); on the
+            # CUDA cores it made the width loop 303-320.
+            assert report["hot_loop"] <= 260, report
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float16, torch.bfloat16, torch.float32])

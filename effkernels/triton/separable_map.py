@@ -18,7 +18,12 @@ sums do not carry the part of the plane that the shift cancels.
 The rank-one term `(row_vᵀ x col_v) row_u col_uᵀ` (lowfreq_crop's imaginary part) is a weighted sum
 of the plane, computed from the x blocks the program loads anyway (no extra memory traffic): x·col_v
 per band row, then row_v over the band, one scalar, added as an outer product in the epilogue (not a
-BLOCK_H × BLOCK_W float32 tile summed once at the end: 32 more registers per thread).
+BLOCK_H × BLOCK_W float32 tile summed once at the end: 32 more registers per thread). With one bf16
+part (the training path) x·col_v is a narrow tensor-core dot of the x block with [col_v, 0, ..., 0]
+(RANK_ONE_N columns): summed on the CUDA cores it took 131-142 of the width loop's 303-320 sm_90
+instructions per warp at bands 160 and 96, now 43-54 (Triton 3.8; 54-66 under 3.6; 2026-12-08),
+for 25 % more tensor-core work in that loop; with more parts the dots cost several passes, so the
+sum stays on the CUDA cores, in float32 as the rest of those paths.
 
 Tiles: fixed by shape and precision, no autotuning (nothing to look up per call): the table in
 `default_tiles`, chosen by perf/tune_separable_map.py on an H100 (one part) and by its sm_90 compile
@@ -43,6 +48,8 @@ import os
 import torch
 import triton
 import triton.language as tl
+
+RANK_ONE_N = tl.constexpr(16)  # columns of the rank-one term's dot: col_v and zeros (tl.dot's narrowest operand)
 
 def precision_parts(x_dtype: torch.dtype, out_dtype: torch.dtype, centred: bool = False) -> tuple[int, int]:
     """The automatic precision rule of the Triton kernel: (operator parts, x parts).
@@ -333,7 +340,8 @@ def _separable_map_kernel(
             if HAS_RANK_ONE and k == 0:
                 row_v = tl.load(rv_n + offs_h, mask=mask_h, other=0)
             band = tl.zeros((BLOCK_H, BLOCK_N), dtype=acc_dtype)
-            x_col_v = tl.zeros((BLOCK_H,), dtype=acc_dtype)  # x @ col_v over the band's rows
+            # x·col_v over the band's rows, in column 0 (see the module docstring)
+            x_col_v = tl.zeros((BLOCK_H, RANK_ONE_N if PARTS == 1 else 1), dtype=acc_dtype)
             for w0 in tl.range(w_first, w_end, BLOCK_W, num_stages=STAGES):  # pipelined: see the module docstring
                 offs_w = w0 + tl.arange(0, BLOCK_W)
                 mask_w = offs_w < W
@@ -352,9 +360,13 @@ def _separable_map_kernel(
                 band = _dot_parts(x_block, col_block, band, X_PARTS, PARTS, INTERPRETED)
                 if HAS_RANK_ONE and k == 0:
                     col_v = tl.load(cv_n + offs_w, mask=mask_w, other=0)
-                    x_col_v += tl.sum(x_block * col_v[None, :], axis=1)
+                    if PARTS == 1:  # a tensor-core dot with [col_v, 0, ..., 0]
+                        col_v = tl.where(tl.arange(0, RANK_ONE_N)[None, :] == 0, col_v[:, None], 0)
+                        x_col_v = _dot_parts(x_block, col_v, x_col_v, X_PARTS, PARTS, INTERPRETED)
+                    else:
+                        x_col_v += tl.sum(x_block * col_v[None, :], axis=1, keep_dims=True)
             if HAS_RANK_ONE and k == 0:
-                weight += tl.sum(x_col_v * row_v, axis=0)
+                weight += tl.sum(tl.sum(x_col_v, axis=1) * row_v, axis=0)
             row_block = tl.load(
                 row_ops + offs_m[:, None] * r_so + offs_h[None, :] * r_sh,
                 mask=mask_m[:, None] & mask_h[None, :],
