@@ -51,6 +51,7 @@ import triton.language as tl
 
 RANK_ONE_N = tl.constexpr(16)  # columns of the rank-one term's dot: col_v and zeros (tl.dot's narrowest operand)
 
+
 def precision_parts(x_dtype: torch.dtype, out_dtype: torch.dtype, centred: bool = False) -> tuple[int, int]:
     """The automatic precision rule of the Triton kernel: (operator parts, x parts).
 
@@ -406,11 +407,10 @@ def default_tiles(oh, ow, h, w, parts) -> dict:
     shape measured best for float32 out on 2026-11-23 (128 × 64 tiles, 64-wide blocks, one
     warpgroup) spills 21-239 instructions per loop iteration in today's kernel (sm_90, Triton 3.6
     and 3.8, 2026-12-08; split-precision dots that sum their corrections apart, pipelined loads,
-    centring: all came after that sweep). So these
-    take two warpgroups and 32-wide width blocks (three parts also 32-wide column blocks): the
-    largest tiles whose sm_90 compile keeps every register in its loops and every dot on wgmma
-    (perf/tune_separable_map.py --sm90; a test guards it). GPU time pending: the tuner times them
-    against the rest of its float32 sweep.
+    centring: all came after that sweep). So these take two warpgroups and 32-wide width blocks
+    (three parts also 32-wide column blocks): the largest tiles whose sm_90 compile keeps every
+    register in its loops and every dot on wgmma (perf/tune_separable_map.py --sm90; a test guards
+    it). GPU time pending: the tuner times them against the rest of its float32 sweep.
     float64's IEEE dots keep the smallest tiles. TAIL_M: rows of a second accumulator below the
     first BLOCK_M, so that a tile can cover a height between two powers of two (128 + 64 rows for
     bands 129..192) instead of padding the second GEMM to the next one (256)."""
