@@ -5,16 +5,17 @@ For each band: uint8 batch × 3 × 224² images, ImageNet normalisation, bf16 ou
 one bf16 part), every launch shape of the grid below, timed with CUDA events (median); shapes the
 compiler cannot fit (registers, shared memory) are reported as such. Then the best shapes' pipeline
 depths, and a sweep of its own for float32 out (three bf16 parts). Worker processes compile every
-shape first (Triton's disk cache), so the timing loop only loads kernels. Then (--no-crop skips it) the input
-pipeline's RandomResizedCrop launch, uint8 500² to 224² with float16 out (two bf16 parts), with and
-without its boxes as the kernel's support, beside the float32 whole-plane launch it replaced, and
-its launch shapes.
+shape first (Triton's disk cache), so the timing loop only loads kernels. Then (--no-crop skips it)
+the input pipeline's RandomResizedCrop launch, uint8 500² to 224² with float16 out (two bf16
+parts), with and without its boxes as the kernel's support, beside the float32 whole-plane launch
+it replaced, and its launch shapes.
 
 --sm90 needs no GPU: it compiles the default launch shapes of the training sizes (uint8 to bf16 and
-to float32 out, and float64) and of the crop for sm_90, specialised as the JIT specialises the real launch, and
-reports registers, spills (in bytes, and instructions inside loops), the width loop's instructions,
-and the count of wgmma, mma.sync and cp.async instructions (the tensor-core dots and the pipelined loads). The test suite runs it to
-keep them in the kernel and the spills out of its loops.
+to float32 out, and float64) and of the crop for sm_90, specialised as the JIT specialises the real
+launch, and reports registers, spills (in bytes, and instructions inside loops), the width loop's
+instructions, and the count of wgmma, mma.sync and cp.async instructions (the tensor-core dots and
+the pipelined loads). The test suite runs it to keep them in the kernel and the spills out of its
+loops.
 """
 import argparse
 import itertools
