@@ -4,14 +4,20 @@
 # Carry gpu-extension to the GPU machine: perf/gpu_check.sh uses it instead of building there when
 # it matches the checkout, torch and GPU.
 # Usage: bash perf/build_gpu_extension.sh   (make gpu-extension)
-# PYTHON312: the Python 3.12 to build with (default python3.12); GPU_EXTENSION_VENV: its venv
+# PYTHON312: the Python 3.12 to build with (default: python3.12 on PATH, else pyenv's); GPU_EXTENSION_VENV: its venv
 # (default .venv-gpu-extension); GPU_ARCHS: the GPU targets (default 9.0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=$(realpath -m "${GPU_EXTENSION_VENV:-.venv-gpu-extension}")
 torch_pin=$(grep -E '^torch==' requirements-gpu-image.txt)
 if [ ! -f "$venv/.requirements" ] || [ requirements-gpu-image.txt -nt "$venv/.requirements" ]; then
-  "${PYTHON312:-python3.12}" -m venv "$venv"
+  python312=${PYTHON312:-}
+  for candidate in python3.12 "$(pyenv root 2> /dev/null)"/versions/3.12*/bin/python3.12; do
+    [ -z "$python312" ] && "$candidate" -c "import sys; assert sys.version_info[:2] == (3, 12)" 2> /dev/null \
+      && python312=$candidate
+  done
+  [ -n "$python312" ] || { echo "no Python 3.12 here: set PYTHON312 to one" >&2; exit 1; }
+  "$python312" -m venv "$venv"
   "$venv/bin/pip" install -q "$torch_pin" numpy setuptools wheel ninja
   touch "$venv/.requirements"
 fi
